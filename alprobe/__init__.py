@@ -1,0 +1,50 @@
+"""alprobe: active learning for MACE potentials with PROBE reliability scores, PySCF labels
+and Dask scheduling.
+
+Python API (heavy modules are imported only when used)::
+
+    import alprobe
+    cfg = alprobe.load_campaign("campaigns/quickstart.yaml")
+    result = alprobe.run(cfg, "runs/quickstart")       # or alprobe.resume("runs/quickstart")
+    ledger = alprobe.open_ledger("runs/quickstart")
+    print(ledger.metrics())                             # one dict per generation
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import CampaignConfig, ConfigError, load_campaign
+
+__version__ = "0.1.0"
+
+__all__ = ["CampaignConfig", "ConfigError", "__version__", "load_campaign", "open_ledger",
+           "resume", "run", "status_table"]
+
+
+def run(config: Any, directory: Any, **kwargs: Any) -> Any:
+    """Run (or continue) a campaign in ``directory``; see alprobe.campaign.run_campaign."""
+    from .campaign import run_campaign
+
+    return run_campaign(config, directory, **kwargs)
+
+
+def resume(directory: Any, **kwargs: Any) -> Any:
+    """Resume the campaign stored in ``directory``; see alprobe.campaign.resume_campaign."""
+    from .campaign import resume_campaign
+
+    return resume_campaign(directory, **kwargs)
+
+
+def open_ledger(directory: Any) -> Any:
+    """The campaign's ledger (frames, labels, metrics); see alprobe.ledger.Ledger."""
+    from .ledger import Ledger
+
+    return Ledger(directory)
+
+
+def status_table(directory: Any) -> str:
+    """The per-generation table that ``alprobe status`` prints."""
+    from .report import status_table as _table
+
+    return _table(directory)

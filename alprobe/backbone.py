@@ -1,0 +1,281 @@
+"""The only MACE / torch adapter for the backbone MLIP.
+
+Training and fine-tuning run mace-torch's own trainer (``mace.cli.run_train``) in a subprocess;
+loading, prediction (energy eV, forces eV/A) and per-atom invariant embeddings run in process.
+Model files are pickles: loading one runs code. Load only files this campaign wrote or the user
+named.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+import mace  # noqa: F401  (mace must be imported before e3nn; it also relaxes torch.load)
+import torch
+from mace import data as mace_data
+from mace.tools import torch_geometric, utils as mace_utils
+
+from .errors import AlprobeError
+from .frames import REF_ENERGY, REF_FORCES, write_extxyz
+
+__all__ = [
+    "BackboneError",
+    "MaceCalculator",
+    "Prediction",
+    "fit_e0s",
+    "load_model",
+    "model_info",
+    "predict",
+    "train_backbone",
+]
+
+
+class BackboneError(AlprobeError):
+    """A model file cannot be used, or training failed (the message says why)."""
+
+
+@dataclass
+class Prediction:
+    """Backbone output for one structure."""
+
+    energy: float  # eV
+    forces: np.ndarray  # (N, 3) eV/A
+    features: np.ndarray  # (N, F) last-layer invariant per-atom embeddings
+
+
+def fit_e0s(frames: Sequence[Atoms]) -> dict[int, float]:
+    """Per-element reference energies (eV) by least squares of total energy on composition.
+
+    For a single composition the system is underdetermined; the minimum-norm solution still
+    reproduces the mean total energy, which is all the model needs.
+    """
+    zs = sorted({int(z) for a in frames for z in a.numbers})
+    counts = np.array([[np.sum(a.numbers == z) for z in zs] for a in frames], dtype=float)
+    energies = np.array([a.info[REF_ENERGY] for a in frames], dtype=float)
+    e0 = np.linalg.lstsq(counts, energies, rcond=None)[0]
+    return {z: float(v) for z, v in zip(zs, e0)}
+
+
+def _mace_frames(frames: Sequence[Atoms]) -> list[Atoms]:
+    out = []
+    for a in frames:
+        b = Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)
+        b.info["REF_energy"] = float(a.info[REF_ENERGY])
+        b.arrays["REF_forces"] = np.asarray(a.arrays[REF_FORCES], dtype=float)
+        out.append(b)
+    return out
+
+
+def train_backbone(
+    train: Sequence[Atoms],
+    valid: Sequence[Atoms],
+    out_path: str | Path,
+    settings: Any,
+    *,
+    seed: int,
+    foundation: str | Path | None = None,
+    epochs: int | None = None,
+) -> dict[str, Any]:
+    """Train (or fine-tune from ``foundation``) a MACE model with mace-torch's trainer.
+
+    ``settings`` is a BackboneConfig. ``valid`` frames are used for early stopping only, but
+    count as seen by the model. Writes ``out_path`` (atomically) and ``out_path``.log; returns
+    {"path", "wall_s", "epochs", "n_train", "n_valid"}. Raises BackboneError on failure.
+    """
+    t0 = time.perf_counter()
+    out_path = Path(out_path)
+    work = out_path.parent / (out_path.stem + "_work")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    write_extxyz(work / "train.xyz", _mace_frames(train))
+    write_extxyz(work / "valid.xyz", _mace_frames(valid))
+    epochs = int(epochs or settings.epochs)
+    args = [
+        sys.executable, "-m", "mace.cli.run_train",
+        "--name", "model", "--work_dir", str(work),
+        "--train_file", str(work / "train.xyz"), "--valid_file", str(work / "valid.xyz"),
+        "--energy_key", "REF_energy", "--forces_key", "REF_forces",
+        "--max_num_epochs", str(epochs), "--batch_size", str(settings.batch_size),
+        "--valid_batch_size", str(max(1, min(32, len(valid)))),
+        "--lr", str(settings.lr),
+        "--forces_weight", str(settings.forces_weight),
+        "--energy_weight", str(settings.energy_weight),
+        "--stage_two", "--start_stage_two", str(max(1, (2 * epochs) // 3)),
+        "--stage_two_energy_weight", str(settings.stage_two_energy_weight),
+        "--stage_two_forces_weight", str(settings.forces_weight),
+        "--eval_interval", "1", "--patience", str(max(5, epochs // 3)),
+        "--device", settings.device, "--default_dtype", settings.dtype,
+        "--seed", str(seed), "--save_cpu",
+    ]
+    if foundation is None:
+        e0s = fit_e0s(train)
+        args += [
+            "--model", "MACE", "--E0s", "{" + ", ".join(f"{z}: {v!r}" for z, v in e0s.items()) + "}",
+            "--hidden_irreps", _hidden_irreps(settings.channels, settings.max_L),
+            "--r_max", str(settings.r_max_A), "--num_interactions", str(settings.interactions),
+            "--max_L", str(settings.max_L), "--correlation", str(settings.correlation),
+        ]
+    else:
+        args += ["--foundation_model", str(foundation), "--multiheads_finetuning", "False",
+                 "--E0s", "foundation"]
+    log_path = out_path.with_suffix(".log")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    with open(log_path, "w") as log:
+        proc = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, cwd=work, env=env)
+    candidates = [work / "model_stagetwo.model", work / "model.model"]
+    produced = next((p for p in candidates if p.is_file()), None)
+    if proc.returncode != 0 or produced is None:
+        tail = log_path.read_text().strip().splitlines()[-5:]
+        raise BackboneError(
+            f"mace training failed (exit {proc.returncode}); see {log_path}: "
+            + " | ".join(t.strip() for t in tail)
+        )
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    shutil.copyfile(produced, tmp)
+    os.replace(tmp, out_path)
+    shutil.rmtree(work, ignore_errors=True)
+    return {
+        "path": str(out_path),
+        "wall_s": time.perf_counter() - t0,
+        "epochs": epochs,
+        "n_train": len(train),
+        "n_valid": len(valid),
+    }
+
+
+def _hidden_irreps(channels: int, max_L: int) -> str:
+    parity = ["0e", "1o", "2e", "3o"]
+    return "+".join(f"{channels}x{parity[lv]}" for lv in range(max_L + 1))
+
+
+_MODEL_CACHE: dict[tuple[str, float, str], torch.nn.Module] = {}
+
+
+def load_model(path: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """Load a MACE model file (a pickled torch module) for inference.
+
+    Raises BackboneError with a one-line reason for a missing, truncated or non-MACE file.
+    Cached per process by (path, mtime, device).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneError(f"model file not found: {path}")
+    key = (str(path.resolve()), path.stat().st_mtime, device)
+    if key in _MODEL_CACHE:
+        return _MODEL_CACHE[key]
+    try:
+        model = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - truncated pickles raise many kinds
+        raise BackboneError(f"cannot load model file {path}: {type(exc).__name__}: {exc}") from None
+    if not (isinstance(model, torch.nn.Module) and hasattr(model, "atomic_numbers")
+            and hasattr(model, "r_max") and hasattr(model, "products")):
+        raise BackboneError(f"{path} is not a MACE model file")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    _MODEL_CACHE.clear()
+    _MODEL_CACHE[key] = model
+    return model
+
+
+def model_info(model: torch.nn.Module) -> dict[str, Any]:
+    """Elements (atomic numbers), cutoff (A), dtype and embedding width of a MACE model."""
+    return {
+        "atomic_numbers": [int(z) for z in model.atomic_numbers],
+        "r_max": float(model.r_max),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "n_features": _n_invariant_features(model),
+    }
+
+
+def _n_invariant_features(model: torch.nn.Module) -> int:
+    from e3nn import o3
+
+    irreps = o3.Irreps(str(model.products[-1].linear.irreps_out))
+    return int(sum(mul for mul, ir in irreps if ir.l == 0))
+
+
+def _last_layer_invariants(model: torch.nn.Module, node_feats: torch.Tensor) -> torch.Tensor:
+    """The scalar (0e) block of the last product layer: the last layer's own columns."""
+    from e3nn import o3
+
+    irreps = o3.Irreps(str(model.products[-1].linear.irreps_out))
+    block = node_feats[:, node_feats.shape[1] - irreps.dim :]
+    return block[:, : _n_invariant_features(model)]
+
+
+def _batches(model: torch.nn.Module, frames: Sequence[Atoms], batch_size: int):
+    z_table = mace_utils.AtomicNumberTable([int(z) for z in model.atomic_numbers])
+    heads = list(getattr(model, "heads", None) or ["Default"])
+    known = set(z_table.zs)
+    keyspec = mace_data.KeySpecification(info_keys={}, arrays_keys={})
+    data = []
+    for i, atoms in enumerate(frames):
+        missing = sorted(set(int(z) for z in atoms.numbers) - known)
+        if missing:
+            raise BackboneError(f"frame {i} has elements {missing} the model does not know")
+        config = mace_data.config_from_atoms(atoms, key_specification=keyspec, head_name=heads[0])
+        data.append(mace_data.AtomicData.from_config(
+            config, z_table=z_table, cutoff=float(model.r_max), heads=heads))
+    return torch_geometric.dataloader.DataLoader(data, batch_size=batch_size, shuffle=False,
+                                                 drop_last=False)
+
+
+def predict(model: torch.nn.Module, frames: Sequence[Atoms], batch_size: int = 16,
+            device: str = "cpu") -> list[Prediction]:
+    """Energies (eV), forces (eV/A) and last-layer invariant embeddings for each frame."""
+    dtype = next(model.parameters()).dtype
+    out: list[Prediction] = []
+    if not frames:
+        return out
+    for batch in _batches(model, frames, batch_size):
+        batch = batch.to(device)
+        d = batch.to_dict()
+        for k, v in d.items():
+            if torch.is_tensor(v) and v.is_floating_point():
+                d[k] = v.to(dtype)
+        res = model(d, compute_force=True, training=False)
+        feats = _last_layer_invariants(model, res["node_feats"]).detach().cpu().numpy()
+        forces = res["forces"].detach().cpu().numpy()
+        energy = res["energy"].detach().cpu().numpy()
+        ptr = batch.ptr.cpu().numpy()
+        for g in range(len(ptr) - 1):
+            sl = slice(ptr[g], ptr[g + 1])
+            out.append(Prediction(float(energy[g]), forces[sl].astype(np.float64),
+                                  feats[sl].astype(np.float32)))
+    return out
+
+
+class MaceCalculator(Calculator):
+    """ASE calculator on a loaded MACE model; also keeps the last-layer embeddings.
+
+    ``results["node_features"]`` is (N, F) after each calculation, from the same forward pass
+    as energy (eV) and forces (eV/A), so scoring a frame with PROBE costs no extra pass.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "node_features"]
+
+    def __init__(self, model: torch.nn.Module, device: str = "cpu", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.model = model
+        self.device = device
+
+    def calculate(self, atoms: Atoms | None = None, properties: Any = None,
+                  system_changes: Any = all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        (p,) = predict(self.model, [self.atoms], batch_size=1, device=self.device)
+        self.results = {"energy": p.energy, "free_energy": p.energy, "forces": p.forces,
+                        "node_features": p.features}

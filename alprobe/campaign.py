@@ -1,0 +1,534 @@
+"""The generation loop: the only orchestrator. Checkpoints every stage; resumes where it stopped.
+
+Generation 0 builds the data: rattled seeds (labeled), optionally short MD of a bootstrap
+backbone (labeled), a fixed held-out test set, then backbone 0, probe 0 and their evaluation.
+Generation g >= 1: explore (walkers on backbone g-1 scored by probe g-1) -> select -> label ->
+fine-tune backbone g (optional) -> probe g -> evaluate. Every stage is recorded as done in
+the ledger; labels are written the moment they arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from ase import Atoms
+
+from .acquire import select_least_trusted
+from .config import CampaignConfig, ConfigError, load_campaign, parse_campaign
+from .explore import WalkerSettings
+from .frames import bare_copy, load_seeds, set_prediction
+from .ledger import Ledger, atomic_write_text
+from .metrics import auroc_unreliable, frame_errors, test_errors
+
+__all__ = ["CampaignResult", "check_campaign", "resume_campaign", "run_campaign"]
+
+# Stage codes for the random streams: np.random.default_rng([seed, generation, code]).
+_RNG = {"rattle": 1, "bootstrap_md": 2, "split": 3, "explore": 4, "select": 5, "train": 6,
+        "probe": 7}
+
+
+@dataclass
+class CampaignResult:
+    """What run_campaign returns: the folder and the per-generation metrics."""
+
+    directory: Path
+    metrics: list[dict[str, Any]]
+
+
+def check_campaign(cfg: CampaignConfig) -> list[str]:
+    """Problems a schema cannot see: seeds that cannot be read, elements, the DFT level."""
+    from .label import DFTLevel, check_level
+
+    problems = []
+    elements: set[str] = set(cfg.system.elements or [])
+    try:
+        seeds = load_seeds(cfg.system.seeds, cfg.source_dir)
+        elements |= {s for a in seeds for s in a.get_chemical_symbols()}
+    except ValueError as exc:
+        problems.append(f"system.seeds: {exc}")
+    problems += [f"dft: {p}" for p in check_level(_level(cfg), sorted(elements))]
+    if cfg.backbone.model_file and not cfg.resolve(cfg.backbone.model_file).is_file():
+        problems.append(f"backbone.model_file: file not found: {cfg.resolve(cfg.backbone.model_file)}")
+    _ = DFTLevel
+    return problems
+
+
+def _level(cfg: CampaignConfig) -> Any:
+    from .label import DFTLevel
+
+    d = cfg.dft
+    return DFTLevel(method=d.method, xc=d.xc, basis=d.basis, density_fit=d.density_fit,
+                    grid_level=d.grid_level, charge=cfg.system.charge, spin=cfg.system.spin,
+                    max_cycle=d.max_cycle, conv_tol=d.conv_tol, min_distance=d.min_distance_A)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("alprobe", "torch", "mace-torch", "e3nn", "pyscf", "ase", "dask", "distributed",
+                "numpy", "scikit-learn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _diff(a: Any, b: Any, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+        return out
+    return [] if a == b else [f"{path}: stored {a!r}, now {b!r}"]
+
+
+class _Progress:
+    """One status line per stage: rewritten in place on a terminal, a few lines otherwise."""
+
+    def __init__(self, log: Callable[[str], None] | None, label: str, total: int):
+        self.log, self.label, self.total, self.done, self.failed = log, label, total, 0, 0
+        self.tty = log is print and sys.stdout.isatty()
+        self.t0 = time.perf_counter()
+        self._last_pct = -1
+        self._show()
+
+    def step(self, failed: bool = False) -> None:
+        self.done += 1
+        self.failed += int(failed)
+        self._show()
+
+    def _show(self) -> None:
+        if self.log is None:
+            return
+        msg = (f"  {self.label}: {self.done}/{self.total}"
+               + (f" ({self.failed} failed)" if self.failed else "")
+               + f"  [{time.perf_counter() - self.t0:.0f} s]")
+        if self.tty:
+            end = "\n" if self.done == self.total else ""
+            print("\r" + msg, end=end, flush=True)
+            return
+        pct = 100 * self.done // max(1, self.total)
+        if self.done in (0, self.total) or pct >= self._last_pct + 25:
+            self._last_pct = pct
+            self.log(msg)
+
+
+class _Campaign:
+    def __init__(self, cfg: CampaignConfig, directory: Path, client: Any,
+                 log: Callable[[str], None] | None):
+        self.cfg, self.dir, self.client, self.log = cfg, directory, client, log
+        self.ledger = Ledger(directory, create=True)
+        self.seeds = load_seeds(cfg.system.seeds, cfg.source_dir)
+        self.level = _level(cfg)
+        self.spans: dict[str, list[tuple[float, float]]] = {}
+
+    # ----- helpers --------------------------------------------------------------------------
+    def say(self, msg: str) -> None:
+        if self.log is not None:
+            self.log(msg)
+
+    def rng(self, gen: int, stage: str) -> np.random.Generator:
+        return np.random.default_rng([self.cfg.seed, gen, _RNG[stage]])
+
+    def model_dir(self, gen: int) -> Path:
+        d = self.dir / "models" / f"gen_{gen:03d}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _gather(self, futures: Sequence[Any], label: str, on_result: Callable[[Any, Any], bool]):
+        """Consume results as they complete; on_result(tag, result) -> failed? (for display)."""
+        from distributed import as_completed
+
+        bar = _Progress(self.log, label, len(futures))
+        for fut in as_completed(futures):
+            res = fut.result()
+            self.spans.setdefault(label.split()[-1], []).append((res["t0"], res["t1"]))
+            bar.step(bool(on_result(fut.tag, res)))
+
+    def _submit(self, fn: Callable[..., Any], *args: Any, key: str, tag: Any = None,
+                retries: int = 1) -> Any:
+        fut = self.client.submit(fn, *args, key=key, retries=retries, pure=False)
+        fut.tag = tag
+        return fut
+
+    # ----- stages ---------------------------------------------------------------------------
+    def label_pending(self, gen: int, stage: str) -> dict[str, Any]:
+        """Label every selected, not yet labeled frame of ``gen``; write each on arrival."""
+        from .tasks import label_task
+
+        if self.ledger.done(stage):
+            return self.ledger.stage_info(stage)
+        todo = self.ledger.frames(generation=gen, status="selected")
+        t0 = time.perf_counter()
+        dft_s = [0.0]
+
+        def record(fid: str, r: dict[str, Any]) -> bool:
+            dft_s[0] += r["wall_s"]
+            if r["status"] == "ok":
+                self.ledger.update(fid, status="labeled", ref_energy=r["energy"],
+                                   label_s=r["wall_s"], data={"ref_forces": r["forces"]})
+                return False
+            self.ledger.update(fid, status=r["status"], reason=r["reason"] or "unknown",
+                               label_s=r["wall_s"])
+            return True
+
+        futures = [self._submit(label_task, bare_copy(a), self.level, key=f"label-{a.info['fid']}",
+                                tag=a.info["fid"], retries=2) for a in todo]
+        self._gather(futures, f"gen {gen} label", record)
+        counts = {s: self.ledger.count(generation=gen, status=s)
+                  for s in ("labeled", "failed", "rejected")}
+        for a in self.ledger.frames(generation=gen, status="failed") + \
+                self.ledger.frames(generation=gen, status="rejected"):
+            self.say(f"  label {a.info['fid']} {a.info['status']}: {a.info.get('reason', '')}")
+        info = {**counts, "wall_s": time.perf_counter() - t0, "dft_s": dft_s[0]}
+        self.ledger.mark_done(stage, **info)
+        return info
+
+    def run_walkers(self, gen: int, model_path: str, probe_path: str | None, steps: int,
+                    label: str) -> tuple[list[Atoms], dict[str, Any]]:
+        from .tasks import walker_task
+
+        ex = self.cfg.explore
+        futures = []
+        for w in range(ex.walkers):
+            settings = WalkerSettings(
+                temperature_K=ex.temperatures_K[w % len(ex.temperatures_K)],
+                timestep_fs=ex.timestep_fs, steps=steps, stride=ex.stride,
+                friction_per_fs=ex.friction_per_fs, trust_floor=ex.trust_floor,
+                patience=ex.patience, min_distance_A=ex.min_distance_A,
+                fragment_distance_A=ex.fragment_distance_A)
+            seed = [self.cfg.seed, gen, _RNG["explore"] if label == "explore" else
+                    _RNG["bootstrap_md"], w]
+            start = self.seeds[w % len(self.seeds)]
+            futures.append(self._submit(walker_task, start, model_path, probe_path, settings, seed,
+                                        w, self.cfg.backbone.device,
+                                        key=f"walk-{label}-g{gen}-w{w}-{Path(model_path).stat().st_mtime_ns}",
+                                        tag=w))
+        results: dict[int, Any] = {}
+
+        def record(w: int, r: dict[str, Any]) -> bool:
+            results[w] = r
+            return not r["stop_reason"].startswith("completed")
+
+        t0 = time.perf_counter()
+        self._gather(futures, f"gen {gen} {label}", record)
+        frames: list[Atoms] = []
+        for w in sorted(results):
+            r = results[w]
+            self.say(f"  walker {w} ({r['frames'][0].info['temperature_K'] if r['frames'] else '-'}"
+                     f" K): {len(r['frames'])} frames, {r['stop_reason']}")
+            frames += r["frames"]
+        info = {"wall_s": time.perf_counter() - t0,
+                "md_s": float(sum(r["md_s"] for r in results.values())),
+                "score_s": float(sum(r["score_s"] for r in results.values())),
+                "stops": [results[w]["stop_reason"] for w in sorted(results)],
+                "n_frames": len(frames)}
+        return frames, info
+
+    def train(self, gen: int, foundation: str | None, epochs: int | None, name: str,
+              frames: list[Atoms]) -> dict[str, Any]:
+        """Train backbone ``name`` on ``frames`` (10% of them used for validation)."""
+        from .tasks import train_task
+
+        rng = self.rng(gen, "train")
+        idx = rng.permutation(len(frames))
+        n_val = max(1, len(frames) // 10)
+        valid = [bare_with_ref(frames[i]) for i in idx[:n_val]]
+        train = [bare_with_ref(frames[i]) for i in idx[n_val:]]
+        out = self.model_dir(gen) / f"{name}.model"
+        self.say(f"  gen {gen} training {name} on {len(train)} + {n_val} validation frames"
+                 + (" (fine-tune)" if foundation else " (from scratch)"))
+        fut = self._submit(train_task, train, valid, str(out), self.cfg.backbone,
+                           self.cfg.seed + gen, foundation, epochs, key=f"train-{name}-g{gen}")
+        res: dict[str, Any] = {}
+        self._gather([fut], f"gen {gen} train", lambda _t, r: res.update(r) or False)
+        ids = sorted(a.info["fid"] for a in frames)
+        atomic_write_text(out.with_suffix(".json"), json.dumps(
+            {"train_ids": ids, "foundation": foundation, "epochs": res["epochs"],
+             "wall_s": res["wall_s"]}, indent=1))
+        return {"path": str(out), "train_ids": ids, "wall_s": res["wall_s"]}
+
+    # ----- generation 0 ---------------------------------------------------------------------
+    def initial(self) -> None:
+        cfg, L = self.cfg, self.ledger
+        ini = cfg.initial
+        if not L.done("gen000/rattle"):
+            rng = self.rng(0, "rattle")
+            frames = []
+            for i in range(ini.n_rattle):
+                a = bare_copy(self.seeds[i % len(self.seeds)])
+                sigma = ini.rattle_A * (i + 1) / ini.n_rattle
+                a.positions += rng.normal(0.0, sigma, a.positions.shape)
+                frames.append(a)
+            L.add(frames, generation=0, origin="initial", status="selected")
+            L.mark_done("gen000/rattle", n=len(frames))
+        self.label_pending(0, "gen000/label_rattle")
+        if ini.n_md > 0 and not L.done("gen000/bootstrap"):
+            stage = L.stage_info("gen000/bootstrap_train")
+            if not stage:
+                boot = L.frames(generation=0, status="labeled")
+                stage = self.train(0, None, max(10, cfg.backbone.epochs // 2), "bootstrap", boot)
+                L.mark_done("gen000/bootstrap_train", **stage)
+            frames, info = self.run_walkers(0, stage["path"], None, ini.md_steps, "bootstrap_md")
+            rng = self.rng(0, "bootstrap_md")
+            pick = rng.choice(len(frames), size=min(ini.n_md, len(frames)), replace=False)
+            chosen = [bare_copy(frames[i]) for i in sorted(pick)]
+            L.add(chosen, generation=0, origin="initial", status="selected")
+            L.mark_done("gen000/bootstrap", n=len(chosen), **info)
+        self.label_pending(0, "gen000/label_md")
+        parts = [L.stage_info(f"gen000/label_{p}") for p in ("rattle", "md")]
+        L.mark_done("gen000/label", **{k: sum(p.get(k, 0) for p in parts)
+                                       for k in ("labeled", "failed", "rejected", "wall_s", "dft_s")})
+        if not L.done("gen000/split"):
+            fids = sorted(L.fids(generation=0, status="labeled"))
+            rng = self.rng(0, "split")
+            order = rng.permutation(len(fids))
+            n_test = min(ini.test_size, len(fids) - 4)
+            test = [fids[i] for i in order[:n_test]]
+            rest = [fids[i] for i in order[n_test:]]
+            n_cal = max(2, int(round(ini.calibration_fraction * len(rest))))
+            L.update_many(test, split="test")
+            L.update_many(rest[:n_cal], split="calib")
+            L.update_many(rest[n_cal:], split="train")
+            L.mark_done("gen000/split", test=len(test), calib=n_cal, train=len(rest) - n_cal)
+        if not L.done("gen000/train"):
+            train = L.frames(status="labeled", split="train")
+            user = cfg.resolve(cfg.backbone.model_file) if cfg.backbone.model_file else None
+            if user is not None and not cfg.backbone.finetune:
+                from .backbone import load_model
+
+                load_model(user)  # clear error now if the file is unusable
+                dest = self.model_dir(0) / "backbone.model"
+                shutil.copyfile(user, dest)
+                info = {"path": str(dest), "train_ids": [], "wall_s": 0.0}
+            else:
+                info = self.train(0, str(user) if user else None,
+                                  cfg.backbone.finetune_epochs if user else None, "backbone", train)
+            L.mark_done("gen000/train", **info)
+        self.after_training(0)
+
+    # ----- probe and evaluation ---------------------------------------------------------------
+    def after_training(self, gen: int) -> None:
+        from .tasks import fit_probe_task, predict_task
+
+        L, cfg = self.ledger, self.cfg
+        tinfo = L.stage_info(f"gen{gen:03d}/train")
+        model_path, seen = tinfo["path"], set(tinfo["train_ids"])
+        # Every backbone this model descends from saw its own training frames too.
+        for g in range(gen):
+            seen |= set(L.stage_info(f"gen{g:03d}/train").get("train_ids", []))
+        futures = []
+        if not L.done(f"gen{gen:03d}/probe"):
+            pool = [a for split in ("calib", "train") for a in L.frames(status="labeled", split=split)
+                    if a.info["fid"] not in seen]
+            ids = sorted(a.info["fid"] for a in pool)
+            meta = {"train_ids": ids, "backbone": model_path, "generation": gen}
+            out = str(self.model_dir(gen) / "probe.pt")
+            self.say(f"  gen {gen} training probe on {len(pool)} out-of-sample frames")
+            futures.append(self._submit(fit_probe_task, model_path,
+                                        [bare_with_ref(a) for a in pool], cfg.probe,
+                                        cfg.seed * 100 + gen, out, meta,
+                                        key=f"probe-g{gen}-{len(pool)}", tag="probe"))
+        if not L.done(f"gen{gen:03d}/evaluate"):
+            test = L.frames(status="labeled", split="test")
+            futures.append(self._submit(predict_task, model_path, [bare_copy(a) for a in test],
+                                        cfg.backbone.device, key=f"eval-g{gen}", tag="eval"))
+        t0 = time.perf_counter()
+
+        def record(tag: str, r: dict[str, Any]) -> bool:
+            if tag == "probe":
+                if r["path"] is None:
+                    self.say(f"  probe not trained: {r['reason']} (selection falls back to random)")
+                L.mark_done(f"gen{gen:03d}/probe", path=r["path"], reason=r["reason"],
+                            train_ids=r["meta"].get("train_ids", []),
+                            threshold=r["meta"].get("threshold"),
+                            wall_s=r["t1"] - r["t0"])
+                return r["path"] is None
+            test = L.frames(status="labeled", split="test")
+            for a, e, f in zip(test, r["energy"], r["forces"]):
+                set_prediction(a, e, f)
+            L.mark_done(f"gen{gen:03d}/evaluate", **test_errors(test), wall_s=r["t1"] - r["t0"])
+            return False
+
+        if futures:
+            self._gather(futures, f"gen {gen} probe+evaluate", record)
+        self.write_metrics(gen, time.perf_counter() - t0)
+
+    def write_metrics(self, gen: int, post_s: float) -> None:
+        L, cfg = self.ledger, self.cfg
+        ev = L.stage_info(f"gen{gen:03d}/evaluate")
+        row: dict[str, Any] = {"generation": gen}
+        row["labels"] = L.count(status="labeled") - L.count(status="labeled", split="test")
+        row["labels_new"] = L.count(generation=gen, status="labeled")
+        row["failed_new"] = L.count(generation=gen, status="failed") + \
+            L.count(generation=gen, status="rejected")
+        row.update({k: ev[k] for k in ("energy_mae_eV_per_atom", "force_mae_eV_A",
+                                       "force_rmse_eV_A")})
+        auroc = float("nan")
+        if gen > 0:
+            prev = L.stage_info(f"gen{gen - 1:03d}/probe")
+            new = [a for a in L.frames(generation=gen, status="labeled") if "pred_energy" in a.info]
+            if prev.get("path") and new:
+                auroc = auroc_unreliable(np.array([a.info["trust"] for a in new]),
+                                         frame_errors(new, cfg.probe.error), prev["threshold"])
+        row["probe_auroc_new"] = auroc
+        stages = ("explore", "select", "label", "train", "probe", "evaluate")
+        for s in stages:
+            row[f"{s}_s"] = float(L.stage_info(f"gen{gen:03d}/{s}").get("wall_s", 0.0))
+        ex = L.stage_info(f"gen{gen:03d}/explore")
+        row["md_s"] = float(ex.get("md_s", 0.0))
+        row["score_s"] = float(ex.get("score_s", 0.0))
+        row["dft_s"] = float(L.stage_info(f"gen{gen:03d}/label").get("dft_s", 0.0))
+        gen_t = L.stage_info(f"gen{gen:03d}/start").get("t", None)
+        row["wall_s"] = float(time.time() - gen_t) if gen_t else float("nan")
+        row["task_span_s"] = float(sum(_span(v) for v in self.spans.values()))
+        row["overhead_fraction"] = (float(max(0.0, 1 - row["task_span_s"] / row["wall_s"]))
+                                    if row["wall_s"] == row["wall_s"] and row["wall_s"] > 0
+                                    else float("nan"))
+        self.spans.clear()
+        L.add_metrics(row)
+        self.say(f"gen {gen}: {row['labels']} labels, test E MAE "
+                 f"{1000 * row['energy_mae_eV_per_atom']:.1f} meV/atom, F MAE "
+                 f"{1000 * row['force_mae_eV_A']:.0f} meV/A, probe AUROC (new frames) "
+                 f"{auroc:.2f}")
+
+    # ----- generation g >= 1 ------------------------------------------------------------------
+    def generation(self, gen: int) -> None:
+        L, cfg = self.ledger, self.cfg
+        tag = f"gen{gen:03d}"
+        prev_model = L.stage_info(f"gen{gen - 1:03d}/train")["path"]
+        prev_probe = L.stage_info(f"gen{gen - 1:03d}/probe").get("path")
+        if not L.done(f"{tag}/explore"):
+            frames, info = self.run_walkers(gen, prev_model, prev_probe, cfg.explore.steps,
+                                            "explore")
+            L.add(frames, generation=gen, origin="explore", status="candidate")
+            L.mark_done(f"{tag}/explore", **info)
+        if not L.done(f"{tag}/select"):
+            t0 = time.perf_counter()
+            cands = L.frames(generation=gen, status="candidate")
+            trust = np.array([a.info.get("trust", np.nan) for a in cands], dtype=float)
+            walker = np.array([a.info["walker"] for a in cands])
+            sample = np.array([a.info["sample"] for a in cands])
+            rng = self.rng(gen, "select")
+            pick = select_least_trusted(trust, walker, sample, cfg.select.budget,
+                                        cfg.select.min_spacing, rng=rng)
+            chosen = sorted(cands[i].info["fid"] for i in pick)
+            calib = rng.random(len(chosen)) < cfg.initial.calibration_fraction
+            with L.db:
+                for fid, c in zip(chosen, calib):
+                    L.update(fid, status="selected", split="calib" if c else "train")
+            L.mark_done(f"{tag}/select", n=len(chosen), n_candidates=len(cands),
+                        wall_s=time.perf_counter() - t0)
+            self.say(f"  gen {gen} selected {len(chosen)} of {len(cands)} candidates "
+                     f"({int(calib.sum())} held out for the probe)")
+        self.label_pending(gen, f"{tag}/label")
+        if not L.done(f"{tag}/train"):
+            if cfg.backbone.finetune:
+                info = self.train(gen, prev_model, cfg.backbone.finetune_epochs, "backbone",
+                                  L.frames(status="labeled", split="train"))
+            else:
+                info = {"path": prev_model, "train_ids": [], "wall_s": 0.0}
+            L.mark_done(f"{tag}/train", **info)
+        self.after_training(gen)
+
+
+def bare_with_ref(a: Atoms) -> Atoms:
+    """Positions plus reference label and id only (what a worker needs)."""
+    b = bare_copy(a)
+    for k in ("fid", "ref_energy"):
+        if k in a.info:
+            b.info[k] = a.info[k]
+    if "ref_forces" in a.arrays:
+        b.arrays["ref_forces"] = a.arrays["ref_forces"]
+    return b
+
+
+def _span(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of [t0, t1] intervals (s)."""
+    total, end = 0.0, -np.inf
+    for t0, t1 in sorted(intervals):
+        if t0 > end:
+            total += t1 - t0
+            end = t1
+        elif t1 > end:
+            total += t1 - end
+            end = t1
+    return total
+
+
+def _prepare_folder(cfg: CampaignConfig, directory: Path, allow_changes: bool) -> None:
+    stored = directory / "campaign.yaml"
+    science = cfg.science_dict()
+    if stored.is_file():
+        old = yaml.safe_load(stored.read_text())
+        old_science = {k: v for k, v in old.items() if k not in ("cluster", "source_dir")}
+        diffs = _diff(old_science, science)
+        if diffs and not allow_changes:
+            raise ConfigError(
+                [f"{d}" for d in diffs] + ["(pass allow_changes=True / --allow-changes to "
+                                           "continue with the new settings)"],
+                f"{directory}: campaign file differs from the one this folder was started with")
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stored, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    atomic_write_text(directory / "versions.json", json.dumps(_versions(), indent=1))
+
+
+def run_campaign(config: CampaignConfig | str | Path, directory: str | Path, *,
+                 log: Callable[[str], None] | None = print, client: Any = None,
+                 allow_changes: bool = False) -> CampaignResult:
+    """Run a campaign in ``directory`` (created if needed); continue it if it was started.
+
+    config: a CampaignConfig or the path of a campaign file. client: an existing
+    ``distributed.Client`` to use instead of the campaign's cluster section.
+    Returns the folder and its per-generation metrics.
+    """
+    cfg = config if isinstance(config, CampaignConfig) else load_campaign(config)
+    problems = check_campaign(cfg)
+    if problems:
+        raise ConfigError(problems, cfg.name)
+    directory = Path(directory)
+    _prepare_folder(cfg, directory, allow_changes)
+    if client is None:
+        from .cluster import open_client
+
+        with open_client(cfg.cluster, log=log or (lambda _m: None)) as c:
+            return _run(cfg, directory, c, log)
+    return _run(cfg, directory, client, log)
+
+
+def _run(cfg: CampaignConfig, directory: Path, client: Any,
+         log: Callable[[str], None] | None) -> CampaignResult:
+    camp = _Campaign(cfg, directory, client, log)
+    L = camp.ledger
+    for gen in range(cfg.generations + 1):
+        if L.done(f"gen{gen:03d}/done"):
+            continue
+        if not L.done(f"gen{gen:03d}/start"):
+            L.mark_done(f"gen{gen:03d}/start", t=time.time())
+        camp.say(f"generation {gen}" + (" (initial data, backbone, probe)" if gen == 0 else ""))
+        camp.initial() if gen == 0 else camp.generation(gen)
+        L.mark_done(f"gen{gen:03d}/done")
+    camp.say(f"campaign {cfg.name} finished: {directory}")
+    return CampaignResult(directory, L.metrics())
+
+
+def resume_campaign(directory: str | Path, **kwargs: Any) -> CampaignResult:
+    """Continue the campaign stored in ``directory`` with its stored campaign file."""
+    directory = Path(directory)
+    stored = directory / "campaign.yaml"
+    if not stored.is_file():
+        raise ConfigError([f"no campaign.yaml in {directory}: not a campaign folder"], str(directory))
+    data = yaml.safe_load(stored.read_text())
+    source_dir = data.pop("source_dir", ".")
+    return run_campaign(parse_campaign(data, source_dir, str(stored)), directory, **kwargs)

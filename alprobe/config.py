@@ -1,0 +1,281 @@
+"""Campaign files: strict, typed, frozen configuration.
+
+A campaign file is YAML. Every section maps to one frozen pydantic model; unknown keys, wrong
+types and impossible values are errors that name the key path (``explore.walkers: ...``).
+Units are part of the key names (``_K``, ``_fs``, ``_A``, ``_eV``) so that a value is never
+read in the wrong unit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from .errors import AlprobeError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "BackboneConfig",
+    "CampaignConfig",
+    "ClusterConfig",
+    "ConfigError",
+    "DFTConfig",
+    "ExploreConfig",
+    "InitialConfig",
+    "ProbeConfig",
+    "SelectConfig",
+    "SystemConfig",
+    "config_problems",
+    "load_campaign",
+    "parse_campaign",
+]
+
+
+class ConfigError(AlprobeError, ValueError):
+    """A campaign file is invalid; ``problems`` lists one line per problem."""
+
+    def __init__(self, problems: list[str], source: str = "campaign"):
+        self.problems = list(problems)
+        self.source = source
+        head = f"{source}: {len(self.problems)} problem(s)"
+        super().__init__(head + "\n" + "\n".join("  " + p for p in self.problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class SystemConfig(_Section):
+    """What is simulated: seed structures, total charge and spin multiplicity."""
+
+    seeds: list[str] = Field(
+        min_length=1,
+        description="molecule names known to ase.build.molecule (or aliases such as 'ethanol'), "
+        "or paths to xyz/extxyz files (relative to the campaign file)",
+    )
+    charge: int = 0
+    spin: int = Field(0, ge=0, description="2S = N_alpha - N_beta (PySCF convention)")
+    elements: list[str] | None = Field(
+        None, description="elements the campaign covers; default: those of the seeds"
+    )
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _one_seed(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("elements")
+    @classmethod
+    def _known_elements(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        from ase.data import chemical_symbols
+
+        bad = [e for e in v if e not in chemical_symbols[1:]]
+        if bad:
+            raise ValueError(f"unknown element(s) {bad}")
+        return v
+
+
+class DFTConfig(_Section):
+    """Reference level for labels (PySCF)."""
+
+    method: Literal["dft", "hf"] = "dft"
+    xc: str = "pbe"
+    basis: str = "def2-svp"
+    density_fit: bool = True
+    grid_level: int = Field(1, ge=0, le=9)
+    max_cycle: int = Field(100, gt=0)
+    conv_tol: float = Field(1e-9, gt=0, description="Hartree")
+    min_distance_A: float = Field(0.5, gt=0, description="refuse structures with a closer pair")
+
+
+class InitialConfig(_Section):
+    """Initial training set and the fixed held-out test set, built and labeled at the start."""
+
+    n_rattle: int = Field(24, ge=0, description="randomly displaced copies of the seeds")
+    rattle_A: float = Field(0.08, gt=0, description="largest Gaussian displacement std (A)")
+    n_md: int = Field(24, ge=0, description="frames from short MD of a bootstrap backbone")
+    md_steps: int = Field(200, gt=0)
+    test_size: int = Field(24, gt=0, description="held-out test frames (from the same pool)")
+    calibration_fraction: float = Field(
+        0.25, gt=0, lt=1, description="fraction of every labeled batch held out of backbone "
+        "training, so that the probe sees only out-of-sample errors",
+    )
+
+    @model_validator(mode="after")
+    def _enough(self) -> InitialConfig:
+        if self.n_rattle + self.n_md < self.test_size + 4:
+            raise ValueError(
+                f"n_rattle + n_md ({self.n_rattle + self.n_md}) must exceed test_size "
+                f"({self.test_size}) by at least 4 frames to leave a training set"
+            )
+        return self
+
+
+class BackboneConfig(_Section):
+    """The MACE backbone: trained from scratch, or a local model file the user supplies."""
+
+    model_file: str | None = Field(
+        None, description="local MACE model file to start from (loading runs pickled code)"
+    )
+    channels: int = Field(32, gt=0)
+    max_L: int = Field(0, ge=0, le=3)
+    r_max_A: float = Field(5.0, gt=0)
+    interactions: int = Field(2, ge=1)
+    correlation: int = Field(2, ge=1)
+    epochs: int = Field(60, gt=0)
+    finetune: bool = Field(True, description="fine-tune on all training labels every generation")
+    finetune_epochs: int = Field(30, gt=0)
+    batch_size: int = Field(4, gt=0)
+    lr: float = Field(0.01, gt=0)
+    forces_weight: float = Field(10.0, ge=0)
+    energy_weight: float = Field(1.0, ge=0)
+    stage_two_energy_weight: float = Field(100.0, ge=0)
+    dtype: Literal["float32", "float64"] = "float32"
+    device: str = "cpu"
+
+
+class ProbeConfig(_Section):
+    """The PROBE reliability classifier (see PROBE.md)."""
+
+    error: Literal["energy", "energy_per_atom", "force_rmse", "force_max"] = "force_rmse"
+    threshold: Literal["quantile", "absolute"] = "quantile"
+    threshold_value: float = Field(
+        0.5, gt=0, description="quantile in (0, 1), or eV / eV/A / eV per atom if absolute"
+    )
+    members: int = Field(3, ge=1, description="heads with different seeds, averaged")
+    epochs: int = Field(300, gt=0)
+    patience: int = Field(25, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    validation_fraction: float = Field(0.15, gt=0, lt=1)
+    batch_size: int = Field(32, gt=0)
+    device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _quantile_range(self) -> ProbeConfig:
+        if self.threshold == "quantile" and not 0 < self.threshold_value < 1:
+            raise ValueError("threshold_value must lie in (0, 1) for a quantile threshold")
+        return self
+
+
+class ExploreConfig(_Section):
+    """MD walkers (ASE Langevin) on the backbone."""
+
+    walkers: int = Field(4, gt=0)
+    temperatures_K: list[float] = Field([300.0], min_length=1)
+    timestep_fs: float = Field(0.5, gt=0, le=5)
+    steps: int = Field(400, gt=0)
+    stride: int = Field(10, gt=0, description="MD steps between sampled frames")
+    friction_per_fs: float = Field(0.01, gt=0)
+    trust_floor: float = Field(0.1, ge=0, le=1, description="stop when P(reliable) stays below")
+    patience: int = Field(3, gt=0, description="consecutive samples below the floor to stop")
+    min_distance_A: float = Field(0.6, gt=0, description="closer pairs are unphysical")
+    fragment_distance_A: float = Field(
+        3.0, gt=0, description="an atom group farther than this from the rest has flown off"
+    )
+
+    @field_validator("temperatures_K")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(t <= 0 for t in v):
+            raise ValueError("temperatures must be > 0 K")
+        return v
+
+
+class SelectConfig(_Section):
+    """Which frames go to DFT each generation."""
+
+    budget: int = Field(16, gt=0, description="labels per generation")
+    min_spacing: int = Field(2, ge=0, description="samples between two picks of one walker")
+
+
+class ClusterConfig(_Section):
+    """Where the tasks run. Default: a LocalCluster on this machine."""
+
+    kind: Literal["local", "address"] = "local"
+    address: str | None = None
+    n_workers: int = Field(2, gt=0)
+    threads_per_worker: int = Field(1, gt=0)
+    memory_limit: str = "auto"
+    dashboard_address: str = "127.0.0.1:0"
+
+    @model_validator(mode="after")
+    def _address(self) -> ClusterConfig:
+        if self.kind == "address" and not self.address:
+            raise ValueError("kind 'address' needs cluster.address (e.g. tcp://127.0.0.1:8786)")
+        return self
+
+
+class CampaignConfig(_Section):
+    """A whole campaign; ``source_dir`` is where relative paths are resolved."""
+
+    name: str = Field(min_length=1)
+    seed: int = 0
+    generations: int = Field(3, ge=0)
+    system: SystemConfig
+    dft: DFTConfig = DFTConfig()
+    initial: InitialConfig = InitialConfig()
+    backbone: BackboneConfig = BackboneConfig()
+    probe: ProbeConfig = ProbeConfig()
+    explore: ExploreConfig = ExploreConfig()
+    select: SelectConfig = SelectConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    source_dir: str = Field(".", description="set by the loader: folder of the campaign file")
+
+    def resolve(self, path: str) -> Path:
+        """A path from the campaign file, relative to the file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else Path(self.source_dir) / p
+
+    def science_dict(self) -> dict[str, Any]:
+        """The settings that change results (everything but cluster and source_dir)."""
+        return self.model_dump(mode="json", exclude={"cluster", "source_dir"})
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    path = ".".join(str(p) for p in err["loc"]) or "<top>"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"{path}: unknown key"
+    if err["type"] == "missing":
+        return f"{path}: required key missing"
+    got = err.get("input")
+    if err["type"] not in ("model_type",) and got is not None and not isinstance(got, dict):
+        return f"{path}: {msg} (got {got!r})"
+    return f"{path}: {msg}"
+
+
+def parse_campaign(data: Any, source_dir: str | Path = ".", source: str = "campaign") -> CampaignConfig:
+    """Validate a mapping (as read from YAML); raise ConfigError listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError([f"<top>: expected a mapping of sections, got {type(data).__name__}"], source)
+    if "source_dir" in data:
+        raise ConfigError(["source_dir: unknown key"], source)
+    try:
+        return CampaignConfig.model_validate({**data, "source_dir": str(source_dir)})
+    except ValidationError as exc:
+        raise ConfigError([_format_error(e) for e in exc.errors()], source) from None
+
+
+def load_campaign(path: str | Path) -> CampaignConfig:
+    """Read and validate a campaign YAML file; raise ConfigError (one line per problem)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"campaign file not found: {path}"], str(path))
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {' '.join(str(exc).split())}"], str(path)) from None
+    return parse_campaign(data, path.resolve().parent, str(path))
+
+
+def config_problems(path: str | Path) -> list[str]:
+    """Every problem of a campaign file, or [] (schema only; see campaign.check_campaign)."""
+    try:
+        load_campaign(path)
+    except ConfigError as exc:
+        return exc.problems
+    return []

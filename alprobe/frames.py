@@ -1,0 +1,158 @@
+"""Conventions for ``ase.Atoms`` between stages.
+
+Reference labels live in ``atoms.info["ref_energy"]`` (eV) and ``atoms.arrays["ref_forces"]``
+(eV/A); backbone predictions in ``pred_energy`` / ``pred_forces``. Labels are never kept only
+in ``atoms.calc``. Every frame has a content-hash id (``frame_id``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+REF_ENERGY = "ref_energy"
+REF_FORCES = "ref_forces"
+PRED_ENERGY = "pred_energy"
+PRED_FORCES = "pred_forces"
+
+#: Friendly names for a few common molecules (anything else goes to ase.build.molecule as is).
+ALIASES = {
+    "water": "H2O",
+    "methane": "CH4",
+    "ethanol": "CH3CH2OH",
+    "methanol": "CH3OH",
+    "ammonia": "NH3",
+    "benzene": "C6H6",
+    "acetaldehyde": "CH3CHO",
+    "formaldehyde": "H2CO",
+    "ethylene": "C2H4",
+}
+
+
+def frame_id(atoms: Atoms) -> str:
+    """Content hash ("f" + 16 hex chars) of numbers, positions (rounded to 1e-6 A), cell and pbc."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(atoms.numbers, dtype=np.int64).tobytes())
+    h.update(np.round(np.asarray(atoms.positions, dtype=np.float64), 6).tobytes())
+    h.update(np.round(np.asarray(atoms.cell[:], dtype=np.float64), 6).tobytes())
+    h.update(np.asarray(atoms.pbc, dtype=bool).tobytes())
+    return "f" + h.hexdigest()[:16]
+
+
+def set_reference(atoms: Atoms, energy: float, forces: np.ndarray) -> Atoms:
+    """Store a reference label (eV, eV/A (N, 3)) on ``atoms`` in place; return it."""
+    atoms.info[REF_ENERGY] = float(energy)
+    atoms.arrays[REF_FORCES] = np.asarray(forces, dtype=np.float64).reshape(len(atoms), 3)
+    return atoms
+
+
+def set_prediction(atoms: Atoms, energy: float, forces: np.ndarray) -> Atoms:
+    """Store a backbone prediction (eV, eV/A (N, 3)) on ``atoms`` in place; return it."""
+    atoms.info[PRED_ENERGY] = float(energy)
+    atoms.arrays[PRED_FORCES] = np.asarray(forces, dtype=np.float64).reshape(len(atoms), 3)
+    return atoms
+
+
+def has_reference(atoms: Atoms) -> bool:
+    return REF_ENERGY in atoms.info and REF_FORCES in atoms.arrays
+
+
+def bare_copy(atoms: Atoms) -> Atoms:
+    """Numbers, positions, cell and pbc only (no calculator, info or extra arrays)."""
+    return Atoms(numbers=atoms.numbers.copy(), positions=atoms.positions.copy(),
+                 cell=atoms.cell.copy(), pbc=atoms.pbc.copy())
+
+
+def load_seeds(specs: Sequence[str], base_dir: str | Path = ".") -> list[Atoms]:
+    """Seed structures from molecule names (ase.build.molecule, ALIASES) or xyz/extxyz files.
+
+    Raises ValueError naming the spec that could not be read.
+    """
+    from ase.build import molecule
+    from ase.collections import g2
+    from ase.io import read
+
+    seeds: list[Atoms] = []
+    for spec in specs:
+        name = ALIASES.get(spec.lower(), spec)
+        path = Path(spec).expanduser()
+        if not path.is_absolute():
+            path = Path(base_dir) / path
+        if path.suffix.lower() in {".xyz", ".extxyz"} or path.exists():
+            if not path.is_file():
+                raise ValueError(f"seed file not found: {path}")
+            try:
+                read_frames = read(path, index=":")
+            except Exception as exc:  # noqa: BLE001 - ase raises many kinds
+                raise ValueError(f"cannot read seed file {path}: {exc}") from None
+            seeds.extend(bare_copy(a) for a in read_frames)
+        elif name in g2.names:
+            seeds.append(bare_copy(molecule(name)))
+        else:
+            raise ValueError(
+                f"unknown seed {spec!r}: not a file and not a molecule name known to "
+                "ase.build.molecule (e.g. 'CH3CH2OH', 'H2O') or an alias "
+                f"({', '.join(sorted(ALIASES))})"
+            )
+    for a in seeds:
+        if not np.all(np.isfinite(a.positions)):
+            raise ValueError("a seed structure has non-finite coordinates")
+    return seeds
+
+
+def distances(atoms: Atoms) -> np.ndarray:
+    """All pair distances (N, N) in A (minimum image if periodic)."""
+    return atoms.get_all_distances(mic=bool(atoms.pbc.any()))
+
+
+def min_distance(atoms: Atoms) -> float:
+    """Shortest interatomic distance (A); inf for a single atom."""
+    if len(atoms) < 2:
+        return float("inf")
+    d = distances(atoms)
+    return float(d[np.triu_indices(len(atoms), 1)].min())
+
+
+def n_fragments(atoms: Atoms, bond_distance: float) -> int:
+    """Connected groups when atoms closer than ``bond_distance`` (A) are linked."""
+    from scipy.sparse.csgraph import connected_components
+
+    if len(atoms) < 2:
+        return len(atoms)
+    adjacency = distances(atoms) < bond_distance
+    return int(connected_components(adjacency, directed=False)[0])
+
+
+def write_extxyz(path: str | Path, frames: Iterable[Atoms]) -> None:
+    """Write frames to extxyz atomically (temporary file, then os.replace)."""
+    import os
+
+    from ase.io import write
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp, list(frames), format="extxyz")
+    os.replace(tmp, path)
+
+
+def structure_errors(atoms: Atoms, kind: str) -> float:
+    """Error of the prediction against the reference for one frame.
+
+    kind: "energy" (|dE|, eV), "energy_per_atom" (eV/atom), "force_rmse" (eV/A, over all
+    components), "force_max" (largest atomic force-vector error, eV/A).
+    """
+    de = abs(atoms.info[PRED_ENERGY] - atoms.info[REF_ENERGY])
+    if kind == "energy":
+        return float(de)
+    if kind == "energy_per_atom":
+        return float(de / len(atoms))
+    df = np.asarray(atoms.arrays[PRED_FORCES]) - np.asarray(atoms.arrays[REF_FORCES])
+    if kind == "force_rmse":
+        return float(np.sqrt(np.mean(df**2)))
+    if kind == "force_max":
+        return float(np.linalg.norm(df, axis=1).max())
+    raise ValueError(f"unknown error kind {kind!r}")

@@ -1,0 +1,113 @@
+"""Functions that run on Dask workers: thin glue from data to the science and adapter modules.
+
+They take and return plain data (Atoms, paths, configs, small results) and import the heavy
+adapters (torch/mace, pyscf) only when called, on the worker. Each result carries its start
+and end wall-clock times (``t0``/``t1``, seconds since the epoch) for overhead accounting.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from .explore import WalkerSettings
+
+__all__ = ["fit_probe_task", "label_task", "predict_task", "train_task", "walker_task"]
+
+
+def label_task(atoms: Atoms, level: Any) -> dict[str, Any]:
+    """PySCF label of one frame: {"status", "energy", "forces", "reason", "wall_s", t0, t1}."""
+    from .label import label_atoms
+
+    t0 = time.time()
+    r = label_atoms(atoms, level)
+    return {"status": r.status, "energy": r.energy, "forces": r.forces, "reason": r.reason,
+            "n_cycles": r.n_cycles, "wall_s": r.wall_s, "t0": t0, "t1": time.time()}
+
+
+_PROBES: dict[str, Any] = {}
+
+
+def _probe(path: str | None) -> Any:
+    if path is None:
+        return None
+    if path not in _PROBES:
+        from .probe import load_probe
+
+        _PROBES.clear()
+        _PROBES[path] = load_probe(path)
+    return _PROBES[path]
+
+
+def walker_task(start: Atoms, model_path: str, probe_path: str | None, settings: WalkerSettings,
+                seed: list[int], walker: int, device: str = "cpu") -> dict[str, Any]:
+    """One MD walker on the backbone at ``model_path``, scored by the probe at ``probe_path``."""
+    from .backbone import MaceCalculator, load_model
+    from .explore import run_walker
+
+    t0 = time.time()
+    calc = MaceCalculator(load_model(model_path, device), device=device)
+    probe = _probe(probe_path)
+
+    def score(atoms: Atoms) -> float:
+        r = atoms.calc.results
+        return float(probe.score([r["node_features"]], [r["energy"]])[0])
+
+    res = run_walker(start, calc, score if probe is not None else None, settings,
+                     rng=np.random.default_rng(seed), walker=walker)
+    return {"frames": res.frames, "stop_reason": res.stop_reason, "steps": res.steps_done,
+            "md_s": res.md_s, "score_s": res.score_s, "t0": t0, "t1": time.time()}
+
+
+def train_task(train: list[Atoms], valid: list[Atoms], out_path: str, settings: Any, seed: int,
+               foundation: str | None, epochs: int | None) -> dict[str, Any]:
+    """Train or fine-tune the backbone with mace-torch; returns train_backbone's summary."""
+    from .backbone import train_backbone
+
+    t0 = time.time()
+    info = train_backbone(train, valid, out_path, settings, seed=seed, foundation=foundation,
+                          epochs=epochs)
+    return {**info, "t0": t0, "t1": time.time()}
+
+
+def predict_task(model_path: str, frames: list[Atoms], device: str = "cpu") -> dict[str, Any]:
+    """Backbone energies (eV) and forces (eV/A) on frames: {"energy": [...], "forces": [...]}."""
+    from .backbone import load_model, predict
+
+    t0 = time.time()
+    preds = predict(load_model(model_path, device), frames, device=device)
+    return {"energy": [p.energy for p in preds], "forces": [p.forces for p in preds],
+            "t0": t0, "t1": time.time()}
+
+
+def fit_probe_task(model_path: str, frames: list[Atoms], cfg: Any, seed: int, out_path: str,
+                   meta: dict[str, Any]) -> dict[str, Any]:
+    """Errors of the backbone on ``frames`` (never trained on), then PROBE trained on them.
+
+    Returns {"path": checkpoint or None, "reason", "meta"}; a probe that cannot be trained
+    (too few frames of a class) is reported, not raised.
+    """
+    from .backbone import load_model, predict
+    from .frames import set_prediction, structure_errors
+    from .probe import ProbeError, train_probe
+
+    t0 = time.time()
+    model = load_model(model_path, cfg.device)
+    preds = predict(model, frames, device=cfg.device)
+    errors = []
+    for a, p in zip(frames, preds):
+        b = a.copy()
+        set_prediction(b, p.energy, p.forces)
+        errors.append(structure_errors(b, cfg.error))
+    try:
+        probe = train_probe([p.features for p in preds], [p.energy for p in preds], errors, cfg,
+                            seed=seed, meta=meta)
+    except ProbeError as exc:
+        return {"path": None, "reason": str(exc), "meta": {}, "t0": t0, "t1": time.time()}
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    probe.save(out_path)
+    return {"path": out_path, "reason": "", "meta": probe.meta, "t0": t0, "t1": time.time()}
