@@ -25,7 +25,7 @@ from ase.calculators.calculator import Calculator, all_changes
 import mace  # noqa: F401  (mace must be imported before e3nn; it also relaxes torch.load)
 import torch
 from mace import data as mace_data
-from mace.tools import torch_geometric, utils as mace_utils
+from mace.tools import torch_geometric, torch_tools, utils as mace_utils
 
 from .errors import AlprobeError
 from .frames import REF_ENERGY, REF_FORCES, write_extxyz
@@ -223,13 +223,16 @@ def _batches(model: torch.nn.Module, frames: Sequence[Atoms], batch_size: int):
     known = set(z_table.zs)
     keyspec = mace_data.KeySpecification(info_keys={}, arrays_keys={})
     data = []
+    dtype = next(model.parameters()).dtype
     for i, atoms in enumerate(frames):
         missing = sorted(set(int(z) for z in atoms.numbers) - known)
         if missing:
             raise BackboneError(f"frame {i} has elements {missing} the model does not know")
-        config = mace_data.config_from_atoms(atoms, key_specification=keyspec, head_name=heads[0])
-        data.append(mace_data.AtomicData.from_config(
-            config, z_table=z_table, cutoff=float(model.r_max), heads=heads))
+        with torch_tools.default_dtype(dtype):  # positions at the model's precision
+            config = mace_data.config_from_atoms(atoms, key_specification=keyspec,
+                                                 head_name=heads[0])
+            data.append(mace_data.AtomicData.from_config(
+                config, z_table=z_table, cutoff=float(model.r_max), heads=heads))
     return torch_geometric.dataloader.DataLoader(data, batch_size=batch_size, shuffle=False,
                                                  drop_last=False)
 

@@ -1,0 +1,53 @@
+"""Shared fixtures: small real data (PySCF HF/STO-3G water) and a tiny real MACE model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+TINY_CAMPAIGN = {
+    "name": "tiny",
+    "seed": 3,
+    "generations": 2,
+    "system": {"seeds": ["water"]},
+    "dft": {"method": "hf", "basis": "sto-3g", "density_fit": False},
+    "initial": {"n_rattle": 12, "n_md": 8, "md_steps": 60, "test_size": 6,
+                "calibration_fraction": 0.3},
+    "backbone": {"channels": 8, "epochs": 6, "finetune_epochs": 3},
+    "probe": {"members": 1, "epochs": 30, "patience": 10},
+    "explore": {"walkers": 2, "steps": 60, "stride": 5, "temperatures_K": [300, 900]},
+    "select": {"budget": 5, "min_spacing": 2},
+    "cluster": {"n_workers": 2, "threads_per_worker": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def water_frames():
+    """16 rattled water molecules labeled with HF/STO-3G (eV, eV/A)."""
+    from ase.build import molecule
+
+    from alprobe.frames import set_reference
+    from alprobe.label import DFTLevel, label_atoms
+
+    rng = np.random.default_rng(0)
+    level = DFTLevel(method="hf", basis="sto-3g", density_fit=False)
+    frames = []
+    for i in range(16):
+        a = molecule("H2O")
+        a.positions += rng.normal(0, 0.02 + 0.005 * i, a.positions.shape)
+        r = label_atoms(a, level)
+        assert r.ok, r.reason
+        frames.append(set_reference(a, r.energy, r.forces))
+    return frames
+
+
+@pytest.fixture(scope="session")
+def tiny_model(water_frames, tmp_path_factory):
+    """A tiny MACE model (float64) trained with mace-torch's trainer on the water frames."""
+    from alprobe.backbone import train_backbone
+    from alprobe.config import BackboneConfig
+
+    out = tmp_path_factory.mktemp("model") / "tiny.model"
+    settings = BackboneConfig(channels=8, epochs=4, dtype="float64")
+    info = train_backbone(water_frames[:12], water_frames[12:14], out, settings, seed=0)
+    return info["path"]

@@ -1,0 +1,92 @@
+"""The MACE adapter on a real (tiny) model trained by mace-torch's own trainer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alprobe.backbone import (BackboneError, MaceCalculator, load_model, model_info, predict,
+                              train_backbone)
+from alprobe.config import BackboneConfig
+
+
+def test_forces_are_minus_energy_gradient(tiny_model, water_frames):
+    model = load_model(tiny_model)
+    atoms = water_frames[14].copy()
+    (p,) = predict(model, [atoms])
+    h = 1e-4
+    for i, k in [(0, 0), (1, 2), (2, 1)]:
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[i, k] += h
+        minus.positions[i, k] -= h
+        ep, em = (q.energy for q in predict(model, [plus, minus]))
+        assert p.forces[i, k] == pytest.approx(-(ep - em) / (2 * h), abs=1e-5)
+    assert np.abs(p.forces).max() > 1e-3  # a real, non-trivial force field
+
+
+def test_embeddings_are_last_layer_invariants(tiny_model, water_frames):
+    model = load_model(tiny_model)
+    info = model_info(model)
+    assert info["atomic_numbers"] == [1, 8]
+    assert info["n_features"] == 8
+    preds = predict(model, water_frames[:3], batch_size=2)
+    assert [p.features.shape for p in preds] == [(3, 8)] * 3
+    # the same structure alone or in a batch gives the same numbers
+    (alone,) = predict(model, [water_frames[2]])
+    assert np.allclose(alone.features, preds[2].features, atol=1e-10)
+    assert alone.energy == pytest.approx(preds[2].energy, abs=1e-9)
+    # rotation invariance of the embeddings and energy
+    rot = water_frames[2].copy()
+    rot.rotate(73, "z", center="COM")
+    (r,) = predict(model, [rot])
+    assert np.allclose(r.features, alone.features, atol=1e-8)
+    assert r.energy == pytest.approx(alone.energy, abs=1e-8)
+
+
+def test_calculator_matches_predict_and_keeps_features(tiny_model, water_frames):
+    model = load_model(tiny_model)
+    atoms = water_frames[5].copy()
+    atoms.calc = MaceCalculator(model)
+    e = atoms.get_potential_energy()
+    (p,) = predict(model, [water_frames[5]])
+    assert e == pytest.approx(p.energy)
+    assert np.allclose(atoms.get_forces(), p.forces)
+    assert np.allclose(atoms.calc.results["node_features"], p.features)
+
+
+def test_training_reduces_error(tiny_model, water_frames):
+    """The trained model beats a constant: its force MAE is below the mean |F| of the data."""
+    model = load_model(tiny_model)
+    preds = predict(model, water_frames)
+    ref = np.concatenate([a.arrays["ref_forces"] for a in water_frames])
+    pred = np.concatenate([p.forces for p in preds])
+    assert np.abs(pred - ref).mean() < np.abs(ref).mean()
+
+
+def test_finetune_from_local_model_file(tiny_model, water_frames, tmp_path):
+    """A user-supplied model file is fine-tuned by mace-torch (foundation path)."""
+    settings = BackboneConfig(channels=8, epochs=2, dtype="float64")
+    info = train_backbone(water_frames[:14], water_frames[14:], tmp_path / "ft.model", settings,
+                          seed=1, foundation=tiny_model)
+    new = load_model(info["path"])
+    old = load_model(tiny_model)
+    (a,) = predict(new, [water_frames[0]])
+    (b,) = predict(old, [water_frames[0]])
+    assert a.energy != b.energy  # the weights moved
+    assert model_info(new)["n_features"] == model_info(old)["n_features"]
+
+
+def test_bad_model_files(tmp_path, tiny_model):
+    with pytest.raises(BackboneError, match="not found"):
+        load_model(tmp_path / "missing.model")
+    cut = tmp_path / "cut.model"
+    data = open(tiny_model, "rb").read()
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(BackboneError, match="cannot load"):
+        load_model(cut)
+    import torch
+
+    other = tmp_path / "other.model"
+    torch.save(torch.nn.Linear(2, 2), other)
+    with pytest.raises(BackboneError, match="not a MACE model"):
+        load_model(other)

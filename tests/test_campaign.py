@@ -1,0 +1,142 @@
+"""End to end: a real 2-generation campaign (tiny MACE, PySCF HF/STO-3G, real LocalCluster)."""
+
+from __future__ import annotations
+
+import copy
+import filecmp
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alprobe import open_ledger, run
+from alprobe.cli import main
+from alprobe.config import ConfigError, parse_campaign
+
+from .conftest import TINY_CAMPAIGN
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("campaign") / "tiny"
+    cfg = parse_campaign(TINY_CAMPAIGN)
+    lines: list[str] = []
+    result = run(cfg, directory, log=lines.append)
+    return directory, result, lines
+
+
+def _stage(directory: Path, name: str) -> dict:
+    return json.loads((directory / "state.json").read_text())["stages"][name]
+
+
+def test_ledger_counts_and_labels(finished):
+    directory, result, _ = finished
+    L = open_ledger(directory)
+    ini = TINY_CAMPAIGN["initial"]
+    assert L.count(generation=0) == ini["n_rattle"] + ini["n_md"]
+    for gen in (1, 2):
+        chosen = L.count(generation=gen, status="labeled") + L.count(generation=gen, status="failed") \
+            + L.count(generation=gen, status="rejected")
+        assert chosen == TINY_CAMPAIGN["select"]["budget"]
+        assert L.count(generation=gen, status="candidate") > 0  # the rest stay candidates
+        assert L.count(generation=gen, status="selected") == 0  # nothing left half-done
+    labeled = L.frames(status="labeled")
+    assert all(np.isfinite(a.info["ref_energy"]) for a in labeled)
+    assert all(a.arrays["ref_forces"].shape == (3, 3) and np.isfinite(a.arrays["ref_forces"]).all()
+               for a in labeled)
+    # energies are HF/STO-3G water in eV (about -74.96 Hartree)
+    assert all(-2050 < a.info["ref_energy"] < -2030 for a in labeled)
+    # every candidate carries the probe's trust and the backbone's prediction
+    cands = L.frames(generation=1)
+    assert all(0.0 <= a.info["trust"] <= 1.0 for a in cands)
+    assert all("pred_forces" in a.arrays for a in cands)
+
+
+def test_test_set_never_trained_or_selected(finished):
+    directory, _, _ = finished
+    L = open_ledger(directory)
+    test = set(L.fids(split="test"))
+    assert len(test) == TINY_CAMPAIGN["initial"]["test_size"]
+    assert all(a.info["generation"] == 0 for a in L.frames(split="test"))
+    for gen in range(3):
+        assert not test & set(_stage(directory, f"gen{gen:03d}/train")["train_ids"])
+        assert not test & set(_stage(directory, f"gen{gen:03d}/probe")["train_ids"])
+        # model files record the same training set
+        meta = json.loads((directory / "models" / f"gen_{gen:03d}" / "backbone.json").read_text())
+        assert not test & set(meta["train_ids"])
+    explored = set(L.fids(origin="explore"))
+    assert not test & explored
+
+
+def test_probe_only_sees_out_of_sample_errors(finished):
+    directory, _, _ = finished
+    backbone_seen: set[str] = set()
+    for gen in range(3):
+        backbone_seen |= set(_stage(directory, f"gen{gen:03d}/train")["train_ids"])
+        probe = _stage(directory, f"gen{gen:03d}/probe")
+        assert probe["path"], probe["reason"]
+        ids = set(probe["train_ids"])
+        assert len(ids) >= 4
+        assert not ids & backbone_seen  # never an error on a frame the backbone trained on
+        import torch
+
+        blob = torch.load(probe["path"], weights_only=True)
+        assert set(blob["meta"]["train_ids"]) == ids
+    # the probe's pool grows as held-out labels arrive
+    sizes = [len(_stage(directory, f"gen{g:03d}/probe")["train_ids"]) for g in range(3)]
+    assert sizes[2] > sizes[0]
+
+
+def test_metrics_and_status(finished, capsys):
+    directory, result, lines = finished
+    rows = result.metrics
+    assert [r["generation"] for r in rows] == [0, 1, 2]
+    for r in rows:
+        assert np.isfinite(r["force_mae_eV_A"]) and r["force_mae_eV_A"] > 0
+        assert r["force_rmse_eV_A"] >= r["force_mae_eV_A"]
+        assert np.isfinite(r["energy_mae_eV_per_atom"])
+    assert rows[1]["labels"] > rows[0]["labels"]
+    assert (directory / "metrics.csv").read_text().count("\n") == 4
+    assert main(["status", str(directory)]) == 0
+    out = capsys.readouterr().out
+    table = [ln.split() for ln in out.splitlines()]
+    assert [t[0] for t in table[1:4]] == ["0", "1", "2"]
+    assert any("dashboard http://127.0.0.1:" in ln for ln in lines)
+    for gen in range(3):
+        assert (directory / "models" / f"gen_{gen:03d}" / "backbone.model").is_file()
+        assert (directory / "models" / f"gen_{gen:03d}" / "probe.pt").is_file()
+    assert json.loads((directory / "versions.json").read_text())["pyscf"] != "not installed"
+
+
+def test_rerun_is_a_no_op_and_changed_config_is_refused(finished):
+    directory, result, _ = finished
+    L = open_ledger(directory)
+    before = sorted(L.fids())
+    again = run(parse_campaign(TINY_CAMPAIGN), directory, log=None)
+    assert sorted(open_ledger(directory).fids()) == before
+    keys = ("generation", "labels", "force_mae_eV_A", "energy_mae_eV_per_atom")
+    assert [[r[k] for k in keys] for r in again.metrics] == \
+        [[r[k] for k in keys] for r in result.metrics]
+    changed = copy.deepcopy(TINY_CAMPAIGN)
+    changed["select"]["budget"] = 7
+    with pytest.raises(ConfigError, match="select.budget: stored 5, now 7"):
+        run(parse_campaign(changed), directory, log=None)
+
+
+def test_user_model_file_without_finetune(tiny_model, tmp_path):
+    """A local model file named in the campaign is the backbone, loaded as is."""
+    cfg = copy.deepcopy(TINY_CAMPAIGN)
+    cfg.update(generations=1)
+    cfg["initial"] = {"n_rattle": 14, "n_md": 0, "test_size": 4, "calibration_fraction": 0.3}
+    cfg["backbone"] = {"model_file": tiny_model, "finetune": False}
+    result = run(parse_campaign(cfg), tmp_path / "user", log=None)
+    for gen in (0, 1):
+        assert filecmp.cmp(_stage(tmp_path / "user", f"gen{gen:03d}/train")["path"], tiny_model,
+                           shallow=False)
+    # without fine-tuning, every labeled non-test frame is out of sample for the probe
+    L = open_ledger(tmp_path / "user")
+    probe_ids = set(_stage(tmp_path / "user", "gen001/probe")["train_ids"])
+    pool = set(L.fids(status="labeled")) - set(L.fids(split="test"))
+    assert probe_ids == pool
+    assert len(result.metrics) == 2

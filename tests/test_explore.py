@@ -1,0 +1,193 @@
+"""MD walkers (alprobe.explore) with a cheap real ASE calculator (EMT, Cu13) in place of the MLIP."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.emt import EMT
+from ase.cluster import Icosahedron
+
+from alprobe.explore import WalkerSettings, geometry_problem, run_walker
+from alprobe.frames import PRED_ENERGY, PRED_FORCES
+
+SETTINGS = WalkerSettings(
+    temperature_K=300.0,
+    timestep_fs=2.0,
+    steps=40,
+    stride=5,
+    friction_per_fs=0.01,
+    trust_floor=0.1,
+    patience=3,
+    min_distance_A=1.5,
+    fragment_distance_A=3.5,
+)
+
+
+def cu13() -> Atoms:
+    a = Icosahedron("Cu", 2)  # 13 atoms, nearest neighbours ~2.5 A
+    a.center(vacuum=5.0)
+    a.pbc = False
+    return a
+
+
+def settings(**kw) -> WalkerSettings:
+    return dataclasses.replace(SETTINGS, **kw)
+
+
+def walk(score=None, seed=0, **kw):
+    return run_walker(cu13(), EMT(), score, settings(**kw), rng=np.random.default_rng(seed))
+
+
+# ----------------------------------------------------------------------------- run_walker
+
+
+def test_frames_every_stride_with_info_and_predictions():
+    seen = []
+
+    def score(atoms: Atoms) -> float:
+        # called after the forces of this geometry were computed
+        assert atoms.calc is not None
+        assert atoms.calc.check_state(atoms) == []  # results belong to this geometry
+        assert "forces" in atoms.calc.results
+        seen.append(atoms.positions.copy())
+        return 0.2 + 0.1 * (len(seen) % 3)
+
+    start = cu13()
+    start_pos = start.positions.copy()
+    res = run_walker(start, EMT(), score, SETTINGS, rng=np.random.default_rng(1), walker=3)
+    assert res.stop_reason == "completed"
+    assert res.steps_done == SETTINGS.steps
+    n = SETTINGS.steps // SETTINGS.stride
+    assert len(res.frames) == n == len(seen)
+    np.testing.assert_array_equal(start.positions, start_pos)  # input not modified
+    assert start.calc is None
+    for k, f in enumerate(res.frames):
+        info = f.info
+        assert info["walker"] == 3
+        assert info["sample"] == k
+        assert info["step"] == (k + 1) * SETTINGS.stride
+        assert info["time_fs"] == pytest.approx(info["step"] * SETTINGS.timestep_fs)
+        assert info["temperature_K"] == SETTINGS.temperature_K
+        assert info["trust"] == pytest.approx(0.2 + 0.1 * ((k + 1) % 3))
+        assert f.calc is None  # labels never live only in a calculator
+        np.testing.assert_array_equal(f.positions, seen[k])  # the scored geometry
+        # the prediction is the calculator's at exactly this geometry
+        ref = f.copy()
+        ref.calc = EMT()
+        assert isinstance(info[PRED_ENERGY], float)
+        assert f.arrays[PRED_FORCES].shape == (len(f), 3)
+        assert info[PRED_ENERGY] == pytest.approx(ref.get_potential_energy(), abs=1e-10)
+        np.testing.assert_allclose(f.arrays[PRED_FORCES], ref.get_forces(), atol=1e-10)
+    # the walker moved: consecutive frames differ
+    assert not np.allclose(res.frames[0].positions, res.frames[1].positions)
+    assert res.md_s >= 0 and res.score_s >= 0
+
+
+def test_constant_low_trust_stops_after_patience_samples():
+    res = walk(lambda a: 0.01, steps=100, trust_floor=0.1, patience=3)
+    assert len(res.frames) == 3
+    assert res.stop_reason.startswith("low trust")
+    assert res.steps_done == 3 * SETTINGS.stride
+    assert [f.info["trust"] for f in res.frames] == [0.01] * 3
+
+
+def test_low_trust_must_be_consecutive():
+    values = iter([0.01, 0.01, 0.5, 0.01, 0.01, 0.01, 0.9, 0.9, 0.9])
+    res = walk(lambda a: next(values), steps=45, trust_floor=0.1, patience=3)
+    assert len(res.frames) == 6
+    assert res.stop_reason.startswith("low trust")
+
+
+def test_high_trust_runs_to_completion():
+    res = walk(lambda a: 0.9, steps=40, trust_floor=0.1, patience=3)
+    assert res.stop_reason == "completed"
+    assert len(res.frames) == 40 // 5
+    assert res.steps_done == 40
+
+
+def test_no_score_gives_nan_trust_and_never_stops_early():
+    res = walk(None, steps=40, trust_floor=1.0, patience=1)
+    assert res.stop_reason == "completed"
+    assert len(res.frames) == 8
+    assert all(np.isnan(f.info["trust"]) for f in res.frames)
+
+
+def test_same_seed_same_trajectory_other_seed_differs():
+    a = walk(lambda x: 0.5, seed=11)
+    b = walk(lambda x: 0.5, seed=11)
+    c = walk(lambda x: 0.5, seed=12)
+    assert len(a.frames) == len(b.frames) == len(c.frames) == 8
+    for fa, fb in zip(a.frames, b.frames):
+        np.testing.assert_array_equal(fa.positions, fb.positions)
+        np.testing.assert_array_equal(fa.arrays[PRED_FORCES], fb.arrays[PRED_FORCES])
+    assert not np.allclose(a.frames[-1].positions, c.frames[-1].positions)
+
+
+def test_unphysical_frame_is_not_returned():
+    # every pair is closer than 10 A: the first sampled frame is unphysical
+    res = walk(lambda a: 0.9, min_distance_A=10.0)
+    assert res.frames == []
+    assert res.stop_reason.startswith(f"unphysical at step {SETTINGS.stride}")
+    assert res.steps_done == SETTINGS.stride
+
+
+class _Exploding(Calculator):
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, after: int):
+        super().__init__()
+        self.calls, self.after = 0, after
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.calls += 1
+        if self.calls > self.after:
+            raise RuntimeError("boom")
+        self.results = {"energy": 0.0, "forces": np.zeros((len(self.atoms), 3))}
+
+
+def test_md_error_is_data_not_a_crash():
+    res = run_walker(cu13(), _Exploding(after=12), lambda a: 0.9, SETTINGS,
+                     rng=np.random.default_rng(0))
+    assert res.stop_reason.startswith("MD error")
+    assert "boom" in res.stop_reason
+    assert 0 < len(res.frames) < SETTINGS.steps // SETTINGS.stride
+
+
+# ----------------------------------------------------------------------------- geometry_problem
+
+
+def test_geometry_problem_fine_cluster():
+    a = cu13()
+    assert geometry_problem(a, 1.5, 3.5, 1) == ""
+
+
+def test_geometry_problem_close_atoms_names_the_distance():
+    a = cu13()
+    a.positions[5] = a.positions[2] + np.array([0.3, 0.0, 0.0])
+    msg = geometry_problem(a, 1.5, 3.5, 1)
+    assert msg
+    assert "0.30" in msg
+    assert "2" in msg and "5" in msg
+
+
+def test_geometry_problem_fragment_flew_off():
+    a = cu13()
+    centre = a.positions.mean(0)
+    outer = int(np.argmax(np.linalg.norm(a.positions - centre, axis=1)))
+    direction = a.positions[outer] - centre
+    a.positions[outer] += 10.0 * direction / np.linalg.norm(direction)
+    msg = geometry_problem(a, 1.5, 3.5, 1)
+    assert "fragment" in msg and "2 groups" in msg
+    # two molecules that started apart are not a problem
+    assert geometry_problem(a, 1.5, 3.5, 2) == ""
+
+
+def test_geometry_problem_non_finite():
+    a = cu13()
+    a.positions[0, 0] = np.nan
+    assert "non-finite" in geometry_problem(a, 1.5, 3.5, 1)
