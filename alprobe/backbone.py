@@ -95,7 +95,7 @@ def train_backbone(
     {"path", "wall_s", "epochs", "n_train", "n_valid"}. Raises BackboneError on failure.
     """
     t0 = time.perf_counter()
-    out_path = Path(out_path)
+    out_path = Path(out_path).resolve()
     work = out_path.parent / (out_path.stem + "_work")
     if work.exists():
         shutil.rmtree(work)

@@ -497,7 +497,7 @@ def run_campaign(config: CampaignConfig | str | Path, directory: str | Path, *,
     problems = check_campaign(cfg)
     if problems:
         raise ConfigError(problems, cfg.name)
-    directory = Path(directory)
+    directory = Path(directory).resolve()  # workers may run elsewhere: absolute paths only
     _prepare_folder(cfg, directory, allow_changes)
     if client is None:
         from .cluster import open_client
