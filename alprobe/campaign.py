@@ -27,7 +27,7 @@ from .config import CampaignConfig, ConfigError, load_campaign, parse_campaign
 from .explore import WalkerSettings
 from .frames import bare_copy, load_seeds, set_prediction
 from .ledger import Ledger, atomic_write_text
-from .metrics import auroc_unreliable, frame_errors, test_errors
+from .metrics import auroc_unreliable, frame_errors, regression_errors
 
 __all__ = ["CampaignResult", "check_campaign", "resume_campaign", "run_campaign"]
 
@@ -358,7 +358,7 @@ class _Campaign:
             test = L.frames(status="labeled", split="test")
             for a, e, f in zip(test, r["energy"], r["forces"]):
                 set_prediction(a, e, f)
-            L.mark_done(f"gen{gen:03d}/evaluate", **test_errors(test), wall_s=r["t1"] - r["t0"])
+            L.mark_done(f"gen{gen:03d}/evaluate", **regression_errors(test), wall_s=r["t1"] - r["t0"])
             return False
 
         if futures:

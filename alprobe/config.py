@@ -49,14 +49,14 @@ class _Section(BaseModel):
 class SystemConfig(_Section):
     """What is simulated: seed structures, total charge and spin multiplicity."""
 
-    seeds: list[str] = Field(
+    seeds: tuple[str, ...] = Field(
         min_length=1,
         description="molecule names known to ase.build.molecule (or aliases such as 'ethanol'), "
         "or paths to xyz/extxyz files (relative to the campaign file)",
     )
     charge: int = 0
     spin: int = Field(0, ge=0, description="2S = N_alpha - N_beta (PySCF convention)")
-    elements: list[str] | None = Field(
+    elements: tuple[str, ...] | None = Field(
         None, description="elements the campaign covers; default: those of the seeds"
     )
 
@@ -67,7 +67,7 @@ class SystemConfig(_Section):
 
     @field_validator("elements")
     @classmethod
-    def _known_elements(cls, v: list[str] | None) -> list[str] | None:
+    def _known_elements(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if v is None:
             return v
         from ase.data import chemical_symbols
@@ -165,7 +165,7 @@ class ExploreConfig(_Section):
     """MD walkers (ASE Langevin) on the backbone."""
 
     walkers: int = Field(4, gt=0)
-    temperatures_K: list[float] = Field([300.0], min_length=1)
+    temperatures_K: tuple[float, ...] = Field((300.0,), min_length=1)
     timestep_fs: float = Field(0.5, gt=0, le=5)
     steps: int = Field(400, gt=0)
     stride: int = Field(10, gt=0, description="MD steps between sampled frames")
@@ -179,7 +179,7 @@ class ExploreConfig(_Section):
 
     @field_validator("temperatures_K")
     @classmethod
-    def _positive(cls, v: list[float]) -> list[float]:
+    def _positive(cls, v: tuple[float, ...]) -> tuple[float, ...]:
         if any(t <= 0 for t in v):
             raise ValueError("temperatures must be > 0 K")
         return v
@@ -252,12 +252,15 @@ def parse_campaign(data: Any, source_dir: str | Path = ".", source: str = "campa
     """Validate a mapping (as read from YAML); raise ConfigError listing every problem."""
     if not isinstance(data, dict):
         raise ConfigError([f"<top>: expected a mapping of sections, got {type(data).__name__}"], source)
-    if "source_dir" in data:
-        raise ConfigError(["source_dir: unknown key"], source)
+    problems = ["source_dir: unknown key"] if "source_dir" in data else []
+    data = {k: v for k, v in data.items() if k != "source_dir"}
     try:
-        return CampaignConfig.model_validate({**data, "source_dir": str(source_dir)})
+        cfg = CampaignConfig.model_validate({**data, "source_dir": str(source_dir)})
     except ValidationError as exc:
-        raise ConfigError([_format_error(e) for e in exc.errors()], source) from None
+        problems += [_format_error(e) for e in exc.errors()]
+    if problems:
+        raise ConfigError(problems, source) from None
+    return cfg
 
 
 def load_campaign(path: str | Path) -> CampaignConfig:

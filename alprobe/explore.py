@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms, units
+from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 
@@ -85,11 +86,12 @@ def run_walker(
     s = settings
     a = bare_copy(atoms)
     a.calc = calc
+    a.set_constraint(FixCom())  # no centre-of-mass drift (ASE's recommended form)
     MaxwellBoltzmannDistribution(a, temperature_K=s.temperature_K, rng=rng)
     Stationary(a)
     ZeroRotation(a)
     dyn = Langevin(a, s.timestep_fs * units.fs, temperature_K=s.temperature_K,
-                   friction=s.friction_per_fs / units.fs, fixcm=True, rng=rng)
+                   friction=s.friction_per_fs / units.fs, fixcm=False, rng=rng)
     res = WalkerResult()
     n_frag0 = n_fragments(a, s.fragment_distance_A)
     low = 0

@@ -37,8 +37,8 @@ def frame_id(atoms: Atoms) -> str:
     """Content hash ("f" + 16 hex chars) of numbers, positions (rounded to 1e-6 A), cell and pbc."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(atoms.numbers, dtype=np.int64).tobytes())
-    h.update(np.round(np.asarray(atoms.positions, dtype=np.float64), 6).tobytes())
-    h.update(np.round(np.asarray(atoms.cell[:], dtype=np.float64), 6).tobytes())
+    h.update((np.round(np.asarray(atoms.positions, dtype=np.float64), 6) + 0.0).tobytes())  # -0 -> 0
+    h.update((np.round(np.asarray(atoms.cell[:], dtype=np.float64), 6) + 0.0).tobytes())
     h.update(np.asarray(atoms.pbc, dtype=bool).tobytes())
     return "f" + h.hexdigest()[:16]
 
@@ -76,6 +76,8 @@ def load_seeds(specs: Sequence[str], base_dir: str | Path = ".") -> list[Atoms]:
     from ase.collections import g2
     from ase.io import read
 
+    if isinstance(specs, (str, Path)):
+        specs = [str(specs)]
     seeds: list[Atoms] = []
     for spec in specs:
         name = ALIASES.get(spec.lower(), spec)

@@ -9,10 +9,10 @@ from ase import Atoms
 
 from .frames import PRED_ENERGY, PRED_FORCES, REF_ENERGY, REF_FORCES, structure_errors
 
-__all__ = ["auroc_unreliable", "test_errors"]
+__all__ = ["auroc_unreliable", "frame_errors", "regression_errors"]
 
 
-def test_errors(frames: Sequence[Atoms]) -> dict[str, float]:
+def regression_errors(frames: Sequence[Atoms]) -> dict[str, float]:
     """Energy MAE per atom (eV/atom), force MAE and RMSE over components (eV/A).
 
     Each frame needs ref_/pred_ energy and forces.

@@ -11,6 +11,7 @@ Checkpoints hold only tensors and plain numbers, so they load with ``weights_onl
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -134,11 +135,17 @@ class ProbeModel:
             "states": [net.state_dict() for net in self.nets],
             "stats": {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v)
                       for k, v in self.stats.items()},
-            "meta": self.meta,
+            "meta": json.loads(json.dumps(self.meta, default=_plain)),  # plain types only
         }
         tmp = path.with_name(path.name + ".tmp")
         torch.save(blob, tmp)
         os.replace(tmp, path)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic | np.ndarray):
+        return v.tolist()
+    raise TypeError(f"probe metadata value {v!r} is not JSON-like")
 
 
 def load_probe(path: str | Path) -> ProbeModel:

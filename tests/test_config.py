@@ -56,7 +56,7 @@ def test_minimal_campaign_parses_with_declared_defaults():
     cfg = parse_campaign(minimal(), source_dir="/some/where")
     assert isinstance(cfg, CampaignConfig)
     assert cfg.name == "x"
-    assert cfg.system.seeds == ["water"]
+    assert cfg.system.seeds == ("water",)
     assert cfg.system.charge == 0 and cfg.system.spin == 0 and cfg.system.elements is None
     assert cfg.source_dir == "/some/where"
     # every section equals its class defaults, and the class defaults are the declared ones
@@ -76,7 +76,7 @@ def test_minimal_campaign_parses_with_declared_defaults():
     # spot checks against the documented values
     assert cfg.generations == 3 and cfg.seed == 0
     assert cfg.select.budget == 16 and cfg.select.min_spacing == 2
-    assert cfg.explore.walkers == 4 and cfg.explore.temperatures_K == [300.0]
+    assert cfg.explore.walkers == 4 and cfg.explore.temperatures_K == (300.0,)
     assert cfg.dft.basis == "def2-svp" and cfg.dft.method == "dft"
     assert cfg.probe.threshold == "quantile" and cfg.probe.threshold_value == 0.5
     assert cfg.cluster.kind == "local"
@@ -84,7 +84,7 @@ def test_minimal_campaign_parses_with_declared_defaults():
 
 def test_single_seed_string_becomes_a_list():
     cfg = parse_campaign({"name": "x", "system": {"seeds": "water"}})
-    assert cfg.system.seeds == ["water"]
+    assert cfg.system.seeds == ("water",)
 
 
 def test_resolve_is_relative_to_source_dir(tmp_path):
@@ -135,7 +135,7 @@ def test_unknown_element():
 
 def test_known_elements_pass():
     cfg = parse_campaign({"name": "x", "system": {"seeds": ["water"], "elements": ["H", "O", "C"]}})
-    assert cfg.system.elements == ["H", "O", "C"]
+    assert cfg.system.elements == ("H", "O", "C")
 
 
 def test_wrong_type():
@@ -261,7 +261,7 @@ def test_quickstart_parses():
     raw = yaml.safe_load(QUICKSTART.read_text())
     assert cfg.name == raw["name"]
     assert cfg.select.budget == raw["select"]["budget"]
-    assert cfg.explore.temperatures_K == [float(t) for t in raw["explore"]["temperatures_K"]]
+    assert cfg.explore.temperatures_K == tuple(float(t) for t in raw["explore"]["temperatures_K"])
 
 
 # ----------------------------------------------------------------------------- alprobe validate

@@ -26,7 +26,7 @@ from alprobe.frames import (
     write_extxyz,
 )
 from alprobe.metrics import auroc_unreliable, frame_errors
-from alprobe.metrics import test_errors as compute_test_errors  # not collected by pytest
+from alprobe.metrics import regression_errors as compute_test_errors
 
 # ----------------------------------------------------------------------------- hand-made frames
 
