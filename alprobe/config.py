@@ -146,6 +146,9 @@ class ProbeConfig(_Section):
         0.5, gt=0, description="quantile in (0, 1), or eV / eV/A / eV per atom if absolute"
     )
     members: int = Field(3, ge=1, description="heads with different seeds, averaged")
+    attention: bool = Field(True, description="False: mean-pool MLP ablation (no attention)")
+    temperature_scaling: bool = Field(
+        False, description="fit a temperature on the validation split (calibrates P(reliable))")
     epochs: int = Field(300, gt=0)
     patience: int = Field(25, gt=0)
     lr: float = Field(1e-3, gt=0)

@@ -45,26 +45,39 @@ def _mlp(dims: Sequence[int], dropout: float, last_plain: bool) -> nn.Sequential
 
 
 class ProbeNet(nn.Module):
-    """One PROBE head. forward(x (B, L, D), mask (B, L) True=atom, extra (B, 2)) -> logits (B, 2)."""
+    """One PROBE head. forward(x (B, L, D), mask (B, L) True=atom, extra (B, 2)) -> logits (B, 2).
 
-    def __init__(self, n_features: int, dropout: float = 0.1):
+    ``attention=False`` is the ablation: no attention layer, mean pooling only (a mean-pool MLP).
+    ``temperature`` divides the logits (1 unless temperature scaling was fitted).
+    """
+
+    def __init__(self, n_features: int, dropout: float = 0.1, attention: bool = True):
         super().__init__()
+        self.use_attention = attention
         self.encoder = _mlp([n_features, 256, 128, 256], dropout, last_plain=False)
-        self.attention = nn.MultiheadAttention(256, 32, dropout=dropout, batch_first=True)
-        self.norm = nn.LayerNorm(256)
-        self.pool = nn.Linear(2 * 256 + 2, 256)
+        if attention:
+            self.attention = nn.MultiheadAttention(256, 32, dropout=dropout, batch_first=True)
+            self.norm = nn.LayerNorm(256)
+        self.pool = nn.Linear((2 if attention else 1) * 256 + 2, 256)
         self.head = nn.Sequential(nn.GELU(), _mlp([256, 128, 32, 2], dropout, last_plain=True))
+        self.register_buffer("temperature", torch.ones(()))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, extra: torch.Tensor,
                 return_attention: bool = False) -> Any:
         h = self.encoder(x)
-        a, w = self.attention(h, h, h, key_padding_mask=~mask, need_weights=return_attention,
-                              average_attn_weights=True)
-        h = self.norm(h + a)
+        w = None
         m = mask.unsqueeze(-1).to(h.dtype)
+        if self.use_attention:
+            a, w = self.attention(h, h, h, key_padding_mask=~mask,
+                                  need_weights=return_attention, average_attn_weights=True)
+            h = self.norm(h + a)
         mean = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
-        hmax = h.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(1).values
-        logits = self.head(self.pool(torch.cat([mean, hmax, extra], dim=-1)))
+        if self.use_attention:
+            hmax = h.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(1).values
+            pooled = torch.cat([mean, hmax, extra], dim=-1)
+        else:
+            pooled = torch.cat([mean, extra], dim=-1)
+        logits = self.head(self.pool(pooled)) / self.temperature
         if return_attention:
             return logits, w
         return logits
@@ -116,6 +129,8 @@ class ProbeModel:
     @torch.no_grad()
     def importance(self, features: Sequence[np.ndarray], energies: Sequence[float]) -> list[np.ndarray]:
         """Per-atom importance (attention received, averaged over heads and members), sum 1."""
+        if not self.nets[0].use_attention:
+            raise ProbeError("the mean-pool ablation has no attention, hence no atom importance")
         x, mask, extra = self._inputs(features, energies)
         total = torch.zeros(mask.shape, dtype=torch.float32)
         for net in self.nets:
@@ -132,6 +147,7 @@ class ProbeModel:
         path = Path(path)
         blob = {
             "n_features": int(self.nets[0].encoder[0].in_features),
+            "attention": bool(self.nets[0].use_attention),
             "states": [net.state_dict() for net in self.nets],
             "stats": {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v)
                       for k, v in self.stats.items()},
@@ -159,7 +175,7 @@ def load_probe(path: str | Path) -> ProbeModel:
         raise ProbeError(f"cannot read probe checkpoint {path}: {exc}") from None
     nets = []
     for state in blob["states"]:
-        net = ProbeNet(blob["n_features"])
+        net = ProbeNet(blob["n_features"], attention=blob.get("attention", True))
         net.load_state_dict(state)
         net.eval()
         nets.append(net)
@@ -225,7 +241,30 @@ def _fit_one(net: ProbeNet, data: tuple, y: np.ndarray, n_atoms: np.ndarray, tr:
                 break
     net.load_state_dict(best_state)
     net.eval()
-    return {"best_val_loss": best, "epochs": epoch + 1}
+    out = {"best_val_loss": best, "epochs": epoch + 1, "temperature": 1.0}
+    if cfg.temperature_scaling:
+        out["temperature"] = _fit_temperature(net, x[va_t], mask[va_t], extra[va_t], yt[va_t])
+    return out
+
+
+def _fit_temperature(net: ProbeNet, x: torch.Tensor, mask: torch.Tensor, extra: torch.Tensor,
+                     y: torch.Tensor) -> float:
+    """Temperature T > 0 minimising the NLL of softmax(logits / T) on a held-out split."""
+    with torch.no_grad():
+        logits = net(x, mask, extra) * net.temperature
+    log_t = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(logits / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    t = float(log_t.exp().clamp(0.05, 20.0))
+    net.temperature.fill_(t)
+    return t
 
 
 def train_probe(features: Sequence[np.ndarray], energies: Sequence[float], errors: Sequence[float],
@@ -259,7 +298,7 @@ def train_probe(features: Sequence[np.ndarray], energies: Sequence[float], error
     for m in range(cfg.members):
         with torch.random.fork_rng():  # seeded here, global RNG state left untouched
             torch.manual_seed(seed * 1000 + m)
-            net = ProbeNet(len(stats["feat_mean"]))
+            net = ProbeNet(len(stats["feat_mean"]), attention=cfg.attention)
             fits.append(_fit_one(net, data, y, n, tr, va, cfg, seed * 1000 + m))
         model.nets.append(net)
     model.meta = {
