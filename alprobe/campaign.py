@@ -31,6 +31,9 @@ from .metrics import auroc_unreliable, frame_errors, regression_errors
 
 __all__ = ["CampaignResult", "check_campaign", "resume_campaign", "run_campaign"]
 
+#: Final statuses of a frame sent to DFT (only "labeled" is ever trained on).
+_LABEL_OUTCOMES = ("labeled", "failed", "rejected", "timeout")
+
 # Stage codes for the random streams: np.random.default_rng([seed, generation, code]).
 _RNG = {"rattle": 1, "bootstrap_md": 2, "split": 3, "explore": 4, "select": 5, "train": 6,
         "probe": 7}
@@ -68,7 +71,8 @@ def _level(cfg: CampaignConfig) -> Any:
     d = cfg.dft
     return DFTLevel(method=d.method, xc=d.xc, basis=d.basis, density_fit=d.density_fit,
                     grid_level=d.grid_level, charge=cfg.system.charge, spin=cfg.system.spin,
-                    max_cycle=d.max_cycle, conv_tol=d.conv_tol, min_distance=d.min_distance_A)
+                    max_cycle=d.max_cycle, conv_tol=d.conv_tol, min_distance=d.min_distance_A,
+                    rescue=d.rescue, timeout_s=d.timeout_s)
 
 
 def _versions() -> dict[str, str]:
@@ -175,21 +179,23 @@ class _Campaign:
 
         def record(fid: str, r: dict[str, Any]) -> bool:
             dft_s[0] += r["wall_s"]
+            attempts = {"attempts": " | ".join(r["attempts"])} if r["attempts"] else {}
             if r["status"] == "ok":
+                note = {"reason": r["reason"]} if r["reason"] else {}
                 self.ledger.update(fid, status="labeled", ref_energy=r["energy"],
-                                   label_s=r["wall_s"], data={"ref_forces": r["forces"]})
+                                   label_s=r["wall_s"], data={"ref_forces": r["forces"]},
+                                   **note, **attempts)
                 return False
             self.ledger.update(fid, status=r["status"], reason=r["reason"] or "unknown",
-                               label_s=r["wall_s"])
+                               label_s=r["wall_s"], **attempts)
             return True
 
         futures = [self._submit(label_task, bare_copy(a), self.level, key=f"label-{a.info['fid']}",
                                 tag=a.info["fid"], retries=2) for a in todo]
         self._gather(futures, f"gen {gen} label", record)
-        counts = {s: self.ledger.count(generation=gen, status=s)
-                  for s in ("labeled", "failed", "rejected")}
-        for a in self.ledger.frames(generation=gen, status="failed") + \
-                self.ledger.frames(generation=gen, status="rejected"):
+        counts = {s: self.ledger.count(generation=gen, status=s) for s in _LABEL_OUTCOMES}
+        for a in [a for s in _LABEL_OUTCOMES[1:] for a in self.ledger.frames(generation=gen,
+                                                                              status=s)]:
             self.say(f"  label {a.info['fid']} {a.info['status']}: {a.info.get('reason', '')}")
         info = {**counts, "wall_s": time.perf_counter() - t0, "dft_s": dft_s[0]}
         self.ledger.mark_done(stage, **info)
@@ -289,7 +295,7 @@ class _Campaign:
         self.label_pending(0, "gen000/label_md")
         parts = [L.stage_info(f"gen000/label_{p}") for p in ("rattle", "md")]
         L.mark_done("gen000/label", **{k: sum(p.get(k, 0) for p in parts)
-                                       for k in ("labeled", "failed", "rejected", "wall_s", "dft_s")})
+                                       for k in (*_LABEL_OUTCOMES, "wall_s", "dft_s")})
         if not L.done("gen000/split"):
             fids = sorted(L.fids(generation=0, status="labeled"))
             rng = self.rng(0, "split")
@@ -363,7 +369,58 @@ class _Campaign:
 
         if futures:
             self._gather(futures, f"gen {gen} probe+evaluate", record)
+        self.audit(gen)
         self.write_metrics(gen, time.perf_counter() - t0)
+
+    def audit(self, gen: int) -> None:
+        """Audit probe g on the test set, and probe g-1 on the frames labeled in generation g.
+
+        Writes audits/gen_NNN_{test,new}_audit.{txt,json,png} and importance pictures of the
+        least trusted test frames. Both sets are out of sample for the probe audited.
+        """
+        from .audit import draw_importance, write_audit
+        from .tasks import audit_task
+
+        L, cfg = self.ledger, self.cfg
+        stage = f"gen{gen:03d}/audit"
+        if L.done(stage):
+            return
+        t0 = time.perf_counter()
+        out_dir = self.dir / "audits"
+        jobs = {"test": (gen, L.frames(status="labeled", split="test"))}
+        if gen > 0:
+            jobs["new"] = (gen - 1, L.frames(generation=gen, status="labeled"))
+        futures = []
+        for name, (g, frames) in jobs.items():
+            probe = L.stage_info(f"gen{g:03d}/probe").get("path")
+            tinfo = L.stage_info(f"gen{g:03d}/train")
+            train = [bare_with_ref(a) for a in L.frames(status="labeled")
+                     if a.info["fid"] in set(tinfo["train_ids"])]
+            if len(frames) < 2:
+                continue
+            futures.append(self._submit(
+                audit_task, [bare_with_ref(a) for a in frames], tinfo["path"], probe, train,
+                cfg.probe.error, 3 if name == "test" else 0, cfg.backbone.device,
+                key=f"audit-{name}-g{gen}", tag=(name, frames)))
+        summary: dict[str, Any] = {}
+
+        def record(tag: tuple[str, list[Atoms]], r: dict[str, Any]) -> bool:
+            name, frames = tag
+            errors = r["errors"]
+            tau = r["tau_probe"] if r["tau_probe"] is not None else float(np.median(errors))
+            res = write_audit(out_dir, f"gen_{gen:03d}_{name}", r["signals"], errors, tau,
+                              r["probabilities"], rng=self.rng(gen, "probe"), n_boot=500)
+            summary[name] = {row["signal"]: row["auroc"] for row in res["rows"]}
+            for i, imp in r["importance"].items():
+                a = frames[i]
+                draw_importance(a, imp, out_dir / f"gen_{gen:03d}_importance_{a.info['fid']}.png",
+                                title=f"gen {gen} {a.info['fid']}: P(reliable) "
+                                      f"{r['signals']['probe'][i]:.2f}, error {errors[i]:.3f}")
+            return False
+
+        if futures:
+            self._gather(futures, f"gen {gen} audit", record)
+        L.mark_done(stage, auroc=summary, wall_s=time.perf_counter() - t0)
 
     def write_metrics(self, gen: int, post_s: float) -> None:
         L, cfg = self.ledger, self.cfg
@@ -371,8 +428,7 @@ class _Campaign:
         row: dict[str, Any] = {"generation": gen}
         row["labels"] = L.count(status="labeled") - L.count(status="labeled", split="test")
         row["labels_new"] = L.count(generation=gen, status="labeled")
-        row["failed_new"] = L.count(generation=gen, status="failed") + \
-            L.count(generation=gen, status="rejected")
+        row["failed_new"] = sum(L.count(generation=gen, status=s) for s in _LABEL_OUTCOMES[1:])
         row.update({k: ev[k] for k in ("energy_mae_eV_per_atom", "force_mae_eV_A",
                                        "force_rmse_eV_A")})
         auroc = float("nan")
@@ -383,7 +439,9 @@ class _Campaign:
                 auroc = auroc_unreliable(np.array([a.info["trust"] for a in new]),
                                          frame_errors(new, cfg.probe.error), prev["threshold"])
         row["probe_auroc_new"] = auroc
-        stages = ("explore", "select", "label", "train", "probe", "evaluate")
+        test_audit = L.stage_info(f"gen{gen:03d}/audit").get("auroc", {}).get("test", {})
+        row["probe_auroc_test"] = float(test_audit.get("probe", float("nan")))
+        stages = ("explore", "select", "label", "train", "probe", "evaluate", "audit")
         for s in stages:
             row[f"{s}_s"] = float(L.stage_info(f"gen{gen:03d}/{s}").get("wall_s", 0.0))
         ex = L.stage_info(f"gen{gen:03d}/explore")

@@ -56,6 +56,31 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .audit import compute_signals, read_labeled, write_audit
+
+    try:
+        frames = read_labeled(args.frames, args.energy_key, args.forces_key)
+        train = read_labeled(args.train_frames, args.energy_key, args.forces_key) \
+            if args.train_frames else []
+    except (ValueError, OSError) as exc:
+        from .errors import AlprobeError
+
+        raise AlprobeError(str(exc)) from None
+    r = compute_signals(frames, backbone=args.backbone, probe=args.probe, ablation=args.ablation,
+                        committee=args.committee or [], train_frames=train, error=args.error,
+                        n_importance=0, device=args.device)
+    tau = args.tau if args.tau is not None else (
+        r["tau_probe"] if r["tau_probe"] is not None else float(np.median(r["errors"])))
+    res = write_audit(args.out, args.prefix, r["signals"], r["errors"], tau, r["probabilities"],
+                      rng=np.random.default_rng(args.seed), n_boot=args.n_boot)
+    print(res["text"])
+    print(f"wrote {args.out}/{args.prefix}_audit.txt, .json and {len(res['plots'])} plots")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alprobe", description="Active learning for MACE potentials "
                                 "with PROBE reliability scores, PySCF labels and Dask.")
@@ -72,6 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="per-generation table of a campaign folder")
     st.add_argument("dir")
     st.set_defaults(fn=_status)
+    e = sub.add_parser("evaluate", help="reliability audit of trust signals on labeled frames")
+    e.add_argument("frames", help="extxyz with reference energy (eV) and forces (eV/A)")
+    e.add_argument("--backbone", required=True, help="MACE model file")
+    e.add_argument("--probe", help="PROBE checkpoint (probe.pt)")
+    e.add_argument("--ablation", help="mean-pool probe checkpoint (attention ablation)")
+    e.add_argument("--committee", nargs="+", help="MACE model files of an ensemble")
+    e.add_argument("--train-frames", help="extxyz the backbone trained on (kNN/energy baselines)")
+    e.add_argument("--error", default="force_rmse",
+                   choices=["energy", "energy_per_atom", "force_rmse", "force_max"])
+    e.add_argument("--tau", type=float, help="unreliability threshold (default: the probe's)")
+    e.add_argument("--out", default="audit", help="output folder")
+    e.add_argument("--prefix", default="audit")
+    e.add_argument("--energy-key", default="ref_energy")
+    e.add_argument("--forces-key", default="ref_forces")
+    e.add_argument("--n-boot", type=int, default=1000)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(fn=_evaluate)
     v = sub.add_parser("validate", help="check a campaign file; print every problem")
     v.add_argument("campaign")
     v.set_defaults(fn=_validate)

@@ -89,6 +89,9 @@ class DFTConfig(_Section):
     max_cycle: int = Field(100, gt=0)
     conv_tol: float = Field(1e-9, gt=0, description="Hartree")
     min_distance_A: float = Field(0.5, gt=0, description="refuse structures with a closer pair")
+    rescue: bool = Field(True, description="on non-convergence, climb the SCF rescue ladder")
+    timeout_s: float | None = Field(
+        None, gt=0, description="wall-time limit per label (s); over it: status 'timeout'")
 
 
 class InitialConfig(_Section):

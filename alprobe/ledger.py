@@ -1,7 +1,7 @@
 """The campaign's persistent state, in the campaign folder.
 
 - ``ledger.db``: an ASE database (SQLite) with one row per frame: key ``fid`` (content hash),
-  ``status`` (candidate, selected, labeled, failed, rejected), ``split`` (train, calib, test)
+  ``status`` (candidate, selected, labeled, failed, rejected, timeout), ``split`` (train, calib, test)
   once labeled, ``origin`` (initial, explore), ``generation``, ``trust``, ``pred_energy``,
   ``ref_energy`` and, in the row's data, ``ref_forces`` / ``pred_forces`` (eV/A). Read it with
   ``ase db ledger.db`` or ``ase.db.connect``.

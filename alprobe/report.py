@@ -15,7 +15,8 @@ _COLUMNS = [
     ("E MAE meV/atom", "energy_mae_eV_per_atom", "{:.2f}", 1000.0),
     ("F MAE meV/A", "force_mae_eV_A", "{:.1f}", 1000.0),
     ("F RMSE meV/A", "force_rmse_eV_A", "{:.1f}", 1000.0),
-    ("probe AUROC", "probe_auroc_new", "{:.2f}"),
+    ("AUROC new", "probe_auroc_new", "{:.2f}"),
+    ("AUROC test", "probe_auroc_test", "{:.2f}"),
     ("wall s", "wall_s", "{:.0f}"),
 ]
 
@@ -31,8 +32,9 @@ def status_table(directory: str | Path) -> str:
     """One row per finished generation: labels so far, test errors, probe AUROC, wall time.
 
     "labels" counts DFT labels in the training pool (test set excluded); errors are on the
-    fixed held-out test set; "probe AUROC" is measured on the frames labeled in that generation,
-    with the trust scores they had before their labels were known.
+    fixed held-out test set; "AUROC new" is the previous probe's AUROC on the frames labeled in
+    that generation, with the trust they had before their labels were known; "AUROC test" is
+    this generation's probe on the held-out test set.
     """
     from .ledger import Ledger
 
@@ -46,7 +48,7 @@ def status_table(directory: str | Path) -> str:
     lines += ["  ".join(v.rjust(w) for v, w in zip(b, widths)) for b in body]
     n_test = ledger.count(split="test", status="labeled")
     status = {s: ledger.count(status=s) for s in ("candidate", "selected", "labeled", "failed",
-                                                  "rejected")}
+                                                  "rejected", "timeout")}
     lines.append(f"frames: {status}; held-out test frames: {n_test}")
     if not rows:
         lines.append("no generation finished yet")

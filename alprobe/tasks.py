@@ -26,7 +26,8 @@ def label_task(atoms: Atoms, level: Any) -> dict[str, Any]:
     t0 = time.time()
     r = label_atoms(atoms, level)
     return {"status": r.status, "energy": r.energy, "forces": r.forces, "reason": r.reason,
-            "n_cycles": r.n_cycles, "wall_s": r.wall_s, "t0": t0, "t1": time.time()}
+            "n_cycles": r.n_cycles, "wall_s": r.wall_s, "attempts": list(r.attempts),
+            "t0": t0, "t1": time.time()}
 
 
 _PROBES: dict[str, Any] = {}
@@ -111,3 +112,14 @@ def fit_probe_task(model_path: str, frames: list[Atoms], cfg: Any, seed: int, ou
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     probe.save(out_path)
     return {"path": out_path, "reason": "", "meta": probe.meta, "t0": t0, "t1": time.time()}
+
+
+def audit_task(frames: list[Atoms], backbone: str, probe: str | None, train_frames: list[Atoms],
+               error: str, n_importance: int, device: str = "cpu") -> dict[str, Any]:
+    """All trust signals and true errors on labeled frames (see audit.compute_signals)."""
+    from .audit import compute_signals
+
+    t0 = time.time()
+    out = compute_signals(frames, backbone=backbone, probe=probe, train_frames=train_frames,
+                          error=error, n_importance=n_importance, device=device)
+    return {**out, "t0": t0, "t1": time.time()}

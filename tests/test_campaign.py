@@ -37,7 +37,7 @@ def test_ledger_counts_and_labels(finished):
     assert L.count(generation=0) == ini["n_rattle"] + ini["n_md"]
     for gen in (1, 2):
         chosen = L.count(generation=gen, status="labeled") + L.count(generation=gen, status="failed") \
-            + L.count(generation=gen, status="rejected")
+            + L.count(generation=gen, status="rejected") + L.count(generation=gen, status="timeout")
         assert chosen == TINY_CAMPAIGN["select"]["budget"]
         assert L.count(generation=gen, status="candidate") > 0  # the rest stay candidates
         assert L.count(generation=gen, status="selected") == 0  # nothing left half-done
@@ -107,6 +107,27 @@ def test_metrics_and_status(finished, capsys):
         assert (directory / "models" / f"gen_{gen:03d}" / "backbone.model").is_file()
         assert (directory / "models" / f"gen_{gen:03d}" / "probe.pt").is_file()
     assert json.loads((directory / "versions.json").read_text())["pyscf"] != "not installed"
+
+
+def test_audit_per_generation(finished):
+    """Each generation writes an audit table (test set; and new frames for g >= 1), plots and
+    atom-importance pictures; the table's probe row agrees with the metrics."""
+    directory, result, _ = finished
+    audits = directory / "audits"
+    for gen in range(3):
+        text = (audits / f"gen_{gen:03d}_test_audit.txt").read_text()
+        assert "probe" in text and "AUROC" in text and "knn_max" in text and "energy" in text
+        rows = json.loads((audits / f"gen_{gen:03d}_test_audit.json").read_text())["rows"]
+        probe = next(r for r in rows if r["signal"] == "probe")
+        auroc = result.metrics[gen]["probe_auroc_test"]
+        assert (np.isnan(probe["auroc"]) and np.isnan(auroc)) or probe["auroc"] == pytest.approx(auroc)
+        if not np.isnan(probe["auroc"]):
+            assert probe["auroc_lo"] <= probe["auroc"] <= probe["auroc_hi"]
+        pictures = list(audits.glob(f"gen_{gen:03d}_importance_*.png"))
+        assert len(pictures) == 3 and all(p.stat().st_size > 1000 for p in pictures)
+        assert (audits / f"gen_{gen:03d}_test_risk_coverage.png").stat().st_size > 1000
+    for gen in (1, 2):
+        assert (audits / f"gen_{gen:03d}_new_audit.txt").is_file()
 
 
 def test_rerun_is_a_no_op_and_changed_config_is_refused(finished):

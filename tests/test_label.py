@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import tempfile
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,8 +18,10 @@ pytest.importorskip("pyscf")
 
 from alprobe import label as label_mod  # noqa: E402
 from alprobe.label import (  # noqa: E402
+    RESCUE_LADDER,
     DFTLevel,
     LabelResult,
+    Rung,
     check_level,
     check_structure,
     label_atoms,
@@ -139,8 +145,8 @@ def test_radical_uses_unrestricted(monkeypatch):
     built = []
     orig = label_mod._build_mf
 
-    def spy(mol, level):
-        mf = orig(mol, level)
+    def spy(mol, level, *args, **kwargs):
+        mf = orig(mol, level, *args, **kwargs)
         built.append(mf)
         return mf
 
@@ -174,8 +180,8 @@ def test_closed_shell_uses_restricted(monkeypatch):
     built = []
     orig = label_mod._build_mf
 
-    def spy(mol, lv):
-        built.append(orig(mol, lv))
+    def spy(mol, lv, *args, **kwargs):
+        built.append(orig(mol, lv, *args, **kwargs))
         return built[-1]
 
     monkeypatch.setattr(label_mod, "_build_mf", spy)
@@ -235,24 +241,44 @@ def test_empty_and_periodic_rejected():
     assert "periodic" in check_structure(atoms, HF_STO3G)
 
 
-def test_scf_failure_is_recorded():
-    level = DFTLevel(method="hf", basis="sto-3g", density_fit=False, max_cycle=2)
+def test_scf_failure_without_rescue_is_one_attempt(monkeypatch):
+    """rescue=False keeps the old behaviour: the plain SCF once, then "failed"."""
+    built = []
+    orig = label_mod._build_mf
+
+    def spy(mol, lv, *args, **kwargs):
+        built.append(orig(mol, lv, *args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(label_mod, "_build_mf", spy)
+    level = DFTLevel(method="hf", basis="sto-3g", density_fit=False, max_cycle=2, rescue=False)
     res = label_atoms(_water(), level)
     assert res.status == "failed"
     assert res.energy is None and res.forces is None
-    assert "converge" in res.reason
-    assert "\n" not in res.reason
+    assert res.reason == "SCF not converged after 2 cycles"
+    assert len(built) == 1
+    assert len(res.attempts) == 1 and "not converged" in res.attempts[0]
+    assert res.n_cycles == 2
+    # the same level with the ladder (the default) is rescued
+    assert label_atoms(_water(), DFTLevel(method="hf", basis="sto-3g", density_fit=False,
+                                          max_cycle=2)).status == "ok"
 
 
-def test_pyscf_exception_becomes_failed(monkeypatch):
-    def boom(mol, level):
+@pytest.mark.parametrize(("rescue", "n_attempts"), [(False, 1), (True, len(RESCUE_LADDER))])
+def test_pyscf_exception_becomes_failed(monkeypatch, rescue, n_attempts):
+    def boom(mol, level, *args, **kwargs):
         raise RuntimeError("simulated\npyscf error")
 
     monkeypatch.setattr(label_mod, "_build_mf", boom)
-    res = label_atoms(_water(), HF_STO3G)
+    res = label_atoms(_water(), DFTLevel(method="hf", basis="sto-3g", density_fit=False,
+                                         rescue=rescue))
     assert res.status == "failed"
     assert "simulated pyscf error" in res.reason
     assert "\n" not in res.reason
+    assert len(res.attempts) == n_attempts
+    assert all("RuntimeError: simulated pyscf error" in a for a in res.attempts)
+    if rescue:
+        assert f"{n_attempts} attempts" in res.reason
 
 
 def test_label_many_keeps_order_and_continues_after_rejection():
@@ -297,7 +323,289 @@ def test_unknown_xc_at_label_time_is_failed_not_raised():
 def test_labeling_prints_nothing(capfd):
     label_atoms(_water(), DFTLevel(method="dft", xc="pbe", basis="sto-3g", grid_level=1))
     label_atoms(_water(), DFTLevel(method="hf", basis="sto-3g", max_cycle=1))
+    assert label_atoms(_water(), replace(HF_STO3G, max_cycle=2, timeout_s=30)).ok
     label_atoms(Atoms("UH", positions=[[0, 0, 0], [0, 0, 2.0]]), HF_STO3G)
     out, err = capfd.readouterr()
     assert out == ""
     assert err == ""
+
+
+# ------------------------------------------------------------------------------- rescue ladder
+
+
+def _spy_build_mf(monkeypatch) -> list:
+    built = []
+    orig = label_mod._build_mf
+
+    def spy(mol, lv, *args, **kwargs):
+        built.append(orig(mol, lv, *args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(label_mod, "_build_mf", spy)
+    return built
+
+
+def test_rescue_ladder_is_the_documented_one():
+    names = [r.name for r in RESCUE_LADDER]
+    assert names == ["diis", "damped", "newton", "guess=atom", "guess=huckel", "broken-symmetry"]
+    first, damped, newton = RESCUE_LADDER[:3]
+    assert first == Rung("diis")  # the plain SCF
+    assert (damped.guess, damped.cycle_factor, damped.damp, damped.level_shift) == (
+        "last", 2, 0.5, 0.25)
+    assert damped.diis_start_cycle > 1  # PySCF damps only before DIIS starts
+    assert (newton.solver, newton.guess) == ("newton", "last")
+    assert [r.guess for r in RESCUE_LADDER[3:5]] == ["atom", "huckel"]
+    assert RESCUE_LADDER[-1].broken_symmetry
+    assert not any(r.broken_symmetry for r in RESCUE_LADDER[:-1])
+
+
+def _spy_gradient(monkeypatch) -> list:
+    graded = []
+    orig = label_mod._gradient
+
+    def spy(mf, n):
+        graded.append(mf)
+        return orig(mf, n)
+
+    monkeypatch.setattr(label_mod, "_gradient", spy)
+    return graded
+
+
+def test_damped_rung_rescues_from_the_last_density(monkeypatch, hf_water):
+    atoms, plain = hf_water
+    built = _spy_build_mf(monkeypatch)
+    graded = _spy_gradient(monkeypatch)
+    res = label_atoms(atoms, replace(HF_STO3G, max_cycle=4))
+    assert res.status == "ok", res.reason
+    assert res.reason == ""
+    assert len(res.attempts) == 2 and len(built) == 2
+    assert res.attempts[0].startswith("diis max_cycle=4: not converged after 4 cycles")
+    assert res.attempts[1].startswith("damped max_cycle=8: converged")
+    mf = built[1]
+    assert (mf.damp, mf.level_shift, mf.max_cycle) == (0.5, 0.25, 8)
+    assert mf.diis_start_cycle == RESCUE_LADDER[1].diis_start_cycle
+    # Started from the first attempt's density: converged at once. From the minao guess, damping
+    # plus level shift need more than 8 cycles here.
+    assert mf.cycles <= 3
+    assert res.n_cycles == 4 + mf.cycles
+    assert graded == [mf]  # forces from the object that converged
+    assert res.energy == pytest.approx(plain.energy, abs=3e-5)
+    # The level shift makes small steps, so this rung stops just inside PySCF's orbital-gradient
+    # threshold sqrt(conv_tol): forces ~3e-4 eV/A from the (overshooting) plain DIIS ones.
+    np.testing.assert_allclose(res.forces, plain.forces, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "level",
+    [
+        replace(HF_STO3G, max_cycle=2),
+        DFTLevel(method="dft", xc="pbe", basis="sto-3g", density_fit=True, grid_level=3,
+                 max_cycle=2),
+    ],
+    ids=["hf", "pbe-df"],
+)
+def test_newton_rung_energy_and_forces(monkeypatch, level):
+    """max_cycle=2 water: diis and damped fail, second-order SCF converges (rung c)."""
+    from pyscf.soscf.newton_ah import _CIAH_SOSCF
+
+    atoms = _distorted_water()
+    graded = _spy_gradient(monkeypatch)
+    res = label_atoms(atoms, level)
+    assert res.status == "ok", res.reason
+    assert [a.split(" ")[0] for a in res.attempts] == ["diis", "damped", "newton"]
+    assert "not converged" in res.attempts[0] and "not converged" in res.attempts[1]
+    assert "converged in" in res.attempts[2]
+    # the gradient came from the converged second-order object itself
+    assert len(graded) == 1 and isinstance(graded[0], _CIAH_SOSCF) and graded[0].converged
+
+    converged = replace(level, max_cycle=100)
+    ref = label_atoms(atoms, converged)
+    assert len(ref.attempts) == 1  # plain SCF: a well-converged reference
+    assert res.energy == pytest.approx(ref.energy, abs=3e-5)  # 1e-6 Hartree
+    np.testing.assert_allclose(res.forces, ref.forces, atol=1e-4)
+    if level.method == "hf":
+        coords = [(0, 2), (1, 0), (2, 1)]
+        fd = _fd_forces(atoms, converged, coords, h=1e-3)
+        np.testing.assert_allclose([res.forces[i, k] for i, k in coords], fd, atol=1e-3)
+
+
+def test_all_rungs_fail():
+    res = label_atoms(_water(), replace(HF_STO3G, max_cycle=1))
+    assert res.status == "failed"
+    assert res.energy is None and res.forces is None
+    n = len(RESCUE_LADDER)
+    assert len(res.attempts) == n
+    assert [a.split(" ")[0] for a in res.attempts] == [r.name for r in RESCUE_LADDER]
+    assert all("not converged" in a for a in res.attempts)
+    assert f"after {n} attempts" in res.reason and "converge" in res.reason
+    assert "broken-symmetry" in res.reason  # names the last attempt
+    assert "\n" not in res.reason
+    assert res.n_cycles is not None and res.n_cycles >= n
+
+
+def test_broken_symmetry_only_for_spin_zero():
+    res = label_atoms(_oh(), DFTLevel(method="hf", basis="sto-3g", density_fit=False, spin=1,
+                                      max_cycle=1))
+    assert res.status == "failed"
+    assert len(res.attempts) == len(RESCUE_LADDER) - 1
+    assert not any("broken-symmetry" in a for a in res.attempts)
+
+
+def _h2(d: float) -> Atoms:
+    return Atoms("H2", positions=[[0.0, 0.0, 0.0], [0.0, 0.0, d]])
+
+
+def _uhf_mix_energy(atoms: Atoms) -> float:
+    from pyscf import gto, scf
+
+    mol = gto.M(atom=[(s, tuple(p / Bohr)) for s, p in zip(atoms.get_chemical_symbols(),
+                                                             atoms.positions)],
+                unit="Bohr", basis="sto-3g", verbose=0)
+    mf = scf.UHF(mol)
+    mf.init_guess_breaksym = "mix"
+    mf.conv_tol = 1e-10
+    e = mf.kernel()
+    assert mf.converged
+    return e * Hartree
+
+
+def test_broken_symmetry_rung_labels_stretched_h2(monkeypatch):
+    """Restricted rung fails (1 cycle), then a broken-symmetry UHF converges below RHF."""
+    from pyscf import scf
+
+    monkeypatch.setattr(label_mod, "RESCUE_LADDER", (
+        Rung("diis"), Rung("broken-symmetry", cycle_factor=60, broken_symmetry=True)))
+    built = _spy_build_mf(monkeypatch)
+    atoms = _h2(2.5)
+    res = label_atoms(atoms, replace(HF_STO3G, max_cycle=1))
+    assert res.status == "ok", res.reason
+    assert "broken-symmetry UHF" in res.reason and "<S^2>=0.99" in res.reason
+    assert res.attempts[1].startswith("broken-symmetry max_cycle=60: converged")
+    assert isinstance(built[1], scf.uhf.UHF)
+    e_rhf = label_atoms(atoms, HF_STO3G).energy
+    e_uhf = _uhf_mix_energy(atoms)
+    assert res.energy == pytest.approx(e_uhf, abs=3e-5)
+    assert res.energy < e_rhf - 5.0  # really broken: about 6 eV below RHF at 2.5 A
+    h = 1e-3
+    fd = -(_uhf_mix_energy(_h2(2.5 + h)) - _uhf_mix_energy(_h2(2.5 - h))) / (2 * h)
+    assert abs(fd) > 0.01
+    assert res.forces[1, 2] == pytest.approx(fd, abs=1e-3)
+    assert res.forces[0, 2] == pytest.approx(-fd, abs=1e-3)
+
+
+# ------------------------------------------------------------------------------ wall-time limit
+
+
+def _children() -> set[int]:
+    me = str(os.getpid())
+    out = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] == me:
+                        out.add(int(pid))
+            except (OSError, IndexError):
+                pass
+    return out
+
+
+def _scratch_dirs() -> set[str]:
+    return {d for d in os.listdir(tempfile.gettempdir()) if d.startswith("alprobe-label-")}
+
+
+def test_timeout_kills_the_label_and_the_process_stays_usable():
+    before, scratch = _children(), _scratch_dirs()
+    slow = DFTLevel(method="dft", xc="pbe", basis="def2-svp", timeout_s=0.05)
+    t0 = time.perf_counter()
+    res = label_atoms(molecule("CH3CH2OH"), slow)  # ~2.5 s without the limit
+    wall = time.perf_counter() - t0
+    assert res.status == "timeout"
+    assert res.reason == "wall time limit 0.05 s exceeded"
+    assert res.energy is None and res.forces is None
+    assert 0.05 <= res.wall_s <= wall < 0.05 + 5
+    assert _children() == before  # killed and reaped
+    assert _scratch_dirs() == scratch
+
+    atoms = _distorted_water()
+    ok = label_atoms(atoms, replace(HF_STO3G, timeout_s=30))
+    assert ok.status == "ok", ok.reason
+    ref = label_atoms(atoms, HF_STO3G)
+    assert ok.energy == pytest.approx(ref.energy, abs=1e-8)
+    np.testing.assert_allclose(ok.forces, ref.forces, atol=1e-8)
+    assert len(ok.attempts) == 1 and ok.attempts[0].startswith("diis max_cycle=100: converged")
+    assert _children() == before
+
+
+def test_timeout_keeps_finished_attempts_and_rescue(monkeypatch):
+    """Ladder results come back from the child; a child stuck in a later rung is killed."""
+    res = label_atoms(_water(), replace(HF_STO3G, max_cycle=2, timeout_s=30))
+    assert res.status == "ok" and [a.split(" ")[0] for a in res.attempts] == [
+        "diis", "damped", "newton"]
+
+    orig = label_mod._run_rung
+
+    def stuck(mol, level, rung, last_dm):
+        if rung.name == "damped":
+            time.sleep(60)
+        return orig(mol, level, rung, last_dm)
+
+    monkeypatch.setattr(label_mod, "_run_rung", stuck)
+    t0 = time.perf_counter()
+    res = label_atoms(_water(), replace(HF_STO3G, max_cycle=2, timeout_s=1.0))
+    assert time.perf_counter() - t0 < 1.0 + 5
+    assert res.status == "timeout" and res.reason == "wall time limit 1.0 s exceeded"
+    assert len(res.attempts) == 1 and "not converged" in res.attempts[0]
+
+
+def test_child_crash_is_failed_not_timeout(monkeypatch):
+    def crash(*args, **kwargs):  # as the kernel's OOM killer would
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(label_mod, "_label_in_process", crash)
+    before = _children()
+    t0 = time.perf_counter()
+    res = label_atoms(_water(), replace(HF_STO3G, timeout_s=30))
+    assert time.perf_counter() - t0 < 5
+    assert res.status == "failed"
+    assert "signal 9" in res.reason and "without a result" in res.reason
+    assert _children() == before
+
+
+def test_timeout_with_several_openmp_threads_uses_a_fresh_interpreter(monkeypatch):
+    """A forked child deadlocks in GNU OpenMP if the parent used several threads: no fork then."""
+    from pyscf import lib
+
+    forked = []
+    orig_fork = label_mod._start_fork
+    monkeypatch.setattr(label_mod, "_start_fork", lambda *a: forked.append(1) or orig_fork(*a))
+    atoms = _distorted_water()
+    ref = label_atoms(atoms, HF_STO3G)
+    assert label_atoms(atoms, replace(HF_STO3G, timeout_s=30)).ok and forked == [1]
+    before = _children()
+    lib.num_threads(2)
+    try:
+        res = label_atoms(atoms, replace(HF_STO3G, timeout_s=60))
+    finally:
+        lib.num_threads(1)
+    assert res.status == "ok", res.reason
+    assert forked == [1]
+    assert res.energy == pytest.approx(ref.energy, abs=1e-8)
+    np.testing.assert_allclose(res.forces, ref.forces, atol=1e-7)
+    assert _children() == before
+
+
+def test_timeout_config_checked():
+    assert check_level(replace(HF_STO3G, timeout_s=30.0), ["H", "O"]) == []
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        msgs = check_level(replace(HF_STO3G, timeout_s=bad), ["H", "O"])
+        assert len(msgs) == 1 and "timeout_s" in msgs[0]
+        with pytest.raises(ValueError, match="timeout_s"):
+            label_atoms(_water(), replace(HF_STO3G, timeout_s=bad))
+
+
+def test_old_constructors_still_work():
+    r = LabelResult("ok", 1.0, np.zeros((1, 3)), "", 3, 0.1)
+    assert r.attempts == () and r.ok
+    lv = DFTLevel("hf", "pbe", "sto-3g", False, 1, 0, 0, 50, 1e-9, 0.5)
+    assert lv.rescue is True and lv.timeout_s is None
