@@ -24,6 +24,7 @@ from ase import Atoms
 
 from .acquire import select_least_trusted
 from .config import CampaignConfig, ConfigError, load_campaign, parse_campaign
+from .errors import AlprobeError
 from .explore import WalkerSettings
 from .frames import bare_copy, load_seeds, set_prediction
 from .ledger import Ledger, atomic_write_text
@@ -128,10 +129,33 @@ class _Progress:
             self.log(msg)
 
 
+class CampaignError(AlprobeError):
+    """A stage could not finish (a training or evaluation task failed); resumable."""
+
+
+class CampaignPaused(AlprobeError):
+    """Too many labels of a generation failed; the campaign stopped before training on the rest."""
+
+
+def read_spooled_label(spool: Path, fid: str) -> dict[str, Any] | None:
+    """A label result a worker wrote to ``spool/<fid>.json`` (plain JSON), or None."""
+    path = spool / f"{fid}.json"
+    if not path.is_file():
+        return None
+    try:
+        r = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # a torn file cannot exist (atomic rename), but never trust one
+    if r.get("forces") is not None:
+        r["forces"] = np.asarray(r["forces"], dtype=float)
+    return r
+
+
 class _Campaign:
     def __init__(self, cfg: CampaignConfig, directory: Path, client: Any,
-                 log: Callable[[str], None] | None):
+                 log: Callable[[str], None] | None, accept_failures: bool = False):
         self.cfg, self.dir, self.client, self.log = cfg, directory, client, log
+        self.accept_failures = accept_failures
         self.ledger = Ledger(directory, create=True)
         self.seeds = load_seeds(cfg.system.seeds, cfg.source_dir)
         self.level = _level(cfg)
@@ -150,14 +174,29 @@ class _Campaign:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
-    def _gather(self, futures: Sequence[Any], label: str, on_result: Callable[[Any, Any], bool]):
-        """Consume results as they complete; on_result(tag, result) -> failed? (for display)."""
+    def _gather(self, futures: Sequence[Any], label: str, on_result: Callable[[Any, Any], bool],
+                on_error: Callable[[Any, BaseException], dict[str, Any]] | None = None) -> None:
+        """Consume results as they complete; on_result(tag, result) -> failed? (for display).
+
+        A task that raised (or whose workers kept dying: KilledWorker) goes to
+        ``on_error(tag, exc)``, which turns it into a result; without on_error the campaign
+        stops with a one-line error (and can be resumed).
+        """
         from distributed import as_completed
 
         bar = _Progress(self.log, label, len(futures))
         for fut in as_completed(futures):
-            res = fut.result()
-            self.spans.setdefault(label.split()[-1], []).append((res["t0"], res["t1"]))
+            try:
+                res = fut.result()
+            except Exception as exc:  # noqa: BLE001 - task failures are data or a clean stop
+                if on_error is None:
+                    for f in futures:
+                        f.cancel()
+                    raise CampaignError(f"{label}: task {fut.key} failed: "
+                                        f"{type(exc).__name__}: {exc}") from exc
+                res = on_error(fut.tag, exc)
+            if "t0" in res:
+                self.spans.setdefault(label.split()[-1], []).append((res["t0"], res["t1"]))
             bar.step(bool(on_result(fut.tag, res)))
 
     def _submit(self, fn: Callable[..., Any], *args: Any, key: str, tag: Any = None,
@@ -176,6 +215,8 @@ class _Campaign:
         todo = self.ledger.frames(generation=gen, status="selected")
         t0 = time.perf_counter()
         dft_s = [0.0]
+        spool = self.dir / "spool"
+        spool.mkdir(exist_ok=True)
 
         def record(fid: str, r: dict[str, Any]) -> bool:
             dft_s[0] += r["wall_s"]
@@ -183,16 +224,35 @@ class _Campaign:
             if r["status"] == "ok":
                 note = {"reason": r["reason"]} if r["reason"] else {}
                 self.ledger.update(fid, status="labeled", ref_energy=r["energy"],
-                                   label_s=r["wall_s"], data={"ref_forces": r["forces"]},
+                                   label_s=r["wall_s"],
+                                   data={"ref_forces": np.asarray(r["forces"], dtype=float)},
                                    **note, **attempts)
                 return False
             self.ledger.update(fid, status=r["status"], reason=r["reason"] or "unknown",
                                label_s=r["wall_s"], **attempts)
             return True
 
-        futures = [self._submit(label_task, bare_copy(a), self.level, key=f"label-{a.info['fid']}",
-                                tag=a.info["fid"], retries=2) for a in todo]
-        self._gather(futures, f"gen {gen} label", record)
+        def crashed(fid: str, exc: BaseException) -> dict[str, Any]:
+            kind = type(exc).__name__
+            why = (f"worker died on this structure repeatedly ({kind})" if kind == "KilledWorker"
+                   else f"label task error: {kind}: {exc}")
+            return {"status": "failed", "reason": " ".join(why.split())[:300], "wall_s": 0.0,
+                    "attempts": []}
+
+        # Labels finished on a worker but not recorded before a stop are taken from the spool.
+        pending = []
+        for a in todo:
+            r = read_spooled_label(spool, a.info["fid"])
+            if r is not None:
+                record(a.info["fid"], r)
+            else:
+                pending.append(a)
+        if len(pending) < len(todo):
+            self.say(f"  gen {gen}: {len(todo) - len(pending)} finished label(s) recovered")
+        futures = [self._submit(label_task, bare_copy(a), self.level, str(spool),
+                                key=f"label-{a.info['fid']}", tag=a.info["fid"], retries=2)
+                   for a in pending]
+        self._gather(futures, f"gen {gen} label", record, on_error=crashed)
         counts = {s: self.ledger.count(generation=gen, status=s) for s in _LABEL_OUTCOMES}
         for a in [a for s in _LABEL_OUTCOMES[1:] for a in self.ledger.frames(generation=gen,
                                                                               status=s)]:
@@ -227,8 +287,13 @@ class _Campaign:
             results[w] = r
             return not r["stop_reason"].startswith("completed")
 
+        def crashed(w: int, exc: BaseException) -> dict[str, Any]:
+            why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            return {"frames": [], "stop_reason": f"walker task failed: {why}", "steps": 0,
+                    "md_s": 0.0, "score_s": 0.0}
+
         t0 = time.perf_counter()
-        self._gather(futures, f"gen {gen} {label}", record)
+        self._gather(futures, f"gen {gen} {label}", record, on_error=crashed)
         frames: list[Atoms] = []
         for w in sorted(results):
             r = results[w]
@@ -490,7 +555,19 @@ class _Campaign:
                         wall_s=time.perf_counter() - t0)
             self.say(f"  gen {gen} selected {len(chosen)} of {len(cands)} candidates "
                      f"({int(calib.sum())} held out for the probe)")
-        self.label_pending(gen, f"{tag}/label")
+        info = self.label_pending(gen, f"{tag}/label")
+        n_sent = sum(info.get(s, 0) for s in _LABEL_OUTCOMES)
+        n_bad = n_sent - info.get("labeled", 0)
+        ceiling = cfg.select.max_failed_fraction
+        if n_sent and n_bad / n_sent > ceiling and not L.done(f"{tag}/failures_accepted"):
+            if not self.accept_failures:
+                raise CampaignPaused(
+                    f"generation {gen}: {n_bad} of {n_sent} labels failed (more than "
+                    f"{ceiling:.0%}); paused before training. Inspect the reasons with "
+                    f"`ase db {self.dir / 'ledger.db'} generation={gen} status!=labeled "
+                    f"-c fid,status,reason`, then resume with --accept-failures to train on "
+                    f"the {n_sent - n_bad} good labels")
+            L.mark_done(f"{tag}/failures_accepted", failed=n_bad, sent=n_sent)
         if not L.done(f"{tag}/train"):
             if cfg.backbone.finetune:
                 info = self.train(gen, prev_model, cfg.backbone.finetune_epochs, "backbone",
@@ -544,11 +621,13 @@ def _prepare_folder(cfg: CampaignConfig, directory: Path, allow_changes: bool) -
 
 def run_campaign(config: CampaignConfig | str | Path, directory: str | Path, *,
                  log: Callable[[str], None] | None = print, client: Any = None,
-                 allow_changes: bool = False) -> CampaignResult:
+                 allow_changes: bool = False, accept_failures: bool = False) -> CampaignResult:
     """Run a campaign in ``directory`` (created if needed); continue it if it was started.
 
     config: a CampaignConfig or the path of a campaign file. client: an existing
     ``distributed.Client`` to use instead of the campaign's cluster section.
+    allow_changes: continue a folder whose stored science settings differ. accept_failures:
+    train on the good labels of a generation that crossed ``select.max_failed_fraction``.
     Returns the folder and its per-generation metrics.
     """
     cfg = config if isinstance(config, CampaignConfig) else load_campaign(config)
@@ -561,13 +640,13 @@ def run_campaign(config: CampaignConfig | str | Path, directory: str | Path, *,
         from .cluster import open_client
 
         with open_client(cfg.cluster, log=log or (lambda _m: None)) as c:
-            return _run(cfg, directory, c, log)
-    return _run(cfg, directory, client, log)
+            return _run(cfg, directory, c, log, accept_failures)
+    return _run(cfg, directory, client, log, accept_failures)
 
 
 def _run(cfg: CampaignConfig, directory: Path, client: Any,
-         log: Callable[[str], None] | None) -> CampaignResult:
-    camp = _Campaign(cfg, directory, client, log)
+         log: Callable[[str], None] | None, accept_failures: bool) -> CampaignResult:
+    camp = _Campaign(cfg, directory, client, log, accept_failures)
     L = camp.ledger
     for gen in range(cfg.generations + 1):
         if L.done(f"gen{gen:03d}/done"):

@@ -14,7 +14,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_campaign(args.campaign)
     directory = Path(args.dir) if args.dir else Path("runs") / cfg.name
     print(f"alprobe: campaign {cfg.name!r} in {directory}")
-    run_campaign(cfg, directory, allow_changes=args.allow_changes)
+    run_campaign(cfg, directory, allow_changes=args.allow_changes,
+                 accept_failures=args.accept_failures)
     from .report import status_table
 
     print(status_table(directory))
@@ -25,7 +26,7 @@ def _resume(args: argparse.Namespace) -> int:
     from .campaign import resume_campaign
     from .report import status_table
 
-    resume_campaign(args.dir, allow_changes=False)
+    resume_campaign(args.dir, accept_failures=args.accept_failures)
     print(status_table(args.dir))
     return 0
 
@@ -90,9 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dir", help="campaign folder (default: runs/<name>)")
     r.add_argument("--allow-changes", action="store_true",
                    help="continue a folder although its science settings differ")
+    r.add_argument("--accept-failures", action="store_true",
+                   help="train on the good labels of a generation paused for too many failures")
     r.set_defaults(fn=_run)
     s = sub.add_parser("resume", help="continue the campaign stored in a folder")
     s.add_argument("dir")
+    s.add_argument("--accept-failures", action="store_true",
+                   help="train on the good labels of a generation paused for too many failures")
     s.set_defaults(fn=_resume)
     st = sub.add_parser("status", help="per-generation table of a campaign folder")
     st.add_argument("dir")

@@ -196,6 +196,9 @@ class SelectConfig(_Section):
 
     budget: int = Field(16, gt=0, description="labels per generation")
     min_spacing: int = Field(2, ge=0, description="samples between two picks of one walker")
+    max_failed_fraction: float = Field(
+        0.5, ge=0, le=1, description="pause before training when more labels of a generation "
+        "failed than this fraction")
 
 
 class ClusterConfig(_Section):

@@ -19,15 +19,42 @@ from .explore import WalkerSettings
 __all__ = ["fit_probe_task", "label_task", "predict_task", "train_task", "walker_task"]
 
 
-def label_task(atoms: Atoms, level: Any) -> dict[str, Any]:
-    """PySCF label of one frame: {"status", "energy", "forces", "reason", "wall_s", t0, t1}."""
+def label_task(atoms: Atoms, level: Any, spool: str | None = None) -> dict[str, Any]:
+    """PySCF label of one frame: {"status", "energy", "forces", "reason", "wall_s", t0, t1}.
+
+    With ``spool`` (a folder), the result is also written there as ``<fid>.json`` (plain JSON,
+    atomically) the moment it exists, so a driver that dies before recording it loses nothing.
+    """
+    import json
+    import os
+
+    from .frames import frame_id
     from .label import label_atoms
 
+    fid = frame_id(atoms)
+    _fault_injection(fid)
     t0 = time.time()
     r = label_atoms(atoms, level)
-    return {"status": r.status, "energy": r.energy, "forces": r.forces, "reason": r.reason,
-            "n_cycles": r.n_cycles, "wall_s": r.wall_s, "attempts": list(r.attempts),
-            "t0": t0, "t1": time.time()}
+    out = {"status": r.status, "energy": r.energy,
+           "forces": None if r.forces is None else np.asarray(r.forces).tolist(),
+           "reason": r.reason, "n_cycles": r.n_cycles, "wall_s": r.wall_s,
+           "attempts": list(r.attempts), "t0": t0, "t1": time.time()}
+    if spool is not None:
+        path = Path(spool) / f"{fid}.json"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(out))
+        os.replace(tmp, path)
+    return out
+
+
+def _fault_injection(fid: str) -> None:
+    """Test hook: ALPROBE_FAULT_KILL_LABEL=fid1,fid2 (or '*') kills the worker process."""
+    import os
+    import signal
+
+    spec = os.environ.get("ALPROBE_FAULT_KILL_LABEL")
+    if spec and (spec == "*" or fid in spec.split(",")):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 _PROBES: dict[str, Any] = {}
