@@ -156,6 +156,7 @@ class _Campaign:
                  log: Callable[[str], None] | None, accept_failures: bool = False):
         self.cfg, self.dir, self.client, self.log = cfg, directory, client, log
         self.accept_failures = accept_failures
+        self._checked: set[str] = set()
         self.ledger = Ledger(directory, create=True)
         self.seeds = load_seeds(cfg.system.seeds, cfg.source_dir)
         self.level = _level(cfg)
@@ -199,9 +200,18 @@ class _Campaign:
                 self.spans.setdefault(label.split()[-1], []).append((res["t0"], res["t1"]))
             bar.step(bool(on_result(fut.tag, res)))
 
-    def _submit(self, fn: Callable[..., Any], *args: Any, key: str, tag: Any = None,
+    def _submit(self, fn: Callable[..., Any], *args: Any, kind: str, key: str, tag: Any = None,
                 retries: int = 1) -> Any:
-        fut = self.client.submit(fn, *args, key=key, retries=retries, pure=False)
+        """Submit one task of ``kind`` (md, label, train, probe, evaluate) with the worker
+        resources the cluster section asks for it (checked to exist before the first one)."""
+        from .cluster import wait_for_resources
+
+        resources = dict(self.cfg.cluster.resources.get(kind, {}))
+        if kind not in self._checked:
+            wait_for_resources(self.client, kind, resources, self.cfg.cluster.wait_for_resources_s)
+            self._checked.add(kind)
+        fut = self.client.submit(fn, *args, key=key, retries=retries, pure=False,
+                                 resources=resources or None)
         fut.tag = tag
         return fut
 
@@ -249,7 +259,7 @@ class _Campaign:
                 pending.append(a)
         if len(pending) < len(todo):
             self.say(f"  gen {gen}: {len(todo) - len(pending)} finished label(s) recovered")
-        futures = [self._submit(label_task, bare_copy(a), self.level, str(spool),
+        futures = [self._submit(label_task, bare_copy(a), self.level, str(spool), kind="label",
                                 key=f"label-{a.info['fid']}", tag=a.info["fid"], retries=2)
                    for a in pending]
         self._gather(futures, f"gen {gen} label", record, on_error=crashed)
@@ -278,7 +288,7 @@ class _Campaign:
                     _RNG["bootstrap_md"], w]
             start = self.seeds[w % len(self.seeds)]
             futures.append(self._submit(walker_task, start, model_path, probe_path, settings, seed,
-                                        w, self.cfg.backbone.device,
+                                        w, self.cfg.backbone.device, kind="md",
                                         key=f"walk-{label}-g{gen}-w{w}-{Path(model_path).stat().st_mtime_ns}",
                                         tag=w))
         results: dict[int, Any] = {}
@@ -321,7 +331,7 @@ class _Campaign:
         self.say(f"  gen {gen} training {name} on {len(train)} + {n_val} validation frames"
                  + (" (fine-tune)" if foundation else " (from scratch)"))
         fut = self._submit(train_task, train, valid, str(out), self.cfg.backbone,
-                           self.cfg.seed + gen, foundation, epochs, key=f"train-{name}-g{gen}")
+                           self.cfg.seed + gen, foundation, epochs, kind="train", key=f"train-{name}-g{gen}")
         res: dict[str, Any] = {}
         self._gather([fut], f"gen {gen} train", lambda _t, r: res.update(r) or False)
         ids = sorted(a.info["fid"] for a in frames)
@@ -409,12 +419,12 @@ class _Campaign:
             self.say(f"  gen {gen} training probe on {len(pool)} out-of-sample frames")
             futures.append(self._submit(fit_probe_task, model_path,
                                         [bare_with_ref(a) for a in pool], cfg.probe,
-                                        cfg.seed * 100 + gen, out, meta,
+                                        cfg.seed * 100 + gen, out, meta, kind="probe",
                                         key=f"probe-g{gen}-{len(pool)}", tag="probe"))
         if not L.done(f"gen{gen:03d}/evaluate"):
             test = L.frames(status="labeled", split="test")
             futures.append(self._submit(predict_task, model_path, [bare_copy(a) for a in test],
-                                        cfg.backbone.device, key=f"eval-g{gen}", tag="eval"))
+                                        cfg.backbone.device, kind="evaluate", key=f"eval-g{gen}", tag="eval"))
         t0 = time.perf_counter()
 
         def record(tag: str, r: dict[str, Any]) -> bool:
@@ -465,7 +475,7 @@ class _Campaign:
                 continue
             futures.append(self._submit(
                 audit_task, [bare_with_ref(a) for a in frames], tinfo["path"], probe, train,
-                cfg.probe.error, 3 if name == "test" else 0, cfg.backbone.device,
+                cfg.probe.error, 3 if name == "test" else 0, cfg.backbone.device, kind="evaluate",
                 key=f"audit-{name}-g{gen}", tag=(name, frames)))
         summary: dict[str, Any] = {}
 

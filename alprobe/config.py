@@ -201,20 +201,68 @@ class SelectConfig(_Section):
         "failed than this fraction")
 
 
-class ClusterConfig(_Section):
-    """Where the tasks run. Default: a LocalCluster on this machine."""
+TASK_KINDS = ("md", "label", "train", "probe", "evaluate")
 
-    kind: Literal["local", "address"] = "local"
+
+class TLSConfig(_Section):
+    """TLS files passed to distributed.security.Security (all paths)."""
+
+    ca_file: str
+    cert: str
+    key: str
+
+
+class ClusterConfig(_Section):
+    """Where the tasks run. Default: a LocalCluster on this machine.
+
+    ``local``: LocalCluster (n_workers x threads_per_worker). ``address``: an existing
+    ``dask scheduler``. ``slurm`` / ``pbs`` / ``lsf``: dask-jobqueue (cores, memory, walltime,
+    queue, account, job_extra_directives, job_script_prologue; ``jobs`` fixed jobs, or adaptive
+    between adapt_minimum_jobs and adapt_maximum_jobs). ``resources`` asks Dask worker
+    resources per task kind (md, label, train, probe, evaluate), e.g. {md: {GPU: 1}}; workers
+    offer them with ``worker_resources`` (local / jobqueue) or ``dask worker --resources``.
+    """
+
+    kind: Literal["local", "address", "slurm", "pbs", "lsf"] = "local"
     address: str | None = None
     n_workers: int = Field(2, gt=0)
     threads_per_worker: int = Field(1, gt=0)
     memory_limit: str = "auto"
     dashboard_address: str = "127.0.0.1:0"
+    host: str = Field("127.0.0.1", description="scheduler bind address (local and jobqueue)")
+    cores: int = Field(1, gt=0, description="jobqueue: cores per job")
+    processes: int = Field(1, gt=0, description="jobqueue: worker processes per job")
+    memory: str = Field("4GB", description="jobqueue: memory per job")
+    walltime: str = "01:00:00"
+    queue: str | None = None
+    account: str | None = None
+    job_extra_directives: tuple[str, ...] = ()
+    job_script_prologue: tuple[str, ...] = ()
+    interface: str | None = None
+    jobs: int = Field(1, ge=0, description="jobqueue: jobs to start when not adaptive")
+    adaptive: bool = False
+    adapt_minimum_jobs: int = Field(0, ge=0)
+    adapt_maximum_jobs: int = Field(4, ge=1)
+    worker_resources: dict[str, float] = Field(default_factory=dict)
+    resources: dict[str, dict[str, float]] = Field(default_factory=dict)
+    wait_for_resources_s: float = Field(
+        60.0, ge=0, description="how long to wait for a worker offering a requested resource")
+    tls: TLSConfig | None = None
+
+    @field_validator("resources")
+    @classmethod
+    def _kinds(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        bad = sorted(set(v) - set(TASK_KINDS))
+        if bad:
+            raise ValueError(f"unknown task kind(s) {bad}; known: {list(TASK_KINDS)}")
+        return v
 
     @model_validator(mode="after")
     def _address(self) -> ClusterConfig:
         if self.kind == "address" and not self.address:
             raise ValueError("kind 'address' needs cluster.address (e.g. tcp://127.0.0.1:8786)")
+        if self.adapt_minimum_jobs > self.adapt_maximum_jobs:
+            raise ValueError("adapt_minimum_jobs must not exceed adapt_maximum_jobs")
         return self
 
 

@@ -1,0 +1,130 @@
+"""Cluster section: jobqueue job scripts, resource placement on a real scheduler + workers."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from alprobe.config import parse_campaign
+
+from .conftest import TINY_CAMPAIGN
+
+
+def test_slurm_job_script_from_campaign():
+    from alprobe.cluster import jobqueue_cluster
+
+    cfg = parse_campaign({**TINY_CAMPAIGN, "cluster": {
+        "kind": "slurm", "cores": 4, "processes": 2, "memory": "8GB", "walltime": "02:00:00",
+        "queue": "cpu", "account": "chem", "job_extra_directives": ["--constraint=avx2"],
+        "job_script_prologue": ["module load pyscf"], "worker_resources": {"GPU": 1}}})
+    cluster = jobqueue_cluster(cfg.cluster)
+    try:
+        script = cluster.job_script()
+        for line in ("#SBATCH -p cpu", "#SBATCH -A chem", "#SBATCH --cpus-per-task=4",
+                     "#SBATCH --mem=8G", "#SBATCH -t 02:00:00", "#SBATCH --constraint=avx2",
+                     "module load pyscf"):
+            assert line in script.splitlines(), line
+        assert "--resources GPU=1" in script and "--nworkers 2" in script
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")  # bound to loopback
+    finally:
+        cluster.close()
+
+
+def test_pbs_and_bad_cluster_sections():
+    from alprobe.cluster import jobqueue_cluster
+    from alprobe.config import ConfigError
+
+    cfg = parse_campaign({**TINY_CAMPAIGN, "cluster": {"kind": "pbs", "queue": "q",
+                                                        "walltime": "00:30:00"}})
+    cluster = jobqueue_cluster(cfg.cluster)
+    try:
+        assert "#PBS -q q" in cluster.job_script()
+    finally:
+        cluster.close()
+    with pytest.raises(ConfigError, match="cluster.resources"):
+        parse_campaign({**TINY_CAMPAIGN, "cluster": {"resources": {"mdd": {"GPU": 1}}}})
+    with pytest.raises(ConfigError, match="cluster"):
+        parse_campaign({**TINY_CAMPAIGN, "cluster": {"kind": "address"}})
+
+
+def test_missing_resource_is_reported_not_hung(tmp_path):
+    from alprobe import run
+    from alprobe.cluster import ResourceError
+
+    cfg = copy.deepcopy(TINY_CAMPAIGN)
+    cfg["cluster"] = {"n_workers": 1, "resources": {"label": {"GPU": 1}},
+                      "wait_for_resources_s": 1}
+    t0 = time.monotonic()
+    with pytest.raises(ResourceError, match=r"no worker offers \{'GPU': 1.0\} for label tasks"):
+        run(parse_campaign(cfg), tmp_path / "c", log=None)
+    assert time.monotonic() - t0 < 60
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def scheduler_and_workers(tmp_path):
+    """A real `dask scheduler` and two `dask worker` processes on 127.0.0.1: one offers GPU=1,
+    the other DFT=1."""
+    port = _free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    bindir = os.path.dirname(sys.executable)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([f"{bindir}/dask", "scheduler", "--host", "127.0.0.1", "--port",
+                               str(port), "--dashboard-address", "127.0.0.1:0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+    time.sleep(2)
+    for name, res in (("gpu", "GPU=1"), ("cpu", "DFT=1")):
+        procs.append(subprocess.Popen(
+            [f"{bindir}/dask", "worker", addr, "--nthreads", "1", "--name", name,
+             "--resources", res, "--host", "127.0.0.1", "--local-directory", str(tmp_path / name)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+    try:
+        from distributed import Client
+
+        client = Client(addr, timeout="30s")
+        client.wait_for_workers(2, timeout=60)
+        yield addr, client
+        client.close()
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def test_placement_on_external_scheduler(scheduler_and_workers, tmp_path):
+    """MD and training go to the GPU-labeled worker, DFT to the other (real processes)."""
+    from distributed import get_task_stream
+
+    from alprobe import run
+
+    addr, client = scheduler_and_workers
+    cfg = copy.deepcopy(TINY_CAMPAIGN)
+    cfg["generations"] = 1
+    cfg["cluster"] = {"kind": "address", "address": addr,
+                      "resources": {"md": {"GPU": 1}, "train": {"GPU": 1}, "label": {"DFT": 1}}}
+    with get_task_stream(client) as ts:
+        result = run(parse_campaign(cfg), tmp_path / "c", client=client, log=None)
+    assert len(result.metrics) == 2
+    where = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+    placed: dict[str, set[str]] = {}
+    for t in ts.data:
+        if "worker" not in t:
+            continue
+        prefix = t["key"].split("-")[0] if isinstance(t["key"], str) else str(t["key"])
+        placed.setdefault(prefix, set()).add(where.get(t["worker"], t["worker"]))
+    assert placed.get("walk") == {"gpu"}, placed
+    assert placed["train"] == {"gpu"}
+    assert placed["label"] == {"cpu"}
