@@ -549,14 +549,14 @@ class _Campaign:
             L.mark_done(f"{tag}/explore", **info)
         if not L.done(f"{tag}/select"):
             t0 = time.perf_counter()
-            cands = L.frames(generation=gen, status="candidate")
-            trust = np.array([a.info.get("trust", np.nan) for a in cands], dtype=float)
-            walker = np.array([a.info["walker"] for a in cands])
-            sample = np.array([a.info["sample"] for a in cands])
+            cands = L.keys(generation=gen, status="candidate")
+            trust = np.array([k.get("trust", np.nan) for k in cands], dtype=float)
+            walker = np.array([k["walker"] for k in cands])
+            sample = np.array([k["sample"] for k in cands])
             rng = self.rng(gen, "select")
             pick = select_least_trusted(trust, walker, sample, cfg.select.budget,
                                         cfg.select.min_spacing, rng=rng)
-            chosen = sorted(cands[i].info["fid"] for i in pick)
+            chosen = sorted(cands[i]["fid"] for i in pick)
             calib = rng.random(len(chosen)) < cfg.initial.calibration_fraction
             with L.db:
                 for fid, c in zip(chosen, calib):

@@ -70,9 +70,17 @@ class Ledger:
         elif not (self.dir / "ledger.db").is_file():
             raise LedgerError(f"no campaign ledger in {self.dir} (missing ledger.db)")
         self.path = self.dir / "ledger.db"
-        self.db = ase.db.connect(str(self.path), type="db", append=True)
+        # One writer (the driver): no lock file per row.
+        self.db = ase.db.connect(str(self.path), type="db", append=True, use_lock_file=False)
         try:
-            self._ids = {r.fid: r.id for r in self.db.select(columns=["id", "key_value_pairs"])}
+            with self.db:
+                self.db.count()  # creates the tables of a new ledger
+                con = self.db.connection
+                # ASE deletes rows of these tables by id on every update: index them.
+                for table in ("keys", "text_key_values", "number_key_values", "species"):
+                    con.execute(f"CREATE INDEX IF NOT EXISTS alprobe_{table}_id ON {table}(id)")
+                self._ids = dict(con.execute(
+                    "SELECT value, id FROM text_key_values WHERE key = 'fid'").fetchall())
         except (sqlite3.DatabaseError, AttributeError) as exc:
             raise LedgerError(f"{self.path} is damaged or not an alprobe ledger: {exc}") from None
         self._state = _read_json(self.dir / "state.json", {"stages": {}})
@@ -124,16 +132,23 @@ class Ledger:
         Each frame carries its keys in ``info`` and its force arrays in ``arrays``.
         """
         out = []
-        for row in self.db.select(**query):
-            atoms = row.toatoms()
-            atoms.info.update(row.key_value_pairs)
-            for k, v in row.data.items():
-                atoms.arrays[k] = np.asarray(v)
-            out.append(atoms)
+        with self.db:  # one connection for the whole query
+            for row in self.db.select(**query):
+                atoms = row.toatoms()
+                atoms.info.update(row.key_value_pairs)
+                for k, v in row.data.items():
+                    atoms.arrays[k] = np.asarray(v)
+                out.append(atoms)
         return out
 
+    def keys(self, **query: Any) -> list[dict[str, Any]]:
+        """The key-value pairs only (no structures, no arrays) of the frames matching ``query``."""
+        with self.db:
+            return [dict(r.key_value_pairs)
+                    for r in self.db.select(columns=["id", "key_value_pairs"], **query)]
+
     def fids(self, **query: Any) -> list[str]:
-        return [r.fid for r in self.db.select(columns=["id", "key_value_pairs"], **query)]
+        return [k["fid"] for k in self.keys(**query)]
 
     def count(self, **query: Any) -> int:
         return self.db.count(**query)
