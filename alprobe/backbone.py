@@ -28,6 +28,7 @@ from mace import data as mace_data
 from mace.tools import torch_geometric, torch_tools, utils as mace_utils
 
 from .errors import AlprobeError
+from .procs import die_with_parent
 from .frames import REF_ENERGY, REF_FORCES, write_extxyz
 
 __all__ = [
@@ -96,7 +97,7 @@ def train_backbone(
     """
     t0 = time.perf_counter()
     out_path = Path(out_path).resolve()
-    work = out_path.parent / (out_path.stem + "_work")
+    work = out_path.parent / f"{out_path.stem}_work_{os.getpid()}"  # one per attempt
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -133,8 +134,10 @@ def train_backbone(
                  "--E0s", "foundation"]
     log_path = out_path.with_suffix(".log")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    with open(log_path, "w") as log:
-        proc = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, cwd=work, env=env)
+    parent = os.getpid()
+    with open(log_path, "w") as log:  # the trainer dies with its worker (no orphan writes)
+        proc = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, cwd=work, env=env,
+                              preexec_fn=lambda: die_with_parent(parent))
     candidates = [work / "model_stagetwo.model", work / "model.model"]
     produced = next((p for p in candidates if p.is_file()), None)
     if proc.returncode != 0 or produced is None:

@@ -63,8 +63,11 @@ def open_client(cfg: ClusterConfig, log: Any = print) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     # Long PySCF/MACE tasks hold the GIL in C code; keep heartbeats lenient.
+    # Saturation 1.0: a one-thread worker holds one task, so a structure that kills its worker
+    # never drags a queued, innocent task into KilledWorker with it.
     dask.config.set({"distributed.scheduler.worker-ttl": "15 minutes",
-                     "distributed.comm.timeouts.connect": "60s"})
+                     "distributed.comm.timeouts.connect": "60s",
+                     "distributed.scheduler.worker-saturation": 1.0})
     cluster = None
     security = _security(cfg)
     if cfg.kind == "local":

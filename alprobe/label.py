@@ -36,6 +36,8 @@ import numpy as np
 from ase.data import atomic_numbers
 from ase.units import Bohr, Hartree
 
+from .procs import die_with_parent
+
 if TYPE_CHECKING:
     from ase import Atoms
 
@@ -492,19 +494,6 @@ def _send(fd: int, message: tuple[str, Any]) -> None:
         view = view[os.write(fd, view):]
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Linux: SIGKILL this process when the thread that started it exits (best effort)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - not Linux: the parent still kills us at the limit
-        return
-    if os.getppid() != parent_pid:  # the parent died before prctl
-        os._exit(1)
-
-
 def _child_work(atoms: Atoms, level: DFTLevel, fd: int, tmpdir: str) -> None:
     from pyscf.lib import param
 
@@ -564,7 +553,7 @@ def _start_fork(atoms: Atoms, level: DFTLevel, tmpdir: str) -> _Child:
         code = 1
         try:
             os.close(r)
-            _die_with_parent(parent)
+            die_with_parent(parent)
             _child_work(atoms, level, w, tmpdir)
             code = 0
         except BaseException:  # noqa: BLE001, S110 - the parent reports "without a result"
@@ -586,7 +575,7 @@ def _start_fork(atoms: Atoms, level: DFTLevel, tmpdir: str) -> _Child:
 
 def _subprocess_main(payload: str, fd: int, parent_pid: int) -> None:
     """Entry point of a fresh-interpreter child (see :func:`_start_subprocess`)."""
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     with open(payload, "rb") as f:
         atoms, level, threads = pickle.load(f)
     from pyscf import lib

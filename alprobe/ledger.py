@@ -65,11 +65,15 @@ class Ledger:
         import ase.db
 
         self.dir = Path(directory)
+        self.path = self.dir / "ledger.db"
+        progress = (self.dir / "state.json").is_file() or (self.dir / "metrics.json").is_file()
+        empty = not self.path.is_file() or self.path.stat().st_size == 0
+        if empty and (progress or not create):
+            raise LedgerError(f"{self.path} is missing or empty" + (
+                " although state.json records progress; refusing to start over (restore it or "
+                "use a new folder)" if progress else ""))
         if create:
             self.dir.mkdir(parents=True, exist_ok=True)
-        elif not (self.dir / "ledger.db").is_file():
-            raise LedgerError(f"no campaign ledger in {self.dir} (missing ledger.db)")
-        self.path = self.dir / "ledger.db"
         # One writer (the driver): no lock file per row.
         self.db = ase.db.connect(str(self.path), type="db", append=True, use_lock_file=False)
         try:

@@ -63,3 +63,18 @@ def test_walker_uses_no_deprecated_fixcm():
         warnings.simplefilter("error", FutureWarning)
         res = run_walker(a, EMT(), None, s, rng=np.random.default_rng(0))
     assert res.stop_reason == "completed", res.stop_reason
+
+
+def test_missing_or_empty_ledger_with_progress_is_refused(tmp_path):
+    """A folder whose state records progress never starts over with a fresh ledger."""
+    from alprobe.ledger import Ledger, LedgerError
+
+    (tmp_path / "state.json").write_text('{"stages": {"gen000/rattle": {}}}')
+    with pytest.raises(LedgerError, match="ledger.db is missing or empty"):
+        Ledger(tmp_path, create=True)
+    (tmp_path / "ledger.db").write_bytes(b"")
+    with pytest.raises(LedgerError, match="refusing to start over"):
+        Ledger(tmp_path, create=True)
+    assert (tmp_path / "ledger.db").stat().st_size == 0  # left as it was
+    fresh = tmp_path / "new"
+    assert len(Ledger(fresh, create=True)) == 0  # a new folder is fine
