@@ -50,7 +50,7 @@ class CampaignResult:
 
 def check_campaign(cfg: CampaignConfig) -> list[str]:
     """Problems a schema cannot see: seeds that cannot be read, elements, the DFT level."""
-    from .label import DFTLevel, check_level
+    from .label import check_level
 
     problems = []
     elements: set[str] = set(cfg.system.elements or [])
@@ -62,7 +62,6 @@ def check_campaign(cfg: CampaignConfig) -> list[str]:
     problems += [f"dft: {p}" for p in check_level(_level(cfg), sorted(elements))]
     if cfg.backbone.model_file and not cfg.resolve(cfg.backbone.model_file).is_file():
         problems.append(f"backbone.model_file: file not found: {cfg.resolve(cfg.backbone.model_file)}")
-    _ = DFTLevel
     return problems
 
 
@@ -425,8 +424,6 @@ class _Campaign:
             test = L.frames(status="labeled", split="test")
             futures.append(self._submit(predict_task, model_path, [bare_copy(a) for a in test],
                                         cfg.backbone.device, kind="evaluate", key=f"eval-g{gen}", tag="eval"))
-        t0 = time.perf_counter()
-
         def record(tag: str, r: dict[str, Any]) -> bool:
             if tag == "probe":
                 if r["path"] is None:
@@ -445,7 +442,7 @@ class _Campaign:
         if futures:
             self._gather(futures, f"gen {gen} probe+evaluate", record)
         self.audit(gen)
-        self.write_metrics(gen, time.perf_counter() - t0)
+        self.write_metrics(gen)
 
     def audit(self, gen: int) -> None:
         """Audit probe g on the test set, and probe g-1 on the frames labeled in generation g.
@@ -497,7 +494,7 @@ class _Campaign:
             self._gather(futures, f"gen {gen} audit", record)
         L.mark_done(stage, auroc=summary, wall_s=time.perf_counter() - t0)
 
-    def write_metrics(self, gen: int, post_s: float) -> None:
+    def write_metrics(self, gen: int) -> None:
         L, cfg = self.ledger, self.cfg
         ev = L.stage_info(f"gen{gen:03d}/evaluate")
         row: dict[str, Any] = {"generation": gen}

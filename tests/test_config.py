@@ -70,7 +70,8 @@ def test_minimal_campaign_parses_with_declared_defaults():
     for section in (cfg.dft, cfg.initial, cfg.backbone, cfg.probe, cfg.explore, cfg.select,
                     cfg.cluster):
         for name, field in type(section).model_fields.items():
-            assert getattr(section, name) == field.default, (type(section).__name__, name)
+            assert getattr(section, name) == field.get_default(call_default_factory=True), (
+                type(section).__name__, name)
     for name in ("seed", "generations"):
         assert getattr(cfg, name) == CampaignConfig.model_fields[name].default
     # spot checks against the documented values
