@@ -28,6 +28,12 @@ from mace import data as mace_data
 from mace.tools import torch_geometric, torch_tools, utils as mace_utils
 
 from .errors import AlprobeError
+
+# TorchScript's profiling executor (used inside e3nn) makes the first forward pass of a process
+# differ from later ones by one float32 rounding step, so a resumed campaign would not repeat
+# an uninterrupted one bit for bit; without it the passes agree (and were faster here).
+if hasattr(torch._C, "_jit_set_profiling_executor"):
+    torch._C._jit_set_profiling_executor(False)
 from .procs import die_with_parent
 from .frames import REF_ENERGY, REF_FORCES, write_extxyz
 

@@ -90,3 +90,21 @@ def test_bad_model_files(tmp_path, tiny_model):
     torch.save(torch.nn.Linear(2, 2), other)
     with pytest.raises(BackboneError, match="not a MACE model"):
         load_model(other)
+
+
+def test_first_pass_equals_later_passes(tmp_path, water_frames):
+    """A fresh process gives the same forces on its first and later passes (resume = rerun)."""
+    import subprocess
+    import sys
+
+    from alprobe.backbone import train_backbone
+
+    info = train_backbone(water_frames[:6], water_frames[6:8], tmp_path / "m.model",
+                          BackboneConfig(channels=8, epochs=1), seed=0)  # float32, as in runs
+    code = (
+        "import numpy as np; from ase.build import molecule; import alprobe.backbone as bb\n"
+        f"m = bb.load_model({info['path']!r}); a = molecule('H2O')\n"
+        "f = [bb.predict(m, [a])[0].forces for _ in range(3)]\n"
+        "print(all(np.array_equal(f[0], x) for x in f))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "True"
