@@ -463,13 +463,14 @@ class _Campaign:
         if gen > 0:
             jobs["new"] = (gen - 1, L.frames(generation=gen, status="labeled"))
         futures = []
+        labeled = L.frames(status="labeled")  # read once for both audits
         for name, (g, frames) in jobs.items():
-            probe = L.stage_info(f"gen{g:03d}/probe").get("path")
-            tinfo = L.stage_info(f"gen{g:03d}/train")
-            train = [bare_with_ref(a) for a in L.frames(status="labeled")
-                     if a.info["fid"] in set(tinfo["train_ids"])]
             if len(frames) < 2:
                 continue
+            probe = L.stage_info(f"gen{g:03d}/probe").get("path")
+            tinfo = L.stage_info(f"gen{g:03d}/train")
+            ids = set(tinfo["train_ids"])
+            train = [bare_with_ref(a) for a in labeled if a.info["fid"] in ids]
             futures.append(self._submit(
                 audit_task, [bare_with_ref(a) for a in frames], tinfo["path"], probe, train,
                 cfg.probe.error, 3 if name == "test" else 0, cfg.backbone.device, kind="evaluate",

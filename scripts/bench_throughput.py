@@ -46,23 +46,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The test suite's tiny campaign (tests/conftest.py TINY_CAMPAIGN); imported from there when the
-# repository's tests are importable, this copy otherwise.
-_TINY_FALLBACK = {
-    "name": "tiny",
-    "seed": 3,
-    "generations": 2,
-    "system": {"seeds": ["water"]},
-    "dft": {"method": "hf", "basis": "sto-3g", "density_fit": False},
-    "initial": {"n_rattle": 12, "n_md": 8, "md_steps": 60, "test_size": 6,
-                "calibration_fraction": 0.3},
-    "backbone": {"channels": 8, "epochs": 6, "finetune_epochs": 3},
-    "probe": {"members": 1, "epochs": 30, "patience": 10},
-    "explore": {"walkers": 2, "steps": 60, "stride": 5, "temperatures_K": [300, 900]},
-    "select": {"budget": 5, "min_spacing": 2},
-    "cluster": {"n_workers": 2, "threads_per_worker": 1},
-}
-
 TARGETS = {
     "busy_fraction": 0.95,     # label stage: workers busy while labels are pending
     "select_s": 10.0,          # select_least_trusted over 100,000 candidates ("well under")
@@ -195,16 +178,12 @@ def part_a(n_map: int, n_seq: int) -> dict[str, Any]:
 
 # ----- (b) worker busy fraction in the label stage ------------------------------------------
 def campaign_dict(molecule: str) -> dict[str, Any]:
+    sys.path.insert(0, str(REPO))  # the test suite's tiny campaign, one definition
     try:
-        sys.path.insert(0, str(REPO))
         from tests.conftest import TINY_CAMPAIGN  # type: ignore[import-not-found]
-
-        base = copy.deepcopy(TINY_CAMPAIGN)
-    except Exception:  # noqa: BLE001 - tests not importable: use the copy above
-        base = copy.deepcopy(_TINY_FALLBACK)
     finally:
-        if sys.path and sys.path[0] == str(REPO):
-            sys.path.pop(0)
+        sys.path.remove(str(REPO))
+    base = copy.deepcopy(TINY_CAMPAIGN)
     base["name"] = f"bench_throughput_{molecule}"
     base["generations"] = 1
     base["system"] = {"seeds": [molecule]}
