@@ -18,8 +18,15 @@ from .config import CampaignConfig, ConfigError, load_campaign
 
 __version__ = "0.1.0"
 
-__all__ = ["CampaignConfig", "ConfigError", "__version__", "load_campaign", "open_ledger",
-           "resume", "run", "status_table"]
+__all__ = ["CampaignConfig", "ConfigError", "__version__", "compare", "load_campaign",
+           "open_ledger", "resume", "run", "status_table"]
+
+
+def compare(comparison: Any, directory: Any, **kwargs: Any) -> Any:
+    """Run (or continue) a comparison of arms; see alprobe.comparison.run_comparison."""
+    from .comparison import run_comparison
+
+    return run_comparison(comparison, directory, **kwargs)
 
 
 def run(config: Any, directory: Any, **kwargs: Any) -> Any:

@@ -6,7 +6,7 @@ from bisect import bisect_left, insort
 
 import numpy as np
 
-__all__ = ["select_least_trusted", "select_random"]
+__all__ = ["deviation_window", "select_by_deviation", "select_least_trusted", "select_random"]
 
 
 def select_least_trusted(trust: np.ndarray, walker: np.ndarray, sample: np.ndarray, budget: int,
@@ -46,3 +46,24 @@ def select_least_trusted(trust: np.ndarray, walker: np.ndarray, sample: np.ndarr
 def select_random(n: int, budget: int, *, rng: np.random.Generator) -> np.ndarray:
     """``budget`` indices out of ``n`` uniformly without replacement (sorted)."""
     return np.sort(rng.choice(n, size=min(budget, n), replace=False)).astype(np.int64)
+
+
+def deviation_window(sigma: np.ndarray, lo: float, hi: float | None) -> np.ndarray:
+    """Boolean mask (n,) of finite sigma with lo <= sigma < hi (hi None: no ceiling)."""
+    sigma = np.asarray(sigma, dtype=float)
+    ok = np.isfinite(sigma) & (sigma >= lo)
+    return ok if hi is None else ok & (sigma < hi)
+
+
+def select_by_deviation(sigma: np.ndarray, walker: np.ndarray, sample: np.ndarray, budget: int,
+                        min_spacing: int, lo: float, hi: float | None, *,
+                        rng: np.random.Generator) -> np.ndarray:
+    """The ensemble arm's rule: up to ``budget`` indices with the largest committee
+    disagreement ``sigma`` (n,) inside the trust window lo <= sigma < hi, with the same
+    per-walker spacing rule as select_least_trusted. Frames outside the window (below lo:
+    already well described; at or above hi: treated as broken) are never chosen."""
+    sigma = np.asarray(sigma, dtype=float)
+    idx = np.flatnonzero(deviation_window(sigma, lo, hi))
+    pick = select_least_trusted(-sigma[idx], np.asarray(walker)[idx], np.asarray(sample)[idx],
+                                budget, min_spacing, rng=rng)
+    return np.sort(idx[pick]).astype(np.int64)

@@ -8,6 +8,7 @@ the table (bootstrap 95% CIs) and plots. Confidence convention: higher = more tr
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,10 @@ from ase import Atoms
 
 from .frames import set_prediction, structure_errors
 
-__all__ = ["compute_signals", "draw_importance", "read_labeled", "write_audit"]
+__all__ = ["PLOT_LOCK", "compute_signals", "draw_importance", "read_labeled", "write_audit"]
+
+#: matplotlib's pyplot is not thread-safe; arms of a comparison plot from several threads.
+PLOT_LOCK = threading.RLock()
 
 
 def read_labeled(path: str | Path, energy_key: str = "ref_energy",
@@ -127,13 +131,19 @@ def write_audit(out_dir: str | Path, prefix: str, signals: dict[str, np.ndarray]
         indent=1, default=float))
     paths = []
     if plots and len(errors) >= 2:
-        paths = plot_audit(signals, errors, tau, str(out_dir / prefix),
-                           probabilities=set(probabilities))
+        with PLOT_LOCK:
+            paths = plot_audit(signals, errors, tau, str(out_dir / prefix),
+                               probabilities=set(probabilities))
     return {"rows": rows, "text": text, "plots": [str(p) for p in paths]}
 
 
 def draw_importance(atoms: Atoms, importance: np.ndarray, path: str | Path, title: str = "") -> None:
     """Draw a molecule (projection on its two main axes) with atoms coloured by importance."""
+    with PLOT_LOCK:
+        _draw_importance(atoms, importance, path, title)
+
+
+def _draw_importance(atoms: Atoms, importance: np.ndarray, path: str | Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 from ase import Atoms
 
-from .acquire import select_least_trusted
+from .acquire import deviation_window, select_by_deviation, select_least_trusted, select_random
 from .config import CampaignConfig, ConfigError, load_campaign, parse_campaign
 from .errors import AlprobeError
 from .explore import WalkerSettings
@@ -38,6 +38,9 @@ _LABEL_OUTCOMES = ("labeled", "failed", "rejected", "timeout")
 # Stage codes for the random streams: np.random.default_rng([seed, generation, code]).
 _RNG = {"rattle": 1, "bootstrap_md": 2, "split": 3, "explore": 4, "select": 5, "train": 6,
         "probe": 7}
+
+#: Where task CPU time is booked (metrics columns <account>_cpu_s).
+ACCOUNTS = ("explore", "deviation", "label", "train", "probe", "evaluate", "audit")
 
 
 @dataclass
@@ -152,9 +155,14 @@ def read_spooled_label(spool: Path, fid: str) -> dict[str, Any] | None:
 
 class _Campaign:
     def __init__(self, cfg: CampaignConfig, directory: Path, client: Any,
-                 log: Callable[[str], None] | None, accept_failures: bool = False):
+                 log: Callable[[str], None] | None, accept_failures: bool = False,
+                 key_prefix: str = ""):
         self.cfg, self.dir, self.client, self.log = cfg, directory, client, log
         self.accept_failures = accept_failures
+        self.key_prefix = key_prefix  # keeps task keys of arms sharing a cluster apart
+        self.rule = cfg.select.rule
+        self.cpu: dict[str, float] = {}
+        self._thread_cpu = time.thread_time()  # the driver's own CPU (one thread per arm)
         self._checked: set[str] = set()
         self.ledger = Ledger(directory, create=True)
         self.seeds = load_seeds(cfg.system.seeds, cfg.source_dir)
@@ -166,8 +174,20 @@ class _Campaign:
         if self.log is not None:
             self.log(msg)
 
-    def rng(self, gen: int, stage: str) -> np.random.Generator:
-        return np.random.default_rng([self.cfg.seed, gen, _RNG[stage]])
+    def rng(self, gen: int, stage: str, *extra: int) -> np.random.Generator:
+        """The stream of one stage; a replica (cfg.replica > 0) changes it after generation 0."""
+        rep = [self.cfg.replica] if self.cfg.replica and gen > 0 else []
+        return np.random.default_rng([self.cfg.seed, gen, _RNG[stage], *extra, *rep])
+
+    def seed(self, gen: int, base: int, member: int = 0) -> int:
+        """Integer seed of a training run (backbone member ``member``, or a probe)."""
+        rep = self.cfg.replica if gen > 0 else 0
+        return base + gen + 1000 * member + 100_000 * rep
+
+    def committee_paths(self, gen: int) -> list[str]:
+        """Model files of the committee of generation ``gen``: the backbone first."""
+        return ([self.ledger.stage_info(f"gen{gen:03d}/train")["path"]]
+                + list(self.ledger.stage_info(f"gen{gen:03d}/committee").get("members", [])))
 
     def model_dir(self, gen: int) -> Path:
         d = self.dir / "models" / f"gen_{gen:03d}"
@@ -197,21 +217,26 @@ class _Campaign:
                 res = on_error(fut.tag, exc)
             if "t0" in res:
                 self.spans.setdefault(label.split()[-1], []).append((res["t0"], res["t1"]))
+            if "cpu_s" in res:
+                acc = getattr(fut, "account", "other")
+                self.cpu[acc] = self.cpu.get(acc, 0.0) + float(res["cpu_s"])
             bar.step(bool(on_result(fut.tag, res)))
 
     def _submit(self, fn: Callable[..., Any], *args: Any, kind: str, key: str, tag: Any = None,
-                retries: int = 1) -> Any:
+                retries: int = 1, account: str | None = None) -> Any:
         """Submit one task of ``kind`` (md, label, train, probe, evaluate) with the worker
-        resources the cluster section asks for it (checked to exist before the first one)."""
+        resources the cluster section asks for it (checked to exist before the first one).
+        Its CPU time is booked to ``account`` (default: the kind; see ACCOUNTS)."""
         from .cluster import wait_for_resources
 
         resources = dict(self.cfg.cluster.resources.get(kind, {}))
         if kind not in self._checked:
             wait_for_resources(self.client, kind, resources, self.cfg.cluster.wait_for_resources_s)
             self._checked.add(kind)
-        fut = self.client.submit(fn, *args, key=key, retries=retries, pure=False,
-                                 resources=resources or None)
+        fut = self.client.submit(fn, *args, key=self.key_prefix + key, retries=retries,
+                                 pure=False, resources=resources or None)
         fut.tag = tag
+        fut.account = account or {"md": "explore"}.get(kind, kind)
         return fut
 
     # ----- stages ---------------------------------------------------------------------------
@@ -319,25 +344,75 @@ class _Campaign:
     def train(self, gen: int, foundation: str | None, epochs: int | None, name: str,
               frames: list[Atoms]) -> dict[str, Any]:
         """Train backbone ``name`` on ``frames`` (10% of them used for validation)."""
+        return self.train_many(gen, [(name, foundation, epochs, frames, 0)])[0]
+
+    def train_many(self, gen: int, jobs: Sequence[tuple[str, str | None, int | None,
+                                                        list[Atoms], int]]) -> list[dict[str, Any]]:
+        """Train several models at once: jobs of (name, foundation, epochs, frames, member).
+
+        Member 0 is the backbone; member k > 0 (a committee member) gets its own seed and
+        validation split and, with committee.bootstrap, a bootstrap resample of ``frames``.
+        Returns one {"path", "train_ids", "wall_s"} per job (wall_s: the task's own time).
+        """
         from .tasks import train_task
 
-        rng = self.rng(gen, "train")
-        idx = rng.permutation(len(frames))
-        n_val = max(1, len(frames) // 10)
-        valid = [bare_with_ref(frames[i]) for i in idx[:n_val]]
-        train = [bare_with_ref(frames[i]) for i in idx[n_val:]]
-        out = self.model_dir(gen) / f"{name}.model"
-        self.say(f"  gen {gen} training {name} on {len(train)} + {n_val} validation frames"
-                 + (" (fine-tune)" if foundation else " (from scratch)"))
-        fut = self._submit(train_task, train, valid, str(out), self.cfg.backbone,
-                           self.cfg.seed + gen, foundation, epochs, kind="train", key=f"train-{name}-g{gen}")
-        res: dict[str, Any] = {}
-        self._gather([fut], f"gen {gen} train", lambda _t, r: res.update(r) or False)
-        ids = sorted(a.info["fid"] for a in frames)
-        atomic_write_text(out.with_suffix(".json"), json.dumps(
-            {"train_ids": ids, "foundation": foundation, "epochs": res["epochs"],
-             "wall_s": res["wall_s"]}, indent=1))
-        return {"path": str(out), "train_ids": ids, "wall_s": res["wall_s"]}
+        futures = []
+        for name, foundation, epochs, frames, member in jobs:
+            rng = self.rng(gen, "train", *([member] if member else []))
+            if member and self.cfg.committee.bootstrap:
+                frames = [frames[i] for i in np.sort(rng.integers(0, len(frames), len(frames)))]
+            idx = rng.permutation(len(frames))
+            n_val = max(1, len(frames) // 10)
+            valid = [bare_with_ref(frames[i]) for i in idx[:n_val]]
+            train = [bare_with_ref(frames[i]) for i in idx[n_val:]]
+            out = self.model_dir(gen) / f"{name}.model"
+            self.say(f"  gen {gen} training {name} on {len(train)} + {n_val} validation frames"
+                     + (" (fine-tune)" if foundation else " (from scratch)"))
+            futures.append(self._submit(
+                train_task, train, valid, str(out), self.cfg.backbone,
+                self.seed(gen, self.cfg.seed, member), foundation, epochs, kind="train",
+                key=f"train-{name}-g{gen}", tag=(name, foundation, frames, str(out))))
+        out_info: dict[str, dict[str, Any]] = {}
+
+        def record(tag: tuple[str, str | None, list[Atoms], str], res: dict[str, Any]) -> bool:
+            name, foundation, frames, out = tag
+            ids = sorted({a.info["fid"] for a in frames})
+            atomic_write_text(Path(out).with_suffix(".json"), json.dumps(
+                {"train_ids": ids, "foundation": foundation, "epochs": res["epochs"],
+                 "wall_s": res["wall_s"]}, indent=1))
+            out_info[name] = {"path": out, "train_ids": ids, "wall_s": res["wall_s"]}
+            return False
+
+        self._gather(futures, f"gen {gen} train", record)
+        return [out_info[j[0]] for j in jobs]
+
+    def committee(self, gen: int, jobs_frames: list[Atoms] | None = None) -> None:
+        """Members 1..M-1 of generation ``gen``'s committee (ensemble arm only).
+
+        Generation 0: trained like backbone 0 on its training frames, with other seeds.
+        Later: each member fine-tuned from its predecessor on the same frames as the backbone
+        (done together with the backbone in generation(); this handles generation 0 and a
+        backbone that is not fine-tuned).
+        """
+        L, cfg = self.ledger, self.cfg
+        stage = f"gen{gen:03d}/committee"
+        if self.rule != "ensemble" or L.done(stage):
+            return
+        t0 = time.perf_counter()
+        M = cfg.committee.members
+        if gen > 0 and not cfg.backbone.finetune:
+            members = self.committee_paths(gen - 1)[1:]
+        else:
+            ids = set(L.stage_info(f"gen{gen:03d}/train")["train_ids"])
+            frames = [a for a in L.frames(status="labeled") if a.info["fid"] in ids]
+            if not frames:  # a user model used as is: members fine-tune it on the gen-0 data
+                frames = L.frames(status="labeled", split="train")
+            user = cfg.resolve(cfg.backbone.model_file) if cfg.backbone.model_file else None
+            epochs = cfg.backbone.finetune_epochs if user else None
+            infos = self.train_many(gen, [(f"member{k}", str(user) if user else None, epochs,
+                                           frames, k) for k in range(1, M)])
+            members = [i["path"] for i in infos]
+        L.mark_done(stage, members=members, wall_s=time.perf_counter() - t0)
 
     # ----- generation 0 ---------------------------------------------------------------------
     def initial(self) -> None:
@@ -354,10 +429,20 @@ class _Campaign:
             L.add(frames, generation=0, origin="initial", status="selected")
             L.mark_done("gen000/rattle", n=len(frames))
         self.label_pending(0, "gen000/label_rattle")
+        if ini.n_md > 0 and not L.done("gen000/reserve"):
+            # The test set's share of rattled frames is drawn now, so that not even the
+            # bootstrap backbone (which only drives the first MD) trains on a test frame.
+            fids = sorted(L.fids(generation=0, status="labeled"))
+            share = ini.test_size * len(fids) / (len(fids) + ini.n_md)
+            n = min(int(round(share)), max(0, len(fids) - 4))
+            reserved = [fids[i] for i in self.rng(0, "split", 1).permutation(len(fids))[:n]]
+            L.update_many(reserved, split="test")
+            L.mark_done("gen000/reserve", test=len(reserved))
         if ini.n_md > 0 and not L.done("gen000/bootstrap"):
             stage = L.stage_info("gen000/bootstrap_train")
             if not stage:
-                boot = L.frames(generation=0, status="labeled")
+                boot = [a for a in L.frames(generation=0, status="labeled")
+                        if a.info.get("split") != "test"]
                 stage = self.train(0, None, max(10, cfg.backbone.epochs // 2), "bootstrap", boot)
                 L.mark_done("gen000/bootstrap_train", **stage)
             frames, info = self.run_walkers(0, stage["path"], None, ini.md_steps, "bootstrap_md")
@@ -371,12 +456,16 @@ class _Campaign:
         L.mark_done("gen000/label", **{k: sum(p.get(k, 0) for p in parts)
                                        for k in (*_LABEL_OUTCOMES, "wall_s", "dft_s")})
         if not L.done("gen000/split"):
-            fids = sorted(L.fids(generation=0, status="labeled"))
+            reserved = sorted(L.fids(generation=0, status="labeled", split="test"))
+            boot = set(L.stage_info("gen000/bootstrap_train").get("train_ids", []))
+            fids = sorted(set(L.fids(generation=0, status="labeled")) - set(reserved))
+            unseen = [f for f in fids if f not in boot]  # never trained on by any model
             rng = self.rng(0, "split")
-            order = rng.permutation(len(fids))
-            n_test = min(ini.test_size, len(fids) - 4)
-            test = [fids[i] for i in order[:n_test]]
-            rest = [fids[i] for i in order[n_test:]]
+            order = rng.permutation(len(unseen))
+            n_test = max(0, min(ini.test_size - len(reserved), len(fids) - 4, len(unseen)))
+            test = reserved + [unseen[i] for i in order[:n_test]]
+            rest = sorted(set(fids) - set(test))
+            rest = [rest[i] for i in rng.permutation(len(rest))]
             n_cal = max(2, int(round(ini.calibration_fraction * len(rest))))
             L.update_many(test, split="test")
             L.update_many(rest[:n_cal], split="calib")
@@ -409,6 +498,9 @@ class _Campaign:
         for g in range(gen):
             seen |= set(L.stage_info(f"gen{g:03d}/train").get("train_ids", []))
         futures = []
+        if gen > 0 and self.rule != "probe" and not L.done(f"gen{gen:03d}/probe"):
+            L.mark_done(f"gen{gen:03d}/probe", path=None, train_ids=[], threshold=None,
+                        reason=f"the {self.rule} arm does not use PROBE", wall_s=0.0)
         if not L.done(f"gen{gen:03d}/probe"):
             pool = [a for split in ("calib", "train") for a in L.frames(status="labeled", split=split)
                     if a.info["fid"] not in seen]
@@ -418,7 +510,7 @@ class _Campaign:
             self.say(f"  gen {gen} training probe on {len(pool)} out-of-sample frames")
             futures.append(self._submit(fit_probe_task, model_path,
                                         [bare_with_ref(a) for a in pool], cfg.probe,
-                                        cfg.seed * 100 + gen, out, meta, kind="probe",
+                                        self.seed(gen, cfg.seed * 100), out, meta, kind="probe",
                                         key=f"probe-g{gen}-{len(pool)}", tag="probe"))
         if not L.done(f"gen{gen:03d}/evaluate"):
             test = L.frames(status="labeled", split="test")
@@ -471,16 +563,20 @@ class _Campaign:
             tinfo = L.stage_info(f"gen{g:03d}/train")
             ids = set(tinfo["train_ids"])
             train = [bare_with_ref(a) for a in labeled if a.info["fid"] in ids]
+            committee = (self.committee_paths(g) if self.rule == "ensemble"
+                         and L.done(f"gen{g:03d}/committee") else [])
             futures.append(self._submit(
                 audit_task, [bare_with_ref(a) for a in frames], tinfo["path"], probe, train,
-                cfg.probe.error, 3 if name == "test" else 0, cfg.backbone.device, kind="evaluate",
-                key=f"audit-{name}-g{gen}", tag=(name, frames)))
+                cfg.probe.error, 3 if name == "test" and probe else 0, cfg.backbone.device,
+                committee, kind="evaluate", account="audit", key=f"audit-{name}-g{gen}",
+                tag=(name, frames)))
         summary: dict[str, Any] = {}
 
         def record(tag: tuple[str, list[Atoms]], r: dict[str, Any]) -> bool:
             name, frames = tag
             errors = r["errors"]
-            tau = r["tau_probe"] if r["tau_probe"] is not None else float(np.median(errors))
+            tau = r["tau_probe"] if r["tau_probe"] is not None else self.tau()
+            tau = float(np.median(errors)) if tau is None else tau
             res = write_audit(out_dir, f"gen_{gen:03d}_{name}", r["signals"], errors, tau,
                               r["probabilities"], rng=self.rng(gen, "probe"), n_boot=500)
             summary[name] = {row["signal"]: row["auroc"] for row in res["rows"]}
@@ -495,6 +591,18 @@ class _Campaign:
             self._gather(futures, f"gen {gen} audit", record)
         L.mark_done(stage, auroc=summary, wall_s=time.perf_counter() - t0)
 
+    def tau(self) -> float | None:
+        """The unreliability threshold of generation 0's probe (error units of probe.error),
+        shared by every arm of a comparison; None if probe 0 could not be trained."""
+        t = self.ledger.stage_info("gen000/probe").get("threshold")
+        return None if t is None else float(t)
+
+    def signal_name(self) -> str | None:
+        """The audit row of the signal this arm selects by (None for random)."""
+        return {"probe": "probe", "random": None,
+                "ensemble": "ensemble_epsF" if self.cfg.committee.signal == "force"
+                else "ensemble_Estd"}[self.rule]
+
     def write_metrics(self, gen: int) -> None:
         L, cfg = self.ledger, self.cfg
         ev = L.stage_info(f"gen{gen:03d}/evaluate")
@@ -508,13 +616,34 @@ class _Campaign:
         if gen > 0:
             prev = L.stage_info(f"gen{gen - 1:03d}/probe")
             new = [a for a in L.frames(generation=gen, status="labeled") if "pred_energy" in a.info]
-            if prev.get("path") and new:
+            if prev.get("path") and new and self.rule == "probe":
                 auroc = auroc_unreliable(np.array([a.info["trust"] for a in new]),
                                          frame_errors(new, cfg.probe.error), prev["threshold"])
         row["probe_auroc_new"] = auroc
-        test_audit = L.stage_info(f"gen{gen:03d}/audit").get("auroc", {}).get("test", {})
-        row["probe_auroc_test"] = float(test_audit.get("probe", float("nan")))
-        stages = ("explore", "select", "label", "train", "probe", "evaluate", "audit")
+        audits = L.stage_info(f"gen{gen:03d}/audit").get("auroc", {})
+        row["probe_auroc_test"] = float(audits.get("test", {}).get("probe", float("nan")))
+        name = self.signal_name()
+        row["rule"] = self.rule
+        row["signal"] = name or "random"
+        row["signal_auroc_test"] = float(audits.get("test", {}).get(name, float("nan")))
+        row["signal_auroc_new"] = float(audits.get("new", {}).get(name, float("nan")))
+        # Hit rate: selected frames whose true error under the model that picked them
+        # exceeds generation 0's threshold (the same for every arm).
+        tau, new = self.tau(), [a for a in L.frames(generation=gen, status="labeled")
+                                if "pred_energy" in a.info and gen > 0]
+        row["tau"] = float("nan") if tau is None else tau
+        row["hit_rate"] = (float(np.mean(frame_errors(new, cfg.probe.error) > tau))
+                           if new and tau is not None else float("nan"))
+        row["dft_calls"] = sum(L.count(status=s) for s in _LABEL_OUTCOMES) - L.count(
+            status="labeled", split="test")
+        for acc in ACCOUNTS:
+            row[f"{acc}_cpu_s"] = float(self.cpu.get(acc, 0.0))
+        row["driver_cpu_s"] = time.thread_time() - self._thread_cpu
+        self._thread_cpu = time.thread_time()
+        row["cpu_s"] = float(sum(self.cpu.values())) + row["driver_cpu_s"]
+        self.cpu.clear()
+        stages = ("explore", "deviation", "select", "label", "train", "probe", "evaluate",
+                  "audit")
         for s in stages:
             row[f"{s}_s"] = float(L.stage_info(f"gen{gen:03d}/{s}").get("wall_s", 0.0))
         ex = L.stage_info(f"gen{gen:03d}/explore")
@@ -539,30 +668,19 @@ class _Campaign:
         L, cfg = self.ledger, self.cfg
         tag = f"gen{gen:03d}"
         prev_model = L.stage_info(f"gen{gen - 1:03d}/train")["path"]
-        prev_probe = L.stage_info(f"gen{gen - 1:03d}/probe").get("path")
+        # Only the probe arm's walkers are scored (and stopped) by PROBE.
+        prev_probe = (L.stage_info(f"gen{gen - 1:03d}/probe").get("path")
+                      if self.rule == "probe" else None)
+        self.committee(gen - 1)
         if not L.done(f"{tag}/explore"):
             frames, info = self.run_walkers(gen, prev_model, prev_probe, cfg.explore.steps,
                                             "explore")
             L.add(frames, generation=gen, origin="explore", status="candidate")
             L.mark_done(f"{tag}/explore", **info)
+        if self.rule == "ensemble":
+            self.deviation(gen)
         if not L.done(f"{tag}/select"):
-            t0 = time.perf_counter()
-            cands = L.keys(generation=gen, status="candidate")
-            trust = np.array([k.get("trust", np.nan) for k in cands], dtype=float)
-            walker = np.array([k["walker"] for k in cands])
-            sample = np.array([k["sample"] for k in cands])
-            rng = self.rng(gen, "select")
-            pick = select_least_trusted(trust, walker, sample, cfg.select.budget,
-                                        cfg.select.min_spacing, rng=rng)
-            chosen = sorted(cands[i]["fid"] for i in pick)
-            calib = rng.random(len(chosen)) < cfg.initial.calibration_fraction
-            with L.db:
-                for fid, c in zip(chosen, calib):
-                    L.update(fid, status="selected", split="calib" if c else "train")
-            L.mark_done(f"{tag}/select", n=len(chosen), n_candidates=len(cands),
-                        wall_s=time.perf_counter() - t0)
-            self.say(f"  gen {gen} selected {len(chosen)} of {len(cands)} candidates "
-                     f"({int(calib.sum())} held out for the probe)")
+            self.select(gen)
         info = self.label_pending(gen, f"{tag}/label")
         n_sent = sum(info.get(s, 0) for s in _LABEL_OUTCOMES)
         n_bad = n_sent - info.get("labeled", 0)
@@ -577,13 +695,110 @@ class _Campaign:
                     f"the {n_sent - n_bad} good labels")
             L.mark_done(f"{tag}/failures_accepted", failed=n_bad, sent=n_sent)
         if not L.done(f"{tag}/train"):
+            t0 = time.perf_counter()
             if cfg.backbone.finetune:
-                info = self.train(gen, prev_model, cfg.backbone.finetune_epochs, "backbone",
-                                  L.frames(status="labeled", split="train"))
+                # The probe arm keeps its calibration frames out of backbone training (PROBE
+                # needs out-of-sample errors); the other arms train on all their labels.
+                splits = ("train",) if self.rule == "probe" else ("train", "calib")
+                frames = [a for sp in splits for a in L.frames(status="labeled", split=sp)]
+                jobs = [("backbone", prev_model, cfg.backbone.finetune_epochs, frames, 0)]
+                if self.rule == "ensemble":
+                    prev = self.committee_paths(gen - 1)
+                    jobs += [(f"member{k}", prev[k], cfg.backbone.finetune_epochs, frames, k)
+                             for k in range(1, len(prev))]
+                infos = self.train_many(gen, jobs)
+                wall = time.perf_counter() - t0
+                if self.rule == "ensemble":
+                    L.mark_done(f"{tag}/committee", members=[i["path"] for i in infos[1:]],
+                                wall_s=wall)
+                info = {**infos[0], "wall_s": wall}
             else:
                 info = {"path": prev_model, "train_ids": [], "wall_s": 0.0}
             L.mark_done(f"{tag}/train", **info)
+        self.committee(gen)
         self.after_training(gen)
+
+    def deviation(self, gen: int) -> None:
+        """Ensemble arm: committee g-1 disagreement on every candidate of generation ``gen``.
+
+        Member 0 (the backbone that drove the walkers) already predicted each frame; members
+        1..M-1 predict them here in chunks of 2000 frames, one task per member and chunk.
+        Stores sigma_f (eps_F, eV/A) and sigma_e (energy std per atom, eV) in the ledger.
+        """
+        from .committee import energy_std_per_atom, max_force_deviation
+        from .tasks import predict_task
+
+        L, stage = self.ledger, f"gen{gen:03d}/deviation"
+        if L.done(stage):
+            return
+        t0 = time.perf_counter()
+        cands = L.frames(generation=gen, status="candidate")
+        members = self.committee_paths(gen - 1)
+        energies = np.full((len(members), len(cands)), np.nan)
+        forces: list[list[Any]] = [[None] * len(cands) for _ in members]
+        for i, a in enumerate(cands):
+            energies[0, i] = a.info["pred_energy"]
+            forces[0][i] = a.arrays["pred_forces"]
+        chunk = 2000
+        futures = [self._submit(predict_task, path, [bare_copy(a) for a in cands[s:s + chunk]],
+                                self.cfg.backbone.device, kind="md", account="deviation",
+                                key=f"deviation-g{gen}-m{k}-c{s}", tag=(k, s))
+                   for k, path in enumerate(members) if k > 0
+                   for s in range(0, len(cands), chunk)]
+
+        def record(tag: tuple[int, int], r: dict[str, Any]) -> bool:
+            k, s = tag
+            energies[k, s:s + len(r["energy"])] = r["energy"]
+            forces[k][s:s + len(r["forces"])] = r["forces"]
+            return False
+
+        if futures:
+            self._gather(futures, f"gen {gen} deviation", record)
+        with L.db:
+            for i, a in enumerate(cands):
+                L.update(a.info["fid"],
+                         sigma_f=max_force_deviation([forces[k][i] for k in range(len(members))]),
+                         sigma_e=energy_std_per_atom(energies[:, i], len(a)))
+        L.mark_done(stage, n=len(cands), members=len(members), wall_s=time.perf_counter() - t0)
+
+    def select(self, gen: int) -> None:
+        """Choose this generation's frames by the arm's rule; assign calibration frames."""
+        L, cfg = self.ledger, self.cfg
+        t0 = time.perf_counter()
+        cands = L.keys(generation=gen, status="candidate")
+        walker = np.array([k["walker"] for k in cands], dtype=int)
+        sample = np.array([k["sample"] for k in cands], dtype=int)
+        rng = self.rng(gen, "select")
+        extra: dict[str, Any] = {}
+        if self.rule == "random":
+            pick = select_random(len(cands), cfg.select.budget, rng=rng)
+        elif self.rule == "ensemble":
+            c = cfg.committee
+            sigma = np.array([k.get("sigma_f" if c.signal == "force" else "sigma_e", np.nan)
+                              for k in cands], dtype=float)
+            pick = select_by_deviation(sigma, walker, sample, cfg.select.budget,
+                                       cfg.select.min_spacing, c.sigma_lo, c.sigma_hi, rng=rng)
+            inside = deviation_window(sigma, c.sigma_lo, c.sigma_hi)
+            extra = {"in_window": int(inside.sum()),
+                     "above_hi": int(np.sum(sigma >= c.sigma_hi)) if c.sigma_hi else 0}
+        else:
+            trust = np.array([k.get("trust", np.nan) for k in cands], dtype=float)
+            pick = select_least_trusted(trust, walker, sample, cfg.select.budget,
+                                        cfg.select.min_spacing, rng=rng)
+        chosen = sorted(cands[i]["fid"] for i in pick)
+        calib = rng.random(len(chosen)) < cfg.initial.calibration_fraction
+        if self.rule != "probe":
+            calib[:] = False  # only PROBE needs held-out frames
+        with L.db:
+            for fid, c_ in zip(chosen, calib):
+                L.update(fid, status="selected", split="calib" if c_ else "train")
+        L.mark_done(f"gen{gen:03d}/select", n=len(chosen), n_candidates=len(cands),
+                    rule=self.rule, wall_s=time.perf_counter() - t0, **extra)
+        self.say(f"  gen {gen} selected {len(chosen)} of {len(cands)} candidates by {self.rule}"
+                 + (f" ({int(calib.sum())} held out for the probe)" if self.rule == "probe"
+                    else "")
+                 + (f" ({extra['in_window']} inside the trust window, {extra['above_hi']} "
+                    "above it)" if extra else ""))
 
 
 def bare_with_ref(a: Atoms) -> Atoms:
@@ -616,6 +831,10 @@ def _prepare_folder(cfg: CampaignConfig, directory: Path, allow_changes: bool) -
     if stored.is_file():
         old = yaml.safe_load(stored.read_text())
         old_science = {k: v for k, v in old.items() if k not in ("cluster", "source_dir")}
+        try:  # settings added since the folder was started compare at their defaults
+            old_science = parse_campaign({**old_science, "cluster": {}}).science_dict()
+        except ConfigError:
+            pass
         diffs = _diff(old_science, science)
         if diffs and not allow_changes:
             raise ConfigError(
@@ -653,8 +872,9 @@ def run_campaign(config: CampaignConfig | str | Path, directory: str | Path, *,
 
 
 def _run(cfg: CampaignConfig, directory: Path, client: Any,
-         log: Callable[[str], None] | None, accept_failures: bool) -> CampaignResult:
-    camp = _Campaign(cfg, directory, client, log, accept_failures)
+         log: Callable[[str], None] | None, accept_failures: bool,
+         key_prefix: str = "") -> CampaignResult:
+    camp = _Campaign(cfg, directory, client, log, accept_failures, key_prefix)
     L = camp.ledger
     for gen in range(cfg.generations + 1):
         if L.done(f"gen{gen:03d}/done"):

@@ -1,4 +1,5 @@
-"""Command line: alprobe run / resume / status / validate. Each command calls the Python API."""
+"""Command line: alprobe run / resume / compare / status / validate / evaluate. Each command
+calls a function of the Python API."""
 
 from __future__ import annotations
 
@@ -31,10 +32,32 @@ def _resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from .comparison import load_comparison, run_comparison
+
+    cmp = load_comparison(args.comparison)
+    directory = Path(args.dir) if args.dir else Path("runs") / cmp.name
+    print(f"alprobe: comparison {cmp.name!r} ({', '.join(cmp.arms)}) in {directory}")
+    res = run_comparison(cmp, directory, allow_changes=args.allow_changes,
+                         accept_failures=args.accept_failures)
+    for name, path in res.outputs.items():
+        print(f"  {name}: {path}")
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from .report import status_table
 
-    print(status_table(args.dir))
+    d = Path(args.dir)
+    if (d / "comparison.yaml").is_file():  # a comparison folder: every arm, then the summary
+        for arm in sorted(p.name for p in (d / "arms").iterdir() if p.is_dir()) \
+                if (d / "arms").is_dir() else []:
+            print(f"== arm {arm}")
+            print(status_table(d / "arms" / arm))
+        if (d / "summary.md").is_file():
+            print((d / "summary.md").read_text())
+        return 0
+    print(status_table(d))
     return 0
 
 
@@ -42,10 +65,19 @@ def _validate(args: argparse.Namespace) -> int:
     from .campaign import check_campaign
     from .config import ConfigError, load_campaign
 
+    import yaml
+
     try:
-        cfg = load_campaign(args.campaign)
-    except ConfigError as exc:
-        problems = exc.problems
+        path = Path(args.campaign)
+        data = yaml.safe_load(path.read_text()) if path.is_file() else None
+        if isinstance(data, dict) and "arms" in data:  # a comparison file
+            from .comparison import load_comparison
+
+            cfg = load_comparison(path).base
+        else:
+            cfg = load_campaign(args.campaign)
+    except (ConfigError, yaml.YAMLError) as exc:
+        problems = getattr(exc, "problems", [f"not valid YAML: {' '.join(str(exc).split())}"])
     else:
         problems = check_campaign(cfg)
     if problems:
@@ -82,24 +114,34 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _folder_flags(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--dir", help=f"{what} (default: runs/<name>)")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="continue a folder although its science settings differ")
+    p.add_argument("--accept-failures", action="store_true",
+                   help="train on the good labels of a generation paused for too many failures")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alprobe", description="Active learning for MACE potentials "
                                 "with PROBE reliability scores, PySCF labels and Dask.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run (or continue) a campaign")
     r.add_argument("campaign", help="campaign YAML file")
-    r.add_argument("--dir", help="campaign folder (default: runs/<name>)")
-    r.add_argument("--allow-changes", action="store_true",
-                   help="continue a folder although its science settings differ")
-    r.add_argument("--accept-failures", action="store_true",
-                   help="train on the good labels of a generation paused for too many failures")
+    _folder_flags(r, "campaign folder")
     r.set_defaults(fn=_run)
     s = sub.add_parser("resume", help="continue the campaign stored in a folder")
     s.add_argument("dir")
     s.add_argument("--accept-failures", action="store_true",
                    help="train on the good labels of a generation paused for too many failures")
     s.set_defaults(fn=_resume)
-    st = sub.add_parser("status", help="per-generation table of a campaign folder")
+    c = sub.add_parser("compare", help="run (or continue) a comparison of acquisition "
+                       "strategies (arms) on one cluster")
+    c.add_argument("comparison", help="comparison YAML file (shared campaign + arms)")
+    _folder_flags(c, "output folder")
+    c.set_defaults(fn=_compare)
+    st = sub.add_parser("status", help="per-generation table of a campaign (or comparison) "
+                        "folder")
     st.add_argument("dir")
     st.set_defaults(fn=_status)
     e = sub.add_parser("evaluate", help="reliability audit of trust signals on labeled frames")
@@ -120,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="cpu")
     e.set_defaults(fn=_evaluate)
-    v = sub.add_parser("validate", help="check a campaign file; print every problem")
+    v = sub.add_parser("validate", help="check a campaign or comparison file; print every "
+                       "problem")
     v.add_argument("campaign")
     v.set_defaults(fn=_validate)
     return p

@@ -19,6 +19,7 @@ __all__ = [
     "BackboneConfig",
     "CampaignConfig",
     "ClusterConfig",
+    "CommitteeConfig",
     "ConfigError",
     "DFTConfig",
     "ExploreConfig",
@@ -192,13 +193,42 @@ class ExploreConfig(_Section):
 
 
 class SelectConfig(_Section):
-    """Which frames go to DFT each generation."""
+    """Which frames go to DFT each generation, and by which rule (the arm's strategy).
 
+    ``probe``: the least trusted by PROBE (lowest P(reliable)); ``ensemble``: the largest
+    committee disagreement inside the committee's trust window (see CommitteeConfig);
+    ``random``: uniform among the candidates (the control).
+    """
+
+    rule: Literal["probe", "ensemble", "random"] = "probe"
     budget: int = Field(16, gt=0, description="labels per generation")
     min_spacing: int = Field(2, ge=0, description="samples between two picks of one walker")
     max_failed_fraction: float = Field(
         0.5, ge=0, le=1, description="pause before training when more labels of a generation "
         "failed than this fraction")
+
+
+class CommitteeConfig(_Section):
+    """The ensemble arm's committee (used when select.rule is ``ensemble``).
+
+    Member 0 is the arm's backbone; members 1..M-1 are trained with other seeds (and, with
+    ``bootstrap``, on resampled training sets) and fine-tuned every generation like it.
+    ``signal``: ``force`` = DP-GEN's max atomic force deviation eps_F (eV/A); ``energy`` =
+    energy std per atom (eV/atom). Frames with sigma_lo <= sigma < sigma_hi are eligible
+    (largest first); frames at or above sigma_hi are treated as broken and never labeled.
+    """
+
+    members: int = Field(4, ge=2, description="committee size M, the backbone included")
+    bootstrap: bool = Field(False, description="members 1..M-1 train on bootstrap resamples")
+    signal: Literal["force", "energy"] = "force"
+    sigma_lo: float = Field(0.0, ge=0, description="eV/A (force) or eV/atom (energy)")
+    sigma_hi: float | None = Field(None, gt=0, description="eV/A or eV/atom; None: no ceiling")
+
+    @model_validator(mode="after")
+    def _window(self) -> CommitteeConfig:
+        if self.sigma_hi is not None and self.sigma_hi <= self.sigma_lo:
+            raise ValueError(f"sigma_hi ({self.sigma_hi}) must exceed sigma_lo ({self.sigma_lo})")
+        return self
 
 
 TASK_KINDS = ("md", "label", "train", "probe", "evaluate")
@@ -271,6 +301,9 @@ class CampaignConfig(_Section):
 
     name: str = Field(min_length=1)
     seed: int = 0
+    replica: int = Field(
+        0, ge=0, description="a replica of an arm: mixes into the selection, training and "
+        "probe seeds after generation 0 (walker seeds and generation 0 stay shared)")
     generations: int = Field(3, ge=0)
     system: SystemConfig
     dft: DFTConfig = DFTConfig()
@@ -279,6 +312,7 @@ class CampaignConfig(_Section):
     probe: ProbeConfig = ProbeConfig()
     explore: ExploreConfig = ExploreConfig()
     select: SelectConfig = SelectConfig()
+    committee: CommitteeConfig = CommitteeConfig()
     cluster: ClusterConfig = ClusterConfig()
     source_dir: str = Field(".", description="set by the loader: folder of the campaign file")
 

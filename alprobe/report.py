@@ -17,6 +17,7 @@ _COLUMNS = [
     ("F RMSE meV/A", "force_rmse_eV_A", "{:.1f}", 1000.0),
     ("AUROC new", "probe_auroc_new", "{:.2f}"),
     ("AUROC test", "probe_auroc_test", "{:.2f}"),
+    ("hit rate", "hit_rate", "{:.2f}"),
     ("wall s", "wall_s", "{:.0f}"),
 ]
 
@@ -34,7 +35,8 @@ def status_table(directory: str | Path) -> str:
     "labels" counts DFT labels in the training pool (test set excluded); errors are on the
     fixed held-out test set; "AUROC new" is the previous probe's AUROC on the frames labeled in
     that generation, with the trust they had before their labels were known; "AUROC test" is
-    this generation's probe on the held-out test set.
+    this generation's probe on the held-out test set; "hit rate" the fraction of the new labels
+    whose true error exceeded generation 0's unreliability threshold.
     """
     from .ledger import Ledger
 
@@ -52,4 +54,176 @@ def status_table(directory: str | Path) -> str:
     lines.append(f"frames: {status}; held-out test frames: {n_test}")
     if not rows:
         lines.append("no generation finished yet")
+    return "\n".join(lines)
+
+
+# ----- comparisons of arms --------------------------------------------------------------------
+
+def learning_curve_rows(metrics: dict[str, list[dict[str, Any]]],
+                        rules: dict[str, str]) -> list[dict[str, Any]]:
+    """One row per arm and generation: DFT labels used (training pool, test set excluded),
+    test errors (meV/A, meV/atom), hit rate, the AUROC of the arm's own signal, wall and CPU s.
+    Generation 0 is the shared start (its cost is reported once, not per arm)."""
+    rows = []
+    for arm, ms in metrics.items():
+        for m in ms:
+            rows.append({
+                "arm": arm, "rule": rules[arm], "generation": int(m["generation"]),
+                "labels": int(m["labels"]), "dft_calls": int(m.get("dft_calls", m["labels"])),
+                "force_mae_meV_A": 1000 * float(m["force_mae_eV_A"]),
+                "force_rmse_meV_A": 1000 * float(m["force_rmse_eV_A"]),
+                "energy_mae_meV_atom": 1000 * float(m["energy_mae_eV_per_atom"]),
+                "hit_rate": float(m.get("hit_rate", float("nan"))),
+                "signal_auroc_test": float(m.get("signal_auroc_test", float("nan"))),
+                "signal_auroc_new": float(m.get("signal_auroc_new", float("nan"))),
+                "wall_s": float(m.get("wall_s", float("nan"))),
+                "cpu_s": float(m.get("cpu_s", float("nan")))})
+    return rows
+
+
+def cost_rows(metrics: dict[str, list[dict[str, Any]]],
+              shared: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Wall (driver, per stage) and CPU seconds (tasks, per account) of each arm, summed over
+    its own generations (>= 1), plus one row for the shared generation 0."""
+
+    stages = ("explore", "deviation", "select", "label", "train", "probe", "evaluate", "audit")
+    out = []
+
+    def add(arm: str, ms: list[dict[str, Any]]) -> None:
+        for st in [*stages, "driver"]:
+            out.append({"arm": arm, "stage": st,
+                        "wall_s": float(sum(m.get(f"{st}_s", 0.0) for m in ms)),
+                        "cpu_s": float(sum(m.get(f"{st}_cpu_s", 0.0) for m in ms))})
+        out.append({"arm": arm, "stage": "total",
+                    "wall_s": float(sum(m.get("wall_s", 0.0) for m in ms)),
+                    "cpu_s": float(sum(m.get("cpu_s", 0.0) for m in ms))})
+
+    add("shared (gen 0)", [m for m in shared if m["generation"] == 0])
+    for arm, ms in metrics.items():
+        add(arm, [m for m in ms if m["generation"] > 0])
+    return out
+
+
+def plot_learning_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Test force MAE (meV/A) and energy MAE (meV/atom) vs DFT labels, one line per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .audit import PLOT_LOCK
+
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    rules = list(dict.fromkeys(r["rule"] for r in rows))
+    with PLOT_LOCK:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        seen: dict[str, int] = {}
+        for arm in arms:
+            rs = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["generation"])
+            rule = rs[0]["rule"]
+            style = ["-", "--", ":", "-."][seen.get(rule, 0) % 4]
+            seen[rule] = seen.get(rule, 0) + 1
+            color = f"C{rules.index(rule)}"
+            x = [r["labels"] for r in rs]
+            for ax, key in zip(axes, ("force_mae_meV_A", "energy_mae_meV_atom")):
+                ax.plot(x, [r[key] for r in rs], style, marker="o", color=color, label=arm)
+        for ax, lab in zip(axes, ("test force MAE (meV/Å)", "test energy MAE (meV/atom)")):
+            ax.set_xlabel("DFT labels used (training pool, test set excluded)")
+            ax.set_ylabel(lab)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+    return Path(path)
+
+
+def comparison_summary(name: str, curves: list[dict[str, Any]], costs: list[dict[str, Any]],
+                       groups: dict[str, str], *, budget: int, generations: int,
+                       plot: str = "learning_curves.png") -> str:
+    """A short markdown summary: which arm reached which accuracy with how many labels, the
+    winner and its margin, and whether that margin exceeds the spread between replicas."""
+    import numpy as np
+
+    arms = list(dict.fromkeys(r["arm"] for r in curves))
+    last = {}
+    for arm in arms:
+        rs = sorted((r for r in curves if r["arm"] == arm), key=lambda r: r["generation"])
+        last[arm] = rs[-1]
+    total = {c["arm"]: c for c in costs if c["stage"] == "total"}
+    lines = [f"# Comparison {name}", "",
+             f"{len(arms)} arms, {generations} generations planned, budget {budget} DFT labels "
+             "per generation. Generation 0 (initial labels, test set, backbone 0, probe 0) is "
+             "shared byte for byte; test errors are on the same held-out test set.", "",
+             "| arm | rule | gens | labels | F MAE meV/Å (gen 0 → last) | E MAE meV/atom "
+             "(gen 0 → last) | mean hit rate | signal AUROC test (last) | wall s | CPU s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for arm in arms:
+        rs = sorted((r for r in curves if r["arm"] == arm), key=lambda r: r["generation"])
+        first, end = rs[0], rs[-1]
+        hits = [r["hit_rate"] for r in rs if r["generation"] > 0 and r["hit_rate"] == r["hit_rate"]]
+        t = total.get(arm, {})
+        hit = f"{np.mean(hits):.2f}" if hits else "-"
+        auc = end["signal_auroc_test"]
+        auc_s = f"{auc:.2f}" if auc == auc else "-"
+        lines.append(
+            f"| {arm} | {end['rule']} | {end['generation']} | {end['labels']} | "
+            f"{first['force_mae_meV_A']:.1f} → {end['force_mae_meV_A']:.1f} | "
+            f"{first['energy_mae_meV_atom']:.2f} → {end['energy_mae_meV_atom']:.2f} | "
+            f"{hit} | {auc_s} | {t.get('wall_s', float('nan')):.0f} | "
+            f"{t.get('cpu_s', float('nan')):.0f} |")
+    sh = total.get("shared (gen 0)")
+    gen0 = [r["labels"] for r in curves if r["generation"] == 0]
+    if sh and gen0:
+        lines.append(f"| shared gen 0 | - | 0 | {gen0[0]} | | | | | {sh['wall_s']:.0f} | "
+                     f"{sh['cpu_s']:.0f} |")
+    lines += ["", "Wall s: the arm's own generations (arms ran at the same time, sharing the "
+              "workers). CPU s: user + system time of its tasks (MD, committee scoring, DFT, "
+              "training, probe, evaluation, audit) plus the arm's driver thread (selection, ledger, "
+              "audit tables and plots); `costs.csv` splits both by stage. Hit rate: fraction of an arm's new labels "
+              "whose true error, under the model that picked them, exceeds generation 0's "
+              "unreliability threshold.", ""]
+    done = [a for a in arms if last[a]["generation"] > 0]
+    if len(done) >= 2:
+        target = max(last[a]["force_mae_meV_A"] for a in done)
+        lines.append(f"Accuracy every arm reached: test force MAE <= {target:.1f} meV/Å. "
+                     "Labels each arm needed to get there:")
+        for a in done:
+            rs = sorted((r for r in curves if r["arm"] == a), key=lambda r: r["generation"])
+            hit = next(r for r in rs if r["force_mae_meV_A"] <= target + 1e-9)
+            lines.append(f"- {a}: {hit['labels']} labels (generation {hit['generation']}, "
+                         f"{hit['force_mae_meV_A']:.1f} meV/Å)")
+        ranked = sorted(done, key=lambda a: last[a]["force_mae_meV_A"])
+        best = ranked[0]
+        others = [a for a in ranked if groups[a] != groups[best]]
+        lines.append("")
+        spread = {}
+        for g in set(groups[a] for a in done):
+            members = [last[a]["force_mae_meV_A"] for a in done if groups[a] == g]
+            if len(members) >= 2:
+                spread[g] = max(members) - min(members)
+        if others:
+            runner = others[0]
+            margin = last[runner]["force_mae_meV_A"] - last[best]["force_mae_meV_A"]
+            lines.append(f"Lowest final test force MAE: **{best}** ({last[best]['force_mae_meV_A']:.1f}"
+                         f" meV/Å with {last[best]['labels']} labels), ahead of the best other "
+                         f"strategy, {runner} ({last[runner]['force_mae_meV_A']:.1f} meV/Å), by "
+                         f"{margin:.1f} meV/Å ({100 * margin / last[runner]['force_mae_meV_A']:.0f}%).")
+            if spread:
+                worst = max(spread.values())
+                names = ", ".join(f"{[a for a in done if groups[a] == g]}: {s:.1f}"
+                                  for g, s in spread.items())
+                verdict = ("larger than" if margin > worst else "not larger than")
+                lines.append(f"Spread between replicas of one strategy at the last generation "
+                             f"(meV/Å): {names}. The margin ({margin:.1f}) is **{verdict}** the "
+                             f"largest replica spread ({worst:.1f}), so "
+                             + ("the ranking is unlikely to be seed noise alone."
+                                if margin > worst else
+                                "this comparison cannot tell the strategies apart."))
+            else:
+                lines.append("No replicas were run, so the seed spread is unknown; add an arm "
+                             "with `replica: 1` to measure it before trusting the ranking.")
+    lines += ["", f"Learning curves: `{plot}` (CSV: `learning_curves.csv`); costs per stage: "
+              "`costs.csv`; each arm's audits: `arms/<arm>/audits/`.", ""]
     return "\n".join(lines)

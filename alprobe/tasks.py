@@ -2,7 +2,9 @@
 
 They take and return plain data (Atoms, paths, configs, small results) and import the heavy
 adapters (torch/mace, pyscf) only when called, on the worker. Each result carries its start
-and end wall-clock times (``t0``/``t1``, seconds since the epoch) for overhead accounting.
+and end wall-clock times (``t0``/``t1``, seconds since the epoch) for overhead accounting and
+its CPU time (``cpu_s``: user + system time of the worker process and its finished children
+during the task; exact for workers with one thread, the default, an upper bound otherwise).
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ from ase import Atoms
 
 from .explore import WalkerSettings
 
-__all__ = ["fit_probe_task", "label_task", "predict_task", "train_task", "walker_task"]
+__all__ = ["audit_task", "fit_probe_task", "label_task", "predict_task", "train_task",
+           "walker_task"]
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its waited-for children so far."""
+    import resource
+
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
 def label_task(atoms: Atoms, level: Any, spool: str | None = None) -> dict[str, Any]:
@@ -33,12 +44,13 @@ def label_task(atoms: Atoms, level: Any, spool: str | None = None) -> dict[str, 
 
     fid = frame_id(atoms)
     _fault_injection(fid)
-    t0 = time.time()
+    t0, c0 = time.time(), cpu_seconds()
     r = label_atoms(atoms, level)
     out = {"status": r.status, "energy": r.energy,
            "forces": None if r.forces is None else np.asarray(r.forces).tolist(),
            "reason": r.reason, "n_cycles": r.n_cycles, "wall_s": r.wall_s,
-           "attempts": list(r.attempts), "t0": t0, "t1": time.time()}
+           "attempts": list(r.attempts), "t0": t0, "t1": time.time(),
+            "cpu_s": cpu_seconds() - c0}
     if spool is not None:
         path = Path(spool) / f"{fid}.json"
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -48,10 +60,14 @@ def label_task(atoms: Atoms, level: Any, spool: str | None = None) -> dict[str, 
 
 
 def _fault_injection(fid: str) -> None:
-    """Test hook: ALPROBE_FAULT_KILL_LABEL=fid1,fid2 (or '*') kills the worker process."""
+    """Test hooks: ALPROBE_FAULT_KILL_LABEL=fid1,fid2 (or '*') kills the worker process;
+    ALPROBE_FAULT_DELAY_LABEL_S=seconds makes every label that much slower."""
     import os
     import signal
 
+    delay = float(os.environ.get("ALPROBE_FAULT_DELAY_LABEL_S") or 0)
+    if delay > 0:
+        time.sleep(delay)
     spec = os.environ.get("ALPROBE_FAULT_KILL_LABEL")
     if spec and (spec == "*" or fid in spec.split(",")):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -77,7 +93,7 @@ def walker_task(start: Atoms, model_path: str, probe_path: str | None, settings:
     from .backbone import MaceCalculator, load_model
     from .explore import run_walker
 
-    t0 = time.time()
+    t0, c0 = time.time(), cpu_seconds()
     calc = MaceCalculator(load_model(model_path, device), device=device)
     probe = _probe(probe_path)
 
@@ -88,7 +104,8 @@ def walker_task(start: Atoms, model_path: str, probe_path: str | None, settings:
     res = run_walker(start, calc, score if probe is not None else None, settings,
                      rng=np.random.default_rng(seed), walker=walker)
     return {"frames": res.frames, "stop_reason": res.stop_reason, "steps": res.steps_done,
-            "md_s": res.md_s, "score_s": res.score_s, "t0": t0, "t1": time.time()}
+            "md_s": res.md_s, "score_s": res.score_s, "t0": t0, "t1": time.time(),
+            "cpu_s": cpu_seconds() - c0}
 
 
 def train_task(train: list[Atoms], valid: list[Atoms], out_path: str, settings: Any, seed: int,
@@ -96,20 +113,22 @@ def train_task(train: list[Atoms], valid: list[Atoms], out_path: str, settings: 
     """Train or fine-tune the backbone with mace-torch; returns train_backbone's summary."""
     from .backbone import train_backbone
 
-    t0 = time.time()
+    t0, c0 = time.time(), cpu_seconds()
     info = train_backbone(train, valid, out_path, settings, seed=seed, foundation=foundation,
                           epochs=epochs)
-    return {**info, "t0": t0, "t1": time.time()}
+    return {**info, "t0": t0, "t1": time.time(),
+            "cpu_s": cpu_seconds() - c0}
 
 
 def predict_task(model_path: str, frames: list[Atoms], device: str = "cpu") -> dict[str, Any]:
     """Backbone energies (eV) and forces (eV/A) on frames: {"energy": [...], "forces": [...]}."""
     from .backbone import load_model, predict
 
-    t0 = time.time()
+    t0, c0 = time.time(), cpu_seconds()
     preds = predict(load_model(model_path, device), frames, device=device)
     return {"energy": [p.energy for p in preds], "forces": [p.forces for p in preds],
-            "t0": t0, "t1": time.time()}
+            "t0": t0, "t1": time.time(),
+            "cpu_s": cpu_seconds() - c0}
 
 
 def fit_probe_task(model_path: str, frames: list[Atoms], cfg: Any, seed: int, out_path: str,
@@ -123,7 +142,7 @@ def fit_probe_task(model_path: str, frames: list[Atoms], cfg: Any, seed: int, ou
     from .frames import set_prediction, structure_errors
     from .probe import ProbeError, train_probe
 
-    t0 = time.time()
+    t0, c0 = time.time(), cpu_seconds()
     model = load_model(model_path, cfg.device)
     preds = predict(model, frames, device=cfg.device)
     errors = []
@@ -135,18 +154,23 @@ def fit_probe_task(model_path: str, frames: list[Atoms], cfg: Any, seed: int, ou
         probe = train_probe([p.features for p in preds], [p.energy for p in preds], errors, cfg,
                             seed=seed, meta=meta)
     except ProbeError as exc:
-        return {"path": None, "reason": str(exc), "meta": {}, "t0": t0, "t1": time.time()}
+        return {"path": None, "reason": str(exc), "meta": {}, "t0": t0, "t1": time.time(),
+            "cpu_s": cpu_seconds() - c0}
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     probe.save(out_path)
-    return {"path": out_path, "reason": "", "meta": probe.meta, "t0": t0, "t1": time.time()}
+    return {"path": out_path, "reason": "", "meta": probe.meta, "t0": t0, "t1": time.time(),
+            "cpu_s": cpu_seconds() - c0}
 
 
 def audit_task(frames: list[Atoms], backbone: str, probe: str | None, train_frames: list[Atoms],
-               error: str, n_importance: int, device: str = "cpu") -> dict[str, Any]:
+               error: str, n_importance: int, device: str = "cpu",
+               committee: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """All trust signals and true errors on labeled frames (see audit.compute_signals)."""
     from .audit import compute_signals
 
-    t0 = time.time()
+    t0, c0 = time.time(), cpu_seconds()
     out = compute_signals(frames, backbone=backbone, probe=probe, train_frames=train_frames,
-                          error=error, n_importance=n_importance, device=device)
-    return {**out, "t0": t0, "t1": time.time()}
+                          error=error, n_importance=n_importance, device=device,
+                          committee=committee)
+    return {**out, "t0": t0, "t1": time.time(),
+            "cpu_s": cpu_seconds() - c0}

@@ -208,3 +208,47 @@ def test_light_modules_do_not_import_torch_or_pyscf():
                          timeout=120, check=True)
     heavy = json.loads(out.stdout.strip().splitlines()[-1])
     assert heavy == [], heavy
+
+
+def test_deviation_window_bounds():
+    from alprobe.acquire import deviation_window
+
+    s = np.array([0.01, 0.05, 0.1, 0.3, np.nan, 0.2])
+    assert deviation_window(s, 0.05, 0.3).tolist() == [False, True, True, False, False, True]
+    assert deviation_window(s, 0.0, None).tolist() == [True, True, True, True, False, True]
+
+
+def test_select_by_deviation_takes_the_largest_inside_the_window():
+    from alprobe.acquire import select_by_deviation
+
+    sigma = np.array([0.02, 0.50, 0.12, 0.25, 0.08, 0.30, 0.15])
+    walker = np.arange(7)  # one frame per walker: spacing never binds
+    sample = np.zeros(7, dtype=int)
+    rng = np.random.default_rng(0)
+    # window [0.05, 0.3): 0.50 and 0.30 are broken, 0.02 is below lo
+    pick = select_by_deviation(sigma, walker, sample, 3, 2, 0.05, 0.3, rng=rng)
+    assert sorted(sigma[pick].tolist()) == [0.12, 0.15, 0.25]
+    # no ceiling: pure top of the ranking
+    pick = select_by_deviation(sigma, walker, sample, 2, 2, 0.0, None, rng=rng)
+    assert sorted(sigma[pick].tolist()) == [0.30, 0.50]
+    # fewer frames in the window than the budget: only those
+    pick = select_by_deviation(sigma, walker, sample, 5, 2, 0.2, 0.4, rng=rng)
+    assert sorted(sigma[pick].tolist()) == [0.25, 0.30]
+
+
+def test_select_by_deviation_spacing_and_determinism():
+    from alprobe.acquire import select_by_deviation
+
+    rng = np.random.default_rng(4)
+    sigma = rng.random(200)
+    walker = np.repeat(np.arange(4), 50)
+    sample = np.tile(np.arange(50), 4)
+    a = select_by_deviation(sigma, walker, sample, 20, 3, 0.1, 0.9,
+                            rng=np.random.default_rng([1, 2]))
+    b = select_by_deviation(sigma, walker, sample, 20, 3, 0.1, 0.9,
+                            rng=np.random.default_rng([1, 2]))
+    assert np.array_equal(a, b) and len(a) == 20
+    assert np.all((sigma[a] >= 0.1) & (sigma[a] < 0.9))
+    for w in range(4):
+        s = np.sort(sample[a][walker[a] == w])
+        assert np.all(np.diff(s) >= 3)

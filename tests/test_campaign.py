@@ -65,6 +65,13 @@ def test_test_set_never_trained_or_selected(finished):
         # model files record the same training set
         meta = json.loads((directory / "models" / f"gen_{gen:03d}" / "backbone.json").read_text())
         assert not test & set(meta["train_ids"])
+    # nor any other model, the bootstrap backbone that drove the first MD included
+    models = list((directory / "models").glob("gen_*/*.json"))
+    assert any(p.name == "bootstrap.json" for p in models)
+    for p in models:
+        assert not test & set(json.loads(p.read_text())["train_ids"]), p
+    origins = {a.info["origin"] for a in L.frames(split="test")}
+    assert len(test) > 1 and origins == {"initial"}
     explored = set(L.fids(origin="explore"))
     assert not test & explored
 

@@ -128,3 +128,100 @@ def test_placement_on_external_scheduler(scheduler_and_workers, tmp_path):
     assert placed.get("walk") == {"gpu"}, placed
     assert placed["train"] == {"gpu"}
     assert placed["label"] == {"cpu"}
+
+
+def test_elastic_workers_lose_no_label(tmp_path):
+    """Workers join and leave during a campaign against a real `dask scheduler`: one worker at
+    the start, a second joins while generation 0 is being labeled, the first then leaves
+    (SIGTERM, as when a job's walltime ends) with labels pending, a third joins. The campaign
+    finishes without a stall, every selected frame is labeled exactly once, and labels ran on
+    all three workers."""
+    import threading
+
+    from distributed import Client, get_task_stream
+
+    from alprobe import open_ledger, run
+
+    port = _free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    bindir = os.path.dirname(sys.executable)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ALPROBE_FAULT_DELAY_LABEL_S": "0.7"}
+    procs: dict[str, subprocess.Popen] = {}
+
+    def start(name: str) -> None:
+        procs[name] = subprocess.Popen(
+            [f"{bindir}/dask", "worker", addr, "--nthreads", "1", "--name", name,
+             "--host", "127.0.0.1", "--local-directory", str(tmp_path / name)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+    procs["scheduler"] = subprocess.Popen(
+        [f"{bindir}/dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+         "--dashboard-address", "127.0.0.1:0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    time.sleep(2)
+    start("a")
+    cfg = copy.deepcopy(TINY_CAMPAIGN)
+    cfg["generations"] = 1
+    cfg["initial"] = {**cfg["initial"], "n_rattle": 16}
+    cfg["cluster"] = {"kind": "address", "address": addr}
+    d = tmp_path / "c"
+    spool = d / "spool"
+    client = Client(addr, timeout="30s")
+    try:
+        client.wait_for_workers(1, timeout=60)
+        out: dict = {}
+
+        def campaign() -> None:
+            try:
+                out["result"] = run(parse_campaign(cfg), d, client=client, log=None)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                out["error"] = exc
+
+        def spooled() -> int:
+            return len(list(spool.glob("*.json"))) if spool.is_dir() else 0
+
+        def wait_until(cond, what: str, timeout: float = 120) -> None:
+            t0 = time.monotonic()
+            while not cond():
+                assert time.monotonic() - t0 < timeout, f"timed out waiting for {what}"
+                assert "error" not in out, out.get("error")
+                time.sleep(0.05)
+
+        with get_task_stream(client) as ts:
+            th = threading.Thread(target=campaign, daemon=True)
+            th.start()
+            wait_until(lambda: spooled() >= 2, "the first labels")
+            start("b")
+            wait_until(lambda: len(client.scheduler_info()["workers"]) == 2, "worker b")
+            n_before = spooled()
+            wait_until(lambda: spooled() >= n_before + 2, "labels with two workers")
+            procs["a"].terminate()  # graceful: its running task is rescheduled
+            procs["a"].wait(timeout=60)
+            left_at = spooled()
+            start("c")
+            th.join(timeout=600)
+            assert not th.is_alive(), "the campaign stalled"
+        assert "error" not in out, out.get("error")
+        assert left_at < cfg["initial"]["n_rattle"] + cfg["initial"]["n_md"], \
+            "worker a left after generation 0 was labeled: the test did not test anything"
+        L = open_ledger(d)
+        fids = [k["fid"] for k in L.keys()]
+        assert len(fids) == len(set(fids))
+        n0 = cfg["initial"]["n_rattle"] + cfg["initial"]["n_md"]
+        assert L.count(generation=0, status="labeled") == n0
+        assert L.count(generation=1, status="labeled") == cfg["select"]["budget"]
+        assert L.count(status="failed") == 0
+        assert len(list(spool.glob("*.json"))) == n0 + cfg["select"]["budget"]
+        names = {}
+        for t in ts.data:
+            if isinstance(t.get("key"), str) and t["key"].startswith("label-"):
+                names.setdefault(t["worker"], 0)
+                names[t["worker"]] += 1
+        assert len(names) == 3, names  # a, b and c each labeled frames
+    finally:
+        client.close()
+        for p in list(procs.values())[::-1]:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs.values():
+            p.wait(timeout=30)

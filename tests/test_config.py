@@ -313,3 +313,18 @@ def test_validate_missing_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 1
     assert "not found" in out
+
+
+def test_committee_window_must_be_ordered():
+    probs = problems_of(minimal(committee={"sigma_lo": 0.3, "sigma_hi": 0.2}))
+    assert probs == ["committee: sigma_hi (0.2) must exceed sigma_lo (0.3)"]
+
+
+def test_unknown_selection_rule_names_the_key():
+    probs = problems_of(minimal(select={"rule": "uncertainty"}))
+    assert len(probs) == 1 and probs[0].startswith("select.rule: Input should be 'probe'")
+
+
+def test_committee_needs_two_members():
+    probs = problems_of(minimal(committee={"members": 1}))
+    assert len(probs) == 1 and probs[0].startswith("committee.members:")

@@ -444,8 +444,14 @@ def test_transient_worker_deaths_are_retried(reference, tmp_path, monkeypatch):
         if "error" in out:
             raise out["error"]
         assert killed_pid is not None, "the training task was never seen running"
+        # the label death and the training kill: two restarted workers (a nanny restart
+        # takes a few seconds to register again)
+        t0 = time.monotonic()
+        while (len(set(client.scheduler_info()["workers"]) - set(original)) < 2
+               and time.monotonic() - t0 < 60):
+            time.sleep(0.5)
         now = set(client.scheduler_info()["workers"])
-        assert len(now - set(original)) >= 2  # the label death and the training kill
+        assert len(now - set(original)) >= 2, (now, original)
     L = alprobe.open_ledger(d)
     assert sorted(L.fids()) == sorted(reference["rattle"])
     assert set(L.fids(status="labeled")) == set(reference["rattle"])
