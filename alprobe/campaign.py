@@ -161,10 +161,13 @@ class _Campaign:
         self.accept_failures = accept_failures
         self.key_prefix = key_prefix  # keeps task keys of arms sharing a cluster apart
         self.rule = cfg.select.rule
+        # Task CPU seconds of the generation in progress, kept in state.json so that a
+        # stop and resume loses none of it.
         self.cpu: dict[str, float] = {}
         self._thread_cpu = time.thread_time()  # the driver's own CPU (one thread per arm)
         self._checked: set[str] = set()
         self.ledger = Ledger(directory, create=True)
+        self.cpu = {k: float(v) for k, v in self.ledger.stage_info("cpu_pending").items()}
         self.seeds = load_seeds(cfg.system.seeds, cfg.source_dir)
         self.level = _level(cfg)
         self.spans: dict[str, list[tuple[float, float]]] = {}
@@ -221,6 +224,8 @@ class _Campaign:
                 acc = getattr(fut, "account", "other")
                 self.cpu[acc] = self.cpu.get(acc, 0.0) + float(res["cpu_s"])
             bar.step(bool(on_result(fut.tag, res)))
+        if futures:
+            self.ledger.mark_done("cpu_pending", **self.cpu)
 
     def _submit(self, fn: Callable[..., Any], *args: Any, kind: str, key: str, tag: Any = None,
                 retries: int = 1, account: str | None = None) -> Any:
@@ -571,6 +576,7 @@ class _Campaign:
                 committee, kind="evaluate", account="audit", key=f"audit-{name}-g{gen}",
                 tag=(name, frames)))
         summary: dict[str, Any] = {}
+        shared: dict[str, Any] = {}
 
         def record(tag: tuple[str, list[Atoms]], r: dict[str, Any]) -> bool:
             name, frames = tag
@@ -580,6 +586,11 @@ class _Campaign:
             res = write_audit(out_dir, f"gen_{gen:03d}_{name}", r["signals"], errors, tau,
                               r["probabilities"], rng=self.rng(gen, "probe"), n_boot=500)
             summary[name] = {row["signal"]: row["auroc"] for row in res["rows"]}
+            # the same AUROC at generation 0's threshold, comparable between arms
+            shared_tau = self.tau()
+            shared[name] = {sig: (float(auroc_unreliable(np.asarray(conf), errors, shared_tau))
+                                  if shared_tau is not None else float("nan"))
+                            for sig, conf in r["signals"].items()}
             for i, imp in r["importance"].items():
                 a = frames[i]
                 draw_importance(a, imp, out_dir / f"gen_{gen:03d}_importance_{a.info['fid']}.png",
@@ -589,7 +600,7 @@ class _Campaign:
 
         if futures:
             self._gather(futures, f"gen {gen} audit", record)
-        L.mark_done(stage, auroc=summary, wall_s=time.perf_counter() - t0)
+        L.mark_done(stage, auroc=summary, auroc_tau0=shared, wall_s=time.perf_counter() - t0)
 
     def tau(self) -> float | None:
         """The unreliability threshold of generation 0's probe (error units of probe.error),
@@ -605,6 +616,8 @@ class _Campaign:
 
     def write_metrics(self, gen: int) -> None:
         L, cfg = self.ledger, self.cfg
+        if L.done(f"gen{gen:03d}/metrics"):
+            return  # a resume after the row was written must not overwrite it
         ev = L.stage_info(f"gen{gen:03d}/evaluate")
         row: dict[str, Any] = {"generation": gen}
         row["labels"] = L.count(status="labeled") - L.count(status="labeled", split="test")
@@ -625,8 +638,9 @@ class _Campaign:
         name = self.signal_name()
         row["rule"] = self.rule
         row["signal"] = name or "random"
-        row["signal_auroc_test"] = float(audits.get("test", {}).get(name, float("nan")))
-        row["signal_auroc_new"] = float(audits.get("new", {}).get(name, float("nan")))
+        at_tau0 = L.stage_info(f"gen{gen:03d}/audit").get("auroc_tau0", {})
+        row["signal_auroc_test"] = float(at_tau0.get("test", {}).get(name, float("nan")))
+        row["signal_auroc_new"] = float(at_tau0.get("new", {}).get(name, float("nan")))
         # Hit rate: selected frames whose true error under the model that picked them
         # exceeds generation 0's threshold (the same for every arm).
         tau, new = self.tau(), [a for a in L.frames(generation=gen, status="labeled")
@@ -642,10 +656,14 @@ class _Campaign:
         self._thread_cpu = time.thread_time()
         row["cpu_s"] = float(sum(self.cpu.values())) + row["driver_cpu_s"]
         self.cpu.clear()
+        self.ledger.mark_done("cpu_pending")
         stages = ("explore", "deviation", "select", "label", "train", "probe", "evaluate",
                   "audit")
         for s in stages:
             row[f"{s}_s"] = float(L.stage_info(f"gen{gen:03d}/{s}").get("wall_s", 0.0))
+        # generation 0's committee is trained at the start of generation 1 (ensemble arm)
+        row["committee_s"] = (float(L.stage_info("gen000/committee").get("wall_s", 0.0))
+                              if gen == 1 else 0.0)
         ex = L.stage_info(f"gen{gen:03d}/explore")
         row["md_s"] = float(ex.get("md_s", 0.0))
         row["score_s"] = float(ex.get("score_s", 0.0))
@@ -658,6 +676,7 @@ class _Campaign:
                                     else float("nan"))
         self.spans.clear()
         L.add_metrics(row)
+        L.mark_done(f"gen{gen:03d}/metrics")
         self.say(f"gen {gen}: {row['labels']} labels, test E MAE "
                  f"{1000 * row['energy_mae_eV_per_atom']:.1f} meV/atom, F MAE "
                  f"{1000 * row['force_mae_eV_A']:.0f} meV/A, probe AUROC (new frames) "
@@ -786,6 +805,13 @@ class _Campaign:
             pick = select_least_trusted(trust, walker, sample, cfg.select.budget,
                                         cfg.select.min_spacing, rng=rng)
         chosen = sorted(cands[i]["fid"] for i in pick)
+        if self.rule == "probe" and cands and not np.isfinite(trust).any():
+            extra["fallback"] = "no probe scores: least-trusted order is random"
+            self.say(f"  gen {gen} WARNING: no frame has a probe score (probe {gen - 1} was not "
+                     "trained); the probe arm selects at random this generation")
+        if len(chosen) < cfg.select.budget:
+            self.say(f"  gen {gen} WARNING: only {len(chosen)} frame(s) eligible for a budget "
+                     f"of {cfg.select.budget} ({len(cands)} candidates)")
         calib = rng.random(len(chosen)) < cfg.initial.calibration_fraction
         if self.rule != "probe":
             calib[:] = False  # only PROBE needs held-out frames

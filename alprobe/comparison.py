@@ -37,7 +37,7 @@ from .config import CampaignConfig, ConfigError, parse_campaign
 from .errors import AlprobeError
 
 __all__ = ["Comparison", "ComparisonError", "ComparisonResult", "load_comparison",
-           "parse_comparison", "run_comparison"]
+           "parse_comparison", "run_comparison", "strategy"]
 
 #: What an arm may set: {section: allowed keys (None: the whole section)}; top-level scalars
 #: map to None too.
@@ -146,7 +146,7 @@ def parse_comparison(data: Any, source_dir: str | Path = ".",
         overrides[arm] = over
     seen: dict[str, str] = {}
     for arm, cfg in arms.items():
-        key = repr(cfg.model_dump(mode="json", exclude={"name"}))
+        key = strategy(cfg) + f" replica {cfg.replica}"
         if key in seen:
             problems.append(f"arms.{arm}: same settings as arms.{seen[key]} (give one of them "
                             "`replica: 1` to run a second seed)")
@@ -154,6 +154,14 @@ def parse_comparison(data: Any, source_dir: str | Path = ".",
     if problems:
         raise ConfigError(problems, source)
     return Comparison(name=name, base=base, arms=arms, overrides=overrides)
+
+
+def strategy(cfg: CampaignConfig) -> str:
+    """What makes an arm's strategy (replicas of one strategy share it): the rule, and the
+    committee settings for the ensemble rule only."""
+    if cfg.select.rule == "ensemble":
+        return f"ensemble {cfg.committee.model_dump(mode='json')}"
+    return cfg.select.rule
 
 
 def load_comparison(path: str | Path) -> Comparison:
@@ -211,9 +219,6 @@ def run_comparison(comparison: Comparison | str | Path, directory: str | Path, *
     directory.mkdir(parents=True, exist_ok=True)
     from .ledger import atomic_write_text
 
-    atomic_write_text(directory / "comparison.yaml", yaml.safe_dump(
-        {"name": cmp.name, "shared": cmp.base.model_dump(mode="json", exclude={"source_dir"}),
-         "arms": cmp.overrides}, sort_keys=False))
     say = log or (lambda _m: None)
 
     def work(c: Any) -> ComparisonResult:
@@ -230,6 +235,10 @@ def run_comparison(comparison: Comparison | str | Path, directory: str | Path, *
                 _seed_arm(shared_dir, d)
             _prepare_folder(cfg, d, allow_changes)
             dirs[arm] = d
+        atomic_write_text(directory / "comparison.yaml", yaml.safe_dump(
+            {"name": cmp.name, "shared": cmp.base.model_dump(mode="json",
+                                                             exclude={"source_dir"}),
+             "arms": cmp.overrides}, sort_keys=False))
         errors: dict[str, BaseException] = {}
 
         def one(arm: str) -> None:
@@ -278,8 +287,7 @@ def write_comparison_outputs(cmp: Comparison, directory: str | Path) -> Comparis
         metrics[arm] = Ledger(d).metrics() if (d / "state.json").is_file() else []
     shared = Ledger(directory / "shared").metrics()
     rules = {arm: cfg.select.rule for arm, cfg in cmp.arms.items()}
-    groups = {arm: repr((cfg.select.rule, cfg.committee.model_dump()))
-              for arm, cfg in cmp.arms.items()}
+    groups = {arm: strategy(cfg) for arm, cfg in cmp.arms.items()}
     curves = learning_curve_rows(metrics, rules)
     costs = cost_rows(metrics, shared)
     out = {"learning_curves_csv": directory / "learning_curves.csv",

@@ -86,7 +86,8 @@ def cost_rows(metrics: dict[str, list[dict[str, Any]]],
     """Wall (driver, per stage) and CPU seconds (tasks, per account) of each arm, summed over
     its own generations (>= 1), plus one row for the shared generation 0."""
 
-    stages = ("explore", "deviation", "select", "label", "train", "probe", "evaluate", "audit")
+    stages = ("explore", "deviation", "select", "label", "train", "committee", "probe",
+              "evaluate", "audit")
     out = []
 
     def add(arm: str, ms: list[dict[str, Any]]) -> None:
@@ -185,40 +186,52 @@ def comparison_summary(name: str, curves: list[dict[str, Any]], costs: list[dict
               "whose true error, under the model that picked them, exceeds generation 0's "
               "unreliability threshold.", ""]
     done = [a for a in arms if last[a]["generation"] > 0]
+    stopped = [a for a in done if last[a]["generation"] < generations]
     if len(done) >= 2:
-        target = max(last[a]["force_mae_meV_A"] for a in done)
-        lines.append(f"Accuracy every arm reached: test force MAE <= {target:.1f} meV/Å. "
-                     "Labels each arm needed to get there:")
+        G = min(last[a]["generation"] for a in done)  # compare where every arm has been
+        at = {a: next(r for r in curves if r["arm"] == a and r["generation"] == G) for a in done}
+        if stopped:
+            gone = ", ".join(f"{a} (at generation {last[a]['generation']})" for a in stopped)
+            lines.append(f"Arms that stopped early: {gone}; the comparison below is at "
+                         f"generation {G}, reached by every arm.")
+        target = max(at[a]["force_mae_meV_A"] for a in done)
+        lines.append(f"Accuracy every arm reached by generation {G}: test force MAE <= "
+                     f"{target:.1f} meV/Å. DFT labels each arm needed to get there:")
         for a in done:
             rs = sorted((r for r in curves if r["arm"] == a), key=lambda r: r["generation"])
             hit = next(r for r in rs if r["force_mae_meV_A"] <= target + 1e-9)
             lines.append(f"- {a}: {hit['labels']} labels (generation {hit['generation']}, "
                          f"{hit['force_mae_meV_A']:.1f} meV/Å)")
-        ranked = sorted(done, key=lambda a: last[a]["force_mae_meV_A"])
-        best = ranked[0]
-        others = [a for a in ranked if groups[a] != groups[best]]
         lines.append("")
-        spread = {}
-        for g in set(groups[a] for a in done):
-            members = [last[a]["force_mae_meV_A"] for a in done if groups[a] == g]
-            if len(members) >= 2:
-                spread[g] = max(members) - min(members)
-        if others:
-            runner = others[0]
-            margin = last[runner]["force_mae_meV_A"] - last[best]["force_mae_meV_A"]
-            lines.append(f"Lowest final test force MAE: **{best}** ({last[best]['force_mae_meV_A']:.1f}"
-                         f" meV/Å with {last[best]['labels']} labels), ahead of the best other "
-                         f"strategy, {runner} ({last[runner]['force_mae_meV_A']:.1f} meV/Å), by "
-                         f"{margin:.1f} meV/Å ({100 * margin / last[runner]['force_mae_meV_A']:.0f}%).")
+        members: dict[str, list[str]] = {}
+        for a in done:
+            members.setdefault(groups[a], []).append(a)
+        mean = {g: float(np.mean([at[a]["force_mae_meV_A"] for a in ms]))
+                for g, ms in members.items()}
+        spread = {g: max(at[a]["force_mae_meV_A"] for a in ms)
+                  - min(at[a]["force_mae_meV_A"] for a in ms)
+                  for g, ms in members.items() if len(ms) >= 2}
+        ranked = sorted(members, key=lambda g: mean[g])
+        name_of = {g: "/".join(ms) for g, ms in members.items()}
+        if len(ranked) >= 2:
+            best, runner = ranked[0], ranked[1]
+            margin = mean[runner] - mean[best]
+            lines.append(
+                f"Lowest test force MAE at generation {G}: **{name_of[best]}** "
+                f"({mean[best]:.1f} meV/Å" + (f", mean of {len(members[best])} replicas"
+                                                if len(members[best]) > 1 else "")
+                + f", {at[members[best][0]]['labels']} labels), ahead of the next strategy, "
+                f"{name_of[runner]} ({mean[runner]:.1f} meV/Å), by {margin:.1f} meV/Å "
+                f"({100 * margin / mean[runner]:.0f}%).")
             if spread:
                 worst = max(spread.values())
-                names = ", ".join(f"{[a for a in done if groups[a] == g]}: {s:.1f}"
-                                  for g, s in spread.items())
-                verdict = ("larger than" if margin > worst else "not larger than")
-                lines.append(f"Spread between replicas of one strategy at the last generation "
+                names = ", ".join(f"{name_of[g]}: {v:.1f}" for g, v in spread.items())
+                verdict = "larger than" if margin > worst else "not larger than"
+                lines.append(f"Spread between replicas of one strategy at generation {G} "
                              f"(meV/Å): {names}. The margin ({margin:.1f}) is **{verdict}** the "
                              f"largest replica spread ({worst:.1f}), so "
-                             + ("the ranking is unlikely to be seed noise alone."
+                             + ("the ranking is unlikely to be seed noise alone (two seeds are "
+                                "a small sample: treat it as a first indication)."
                                 if margin > worst else
                                 "this comparison cannot tell the strategies apart."))
             else:

@@ -74,17 +74,22 @@ def _fault_injection(fid: str) -> None:
 
 
 _PROBES: dict[str, Any] = {}
+_PROBES_LOCK = __import__("threading").Lock()
 
 
 def _probe(path: str | None) -> Any:
+    """The probe at ``path``, loaded once per worker process (thread-safe; the last one kept)."""
     if path is None:
         return None
-    if path not in _PROBES:
-        from .probe import load_probe
+    with _PROBES_LOCK:
+        probe = _PROBES.get(path)
+        if probe is None:
+            from .probe import load_probe
 
-        _PROBES.clear()
-        _PROBES[path] = load_probe(path)
-    return _PROBES[path]
+            probe = load_probe(path)
+            _PROBES.clear()
+            _PROBES[path] = probe
+    return probe
 
 
 def walker_task(start: Atoms, model_path: str, probe_path: str | None, settings: WalkerSettings,

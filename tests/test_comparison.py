@@ -120,19 +120,29 @@ def test_summary_names_the_winner_and_weighs_the_replica_spread():
               + _curve("r", "random", [100, 90, 80]))
     groups = {"a": "p", "a2": "p", "r": "r"}
     text = comparison_summary("t", curves, [], groups, budget=10, generations=2)
-    assert "**a** (60.0 meV/Å with 40 labels)" in text
-    assert "by 20.0 meV/Å" in text  # a vs the best *other* strategy (r), not its replica
+    # strategies are compared by the mean of their replicas
+    assert "**a/a2** (62.0 meV/Å, mean of 2 replicas, 40 labels)" in text
+    assert "r (80.0 meV/Å), by 18.0 meV/Å" in text
     assert "is **larger than** the largest replica spread (4.0)" in text
-    # every arm reached 80 meV/A: a at 30 labels, r at 40
-    assert "- a: 30 labels" in text and "- r: 40 labels" in text
+    # every arm reached 80 meV/A: a at 30 labels, a2 and r at 40
+    assert "- a: 30 labels" in text and "- a2: 40 labels" in text and "- r: 40 labels" in text
     close = _curve("b", "probe", [100, 80, 60]) + _curve("b2", "probe", [100, 80, 90]) \
         + _curve("s", "random", [100, 80, 70])
     text = comparison_summary("t", close, [], {"b": "p", "b2": "p", "s": "r"}, budget=10,
                               generations=2)
-    assert "is **not larger than**" in text
+    assert "**s** (70.0 meV/Å" in text and "is **not larger than**" in text
     solo = comparison_summary("t", _curve("a", "probe", [9, 8]) + _curve("r", "random", [9, 7]),
                               [], {"a": "p", "r": "r"}, budget=1, generations=1)
     assert "No replicas were run" in solo
+
+
+def test_summary_compares_arms_where_all_of_them_have_been():
+    from alprobe.report import comparison_summary
+
+    curves = _curve("x", "probe", [100, 70]) + _curve("y", "random", [100, 90, 50])
+    text = comparison_summary("t", curves, [], {"x": "p", "y": "r"}, budget=10, generations=2)
+    assert "Arms that stopped early: x (at generation 1)" in text
+    assert "at generation 1: **x** (70.0 meV/Å" in text  # not y's 50 at generation 2
 
 
 # ----------------------------------------------------------------------------- a real comparison
@@ -178,7 +188,7 @@ def test_outputs_exist_and_cover_every_arm(compared):
             assert int(r["labels"]) > int(rows[0]["labels"])
     summary = result.summary
     assert all(f"| {arm} |" in summary for arm in ARMS)
-    assert "Lowest final test force MAE" in summary
+    assert "Lowest test force MAE at generation 2" in summary
     costs = list(csv.DictReader(open(directory / "costs.csv")))
     by = {(c["arm"], c["stage"]): float(c["cpu_s"]) for c in costs}
     # the committee's extra cost is real and counted: M = 2 models trained per generation
