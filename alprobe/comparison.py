@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from .config import CampaignConfig, ConfigError, parse_campaign
+from .config import CampaignConfig, ConfigError, parse_campaign, read_yaml
 from .errors import AlprobeError
 
 __all__ = ["Comparison", "ComparisonError", "ComparisonResult", "load_comparison",
@@ -167,13 +167,7 @@ def strategy(cfg: CampaignConfig) -> str:
 def load_comparison(path: str | Path) -> Comparison:
     """Read and validate a comparison YAML file (ConfigError, one line per problem)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"comparison file not found: {path}"], str(path))
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"not valid YAML: {' '.join(str(exc).split())}"], str(path)) from None
-    return parse_comparison(data, path.resolve().parent, str(path))
+    return parse_comparison(read_yaml(path, "comparison"), path.resolve().parent, str(path))
 
 
 @dataclass

@@ -354,16 +354,21 @@ def parse_campaign(data: Any, source_dir: str | Path = ".", source: str = "campa
     return cfg
 
 
+def read_yaml(path: str | Path, kind: str = "campaign") -> Any:
+    """The YAML document at ``path``; ConfigError if the ``kind`` file is missing or invalid."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{kind} file not found: {path}"], str(path))
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {' '.join(str(exc).split())}"], str(path)) from None
+
+
 def load_campaign(path: str | Path) -> CampaignConfig:
     """Read and validate a campaign YAML file; raise ConfigError (one line per problem)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"campaign file not found: {path}"], str(path))
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"not valid YAML: {' '.join(str(exc).split())}"], str(path)) from None
-    return parse_campaign(data, path.resolve().parent, str(path))
+    return parse_campaign(read_yaml(path), path.resolve().parent, str(path))
 
 
 def config_problems(path: str | Path) -> list[str]:
