@@ -43,11 +43,12 @@ def resume(directory: Any, **kwargs: Any) -> Any:
     return resume_campaign(directory, **kwargs)
 
 
-def open_ledger(directory: Any) -> Any:
-    """The campaign's ledger (frames, labels, metrics); see alprobe.ledger.Ledger."""
+def open_ledger(directory: Any, writable: bool = False) -> Any:
+    """The campaign's ledger (frames, labels, stage records, metrics), read-only unless
+    ``writable``; see alprobe.ledger.Ledger. Safe while a campaign runs in ``directory``."""
     from .ledger import Ledger
 
-    return Ledger(directory)
+    return Ledger(directory, readonly=not writable)
 
 
 def status_table(directory: Any) -> str:

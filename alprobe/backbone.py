@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,10 +20,22 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-import mace  # noqa: F401  (mace must be imported before e3nn; it also relaxes torch.load)
-import torch
-from mace import data as mace_data
-from mace.tools import torch_geometric, torch_tools, utils as mace_utils
+import contextlib
+import io
+import warnings
+
+# Library noise a user cannot act on, silenced here and nowhere else: e3nn's own torch.load of
+# its constants (mace sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD, which makes torch warn about it),
+# torch.jit's deprecation notice, and mace's bare print that cuequivariance (a GPU add-on) is
+# not installed. alprobe's own warnings are untouched.
+with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    warnings.filterwarnings("ignore", message=".*TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.*")
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated.*")
+    import mace  # noqa: F401  (mace must be imported before e3nn; it also relaxes torch.load)
+    import torch
+    from mace import data as mace_data
+    from mace.tools import torch_geometric, torch_tools, utils as mace_utils
+    import mace.tools.cg  # noqa: F401  (prints the cuequivariance notice on import)
 
 from .errors import AlprobeError
 
@@ -34,7 +44,7 @@ from .errors import AlprobeError
 # an uninterrupted one bit for bit; without it the passes agree (and were faster here).
 if hasattr(torch._C, "_jit_set_profiling_executor"):
     torch._C._jit_set_profiling_executor(False)
-from .procs import die_with_parent
+from .sandbox import run_module
 from .frames import REF_ENERGY, REF_FORCES, write_extxyz
 
 __all__ = [
@@ -111,7 +121,6 @@ def train_backbone(
     write_extxyz(work / "valid.xyz", _mace_frames(valid))
     epochs = int(epochs or settings.epochs)
     args = [
-        sys.executable, "-m", "mace.cli.run_train",
         "--name", "model", "--work_dir", str(work),
         "--train_file", str(work / "train.xyz"), "--valid_file", str(work / "valid.xyz"),
         "--energy_key", "REF_energy", "--forces_key", "REF_forces",
@@ -140,16 +149,18 @@ def train_backbone(
                  "--E0s", "foundation"]
     log_path = out_path.with_suffix(".log")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    parent = os.getpid()
-    with open(log_path, "w") as log:  # the trainer dies with its worker (no orphan writes)
-        proc = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, cwd=work, env=env,
-                              preexec_fn=lambda: die_with_parent(parent))
+    # The trainer dies with its worker (no orphan writes) and at the time limit.
+    code, timed_out = run_module("mace.cli.run_train", args, log=log_path, cwd=work, env=env,
+                                 timeout_s=getattr(settings, "train_timeout_s", None))
+    if timed_out:
+        raise BackboneError(f"mace training exceeded backbone.train_timeout_s "
+                            f"({settings.train_timeout_s} s) and was killed; see {log_path}")
     candidates = [work / "model_stagetwo.model", work / "model.model"]
     produced = next((p for p in candidates if p.is_file()), None)
-    if proc.returncode != 0 or produced is None:
+    if code != 0 or produced is None:
         tail = log_path.read_text().strip().splitlines()[-5:]
         raise BackboneError(
-            f"mace training failed (exit {proc.returncode}); see {log_path}: "
+            f"mace training failed (exit {code}); see {log_path}: "
             + " | ".join(t.strip() for t in tail)
         )
     tmp = out_path.with_name(out_path.name + ".tmp")

@@ -30,7 +30,8 @@ from .frames import bare_copy, load_seeds, set_prediction
 from .ledger import Ledger, atomic_write_text
 from .metrics import auroc_unreliable, frame_errors, regression_errors
 
-__all__ = ["CampaignResult", "check_campaign", "resume_campaign", "run_campaign"]
+__all__ = ["CampaignResult", "campaign_problems", "check_campaign", "resume_campaign",
+           "run_campaign"]
 
 #: Final statuses of a frame sent to DFT (only "labeled" is ever trained on).
 _LABEL_OUTCOMES = ("labeled", "failed", "rejected", "timeout")
@@ -68,6 +69,67 @@ def check_campaign(cfg: CampaignConfig) -> list[str]:
     return problems
 
 
+def campaign_problems(data: Any, source_dir: str | Path = ".", source: str = "campaign"
+                      ) -> list[str]:
+    """Every problem of a campaign mapping at once: schema problems (key path + reason) and the
+    checks a schema cannot make (seeds, elements, basis, functional, model file), the latter on
+    every value that passed the schema. [] if the campaign can run."""
+    try:
+        cfg = parse_campaign(data, source_dir, source)
+    except ConfigError as exc:
+        schema = list(exc.problems)
+        cfg = _salvage(data, source_dir)
+        if cfg is None:
+            return schema
+        extra = [p for p in check_campaign(cfg) if p not in schema]
+        if _seeds_invalid(schema):  # placeholder seeds stood in: say nothing about them
+            extra = [p for p in extra if not p.startswith("system.seeds")]
+        return schema + extra
+    return check_campaign(cfg)
+
+
+def _seeds_invalid(schema: list[str]) -> bool:
+    return any(p.startswith(("system:", "system.seeds")) for p in schema)
+
+
+def _salvage(data: Any, source_dir: str | Path) -> CampaignConfig | None:
+    """The campaign with every key the schema refused dropped (defaults in their place), so
+    that the remaining values can still be checked; None if nothing can be salvaged."""
+    from pydantic import ValidationError
+
+    if not isinstance(data, dict):
+        return None
+    import copy
+
+    data = copy.deepcopy({k: v for k, v in data.items() if k != "source_dir"})
+    for _ in range(8):
+        try:
+            return CampaignConfig.model_validate({**data, "source_dir": str(source_dir)})
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = [p for p in err["loc"] if isinstance(p, str)]
+                if loc == ["name"]:
+                    data["name"] = "unnamed"
+                elif loc[:2] == ["system", "seeds"] or loc == ["system"]:
+                    data["system"] = {**(data.get("system") if isinstance(
+                        data.get("system"), dict) else {}), "seeds": ["H2"]}
+                    if loc == ["system"] and err["type"] != "missing":
+                        data["system"] = {"seeds": ["H2"]}
+                else:
+                    _drop(data, loc)
+    return None
+
+
+def _drop(data: dict[str, Any], loc: list[str]) -> None:
+    node: Any = data
+    for key in loc[:-1]:
+        if not isinstance(node, dict) or key not in node:
+            return
+        node = node[key]
+    if isinstance(node, dict) and loc:
+        node.pop(loc[-1], None)
+
+
 def _level(cfg: CampaignConfig) -> Any:
     from .label import DFTLevel
 
@@ -83,7 +145,7 @@ def _versions() -> dict[str, str]:
 
     out = {"python": sys.version.split()[0]}
     for pkg in ("alprobe", "torch", "mace-torch", "e3nn", "pyscf", "ase", "dask", "distributed",
-                "numpy", "scikit-learn"):
+                "numpy", "scipy", "scikit-learn", "threadpoolctl"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -431,8 +493,9 @@ class _Campaign:
                 sigma = ini.rattle_A * (i + 1) / ini.n_rattle
                 a.positions += rng.normal(0.0, sigma, a.positions.shape)
                 frames.append(a)
-            L.add(frames, generation=0, origin="initial", status="selected")
-            L.mark_done("gen000/rattle", n=len(frames))
+            with L.transaction():
+                L.add(frames, generation=0, origin="initial", status="selected")
+                L.mark_done("gen000/rattle", n=len(frames))
         self.label_pending(0, "gen000/label_rattle")
         if ini.n_md > 0 and not L.done("gen000/reserve"):
             # The test set's share of rattled frames is drawn now, so that not even the
@@ -441,8 +504,9 @@ class _Campaign:
             share = ini.test_size * len(fids) / (len(fids) + ini.n_md)
             n = min(int(round(share)), max(0, len(fids) - 4))
             reserved = [fids[i] for i in self.rng(0, "split", 1).permutation(len(fids))[:n]]
-            L.update_many(reserved, split="test")
-            L.mark_done("gen000/reserve", test=len(reserved))
+            with L.transaction():
+                L.update_many(reserved, split="test")
+                L.mark_done("gen000/reserve", test=len(reserved))
         if ini.n_md > 0 and not L.done("gen000/bootstrap"):
             stage = L.stage_info("gen000/bootstrap_train")
             if not stage:
@@ -454,8 +518,9 @@ class _Campaign:
             rng = self.rng(0, "bootstrap_md")
             pick = rng.choice(len(frames), size=min(ini.n_md, len(frames)), replace=False)
             chosen = [bare_copy(frames[i]) for i in sorted(pick)]
-            L.add(chosen, generation=0, origin="initial", status="selected")
-            L.mark_done("gen000/bootstrap", n=len(chosen), **info)
+            with L.transaction():
+                L.add(chosen, generation=0, origin="initial", status="selected")
+                L.mark_done("gen000/bootstrap", n=len(chosen), **info)
         self.label_pending(0, "gen000/label_md")
         parts = [L.stage_info(f"gen000/label_{p}") for p in ("rattle", "md")]
         L.mark_done("gen000/label", **{k: sum(p.get(k, 0) for p in parts)
@@ -472,10 +537,12 @@ class _Campaign:
             rest = sorted(set(fids) - set(test))
             rest = [rest[i] for i in rng.permutation(len(rest))]
             n_cal = max(2, int(round(ini.calibration_fraction * len(rest))))
-            L.update_many(test, split="test")
-            L.update_many(rest[:n_cal], split="calib")
-            L.update_many(rest[n_cal:], split="train")
-            L.mark_done("gen000/split", test=len(test), calib=n_cal, train=len(rest) - n_cal)
+            with L.transaction():
+                L.update_many(test, split="test")
+                L.update_many(rest[:n_cal], split="calib")
+                L.update_many(rest[n_cal:], split="train")
+                L.mark_done("gen000/split", test=len(test), calib=n_cal,
+                            train=len(rest) - n_cal)
         if not L.done("gen000/train"):
             train = L.frames(status="labeled", split="train")
             user = cfg.resolve(cfg.backbone.model_file) if cfg.backbone.model_file else None
@@ -656,7 +723,6 @@ class _Campaign:
         self._thread_cpu = time.thread_time()
         row["cpu_s"] = float(sum(self.cpu.values())) + row["driver_cpu_s"]
         self.cpu.clear()
-        self.ledger.mark_done("cpu_pending")
         stages = ("explore", "deviation", "select", "label", "train", "probe", "evaluate",
                   "audit")
         for s in stages:
@@ -675,8 +741,10 @@ class _Campaign:
                                     if row["wall_s"] == row["wall_s"] and row["wall_s"] > 0
                                     else float("nan"))
         self.spans.clear()
-        L.add_metrics(row)
-        L.mark_done(f"gen{gen:03d}/metrics")
+        with L.transaction():  # the row, its record and the emptied CPU account together
+            L.add_metrics(row)
+            L.mark_done(f"gen{gen:03d}/metrics")
+            L.mark_done("cpu_pending")
         self.say(f"gen {gen}: {row['labels']} labels, test E MAE "
                  f"{1000 * row['energy_mae_eV_per_atom']:.1f} meV/atom, F MAE "
                  f"{1000 * row['force_mae_eV_A']:.0f} meV/A, probe AUROC (new frames) "
@@ -694,8 +762,9 @@ class _Campaign:
         if not L.done(f"{tag}/explore"):
             frames, info = self.run_walkers(gen, prev_model, prev_probe, cfg.explore.steps,
                                             "explore")
-            L.add(frames, generation=gen, origin="explore", status="candidate")
-            L.mark_done(f"{tag}/explore", **info)
+            with L.transaction():
+                L.add(frames, generation=gen, origin="explore", status="candidate")
+                L.mark_done(f"{tag}/explore", **info)
         if self.rule == "ensemble":
             self.deviation(gen)
         if not L.done(f"{tag}/select"):
@@ -727,13 +796,15 @@ class _Campaign:
                              for k in range(1, len(prev))]
                 infos = self.train_many(gen, jobs)
                 wall = time.perf_counter() - t0
-                if self.rule == "ensemble":
-                    L.mark_done(f"{tag}/committee", members=[i["path"] for i in infos[1:]],
-                                wall_s=wall)
                 info = {**infos[0], "wall_s": wall}
             else:
+                infos, wall = [], 0.0
                 info = {"path": prev_model, "train_ids": [], "wall_s": 0.0}
-            L.mark_done(f"{tag}/train", **info)
+            with L.transaction():
+                if self.rule == "ensemble" and cfg.backbone.finetune:
+                    L.mark_done(f"{tag}/committee", members=[i["path"] for i in infos[1:]],
+                                wall_s=wall)
+                L.mark_done(f"{tag}/train", **info)
         self.committee(gen)
         self.after_training(gen)
 
@@ -773,12 +844,13 @@ class _Campaign:
 
         if futures:
             self._gather(futures, f"gen {gen} deviation", record)
-        with L.db:
+        with L.transaction():
             for i, a in enumerate(cands):
                 L.update(a.info["fid"],
                          sigma_f=max_force_deviation([forces[k][i] for k in range(len(members))]),
                          sigma_e=energy_std_per_atom(energies[:, i], len(a)))
-        L.mark_done(stage, n=len(cands), members=len(members), wall_s=time.perf_counter() - t0)
+            L.mark_done(stage, n=len(cands), members=len(members),
+                        wall_s=time.perf_counter() - t0)
 
     def select(self, gen: int) -> None:
         """Choose this generation's frames by the arm's rule; assign calibration frames."""
@@ -815,11 +887,11 @@ class _Campaign:
         calib = rng.random(len(chosen)) < cfg.initial.calibration_fraction
         if self.rule != "probe":
             calib[:] = False  # only PROBE needs held-out frames
-        with L.db:
+        with L.transaction():
             for fid, c_ in zip(chosen, calib):
                 L.update(fid, status="selected", split="calib" if c_ else "train")
-        L.mark_done(f"gen{gen:03d}/select", n=len(chosen), n_candidates=len(cands),
-                    rule=self.rule, wall_s=time.perf_counter() - t0, **extra)
+            L.mark_done(f"gen{gen:03d}/select", n=len(chosen), n_candidates=len(cands),
+                        rule=self.rule, wall_s=time.perf_counter() - t0, **extra)
         self.say(f"  gen {gen} selected {len(chosen)} of {len(cands)} candidates by {self.rule}"
                  + (f" ({int(calib.sum())} held out for the probe)" if self.rule == "probe"
                     else "")
@@ -869,7 +941,13 @@ def _prepare_folder(cfg: CampaignConfig, directory: Path, allow_changes: bool) -
                 f"{directory}: campaign file differs from the one this folder was started with")
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_text(stored, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    atomic_write_text(directory / "versions.json", json.dumps(_versions(), indent=1))
+    versions = _versions()
+    old = directory / "versions.json"
+    if old.is_file():  # a resume: the versions now, the workers' environment from the start
+        prev = json.loads(old.read_text())
+        if prev.get("worker") and {k: v for k, v in prev.items() if k != "worker"} == versions:
+            versions["worker"] = prev["worker"]
+    atomic_write_text(directory / "versions.json", json.dumps(versions, indent=1))
 
 
 def run_campaign(config: CampaignConfig | str | Path, directory: str | Path, *,
@@ -892,14 +970,28 @@ def run_campaign(config: CampaignConfig | str | Path, directory: str | Path, *,
     if client is None:
         from .cluster import open_client
 
-        with open_client(cfg.cluster, log=log or (lambda _m: None)) as c:
+        with open_client(cfg.cluster, log=log or (lambda _m: None), folder=directory) as c:
             return _run(cfg, directory, c, log, accept_failures)
     return _run(cfg, directory, client, log, accept_failures)
+
+
+def _record_environment(directory: Path, client: Any, key_prefix: str) -> None:
+    """Add the workers' compute environment (CPU, threads, BLAS) to versions.json, once."""
+    from .tasks import environment_task
+
+    path = directory / "versions.json"
+    versions = json.loads(path.read_text()) if path.is_file() else {}
+    if "worker" in versions:
+        return
+    versions["worker"] = client.submit(environment_task, key=f"{key_prefix}environment",
+                                       pure=False).result()
+    atomic_write_text(path, json.dumps(versions, indent=1))
 
 
 def _run(cfg: CampaignConfig, directory: Path, client: Any,
          log: Callable[[str], None] | None, accept_failures: bool,
          key_prefix: str = "") -> CampaignResult:
+    _record_environment(directory, client, key_prefix)
     camp = _Campaign(cfg, directory, client, log, accept_failures, key_prefix)
     L = camp.ledger
     for gen in range(cfg.generations + 1):

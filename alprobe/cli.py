@@ -8,11 +8,25 @@ import sys
 from pathlib import Path
 
 
+def _load(path: str) -> object:
+    """The campaign at ``path``; ConfigError listing every problem of it at once."""
+    from .campaign import campaign_problems
+    from .config import ConfigError, load_campaign, read_yaml
+
+    try:
+        return load_campaign(path)
+    except ConfigError as exc:
+        data = read_yaml(path) if "not valid YAML" not in str(exc) else None
+        if data is None:
+            raise
+        raise ConfigError(campaign_problems(data, Path(path).resolve().parent, path),
+                          path) from None
+
+
 def _run(args: argparse.Namespace) -> int:
     from .campaign import run_campaign
-    from .config import load_campaign
 
-    cfg = load_campaign(args.campaign)
+    cfg = _load(args.campaign)
     directory = Path(args.dir) if args.dir else Path("runs") / cfg.name
     print(f"alprobe: campaign {cfg.name!r} in {directory}")
     run_campaign(cfg, directory, allow_changes=args.allow_changes,
@@ -62,24 +76,20 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .campaign import check_campaign
-    from .config import ConfigError, load_campaign
+    from .campaign import campaign_problems, check_campaign
+    from .config import ConfigError, read_yaml
 
-    import yaml
-
+    path = Path(args.campaign)
     try:
-        path = Path(args.campaign)
-        data = yaml.safe_load(path.read_text()) if path.is_file() else None
+        data = read_yaml(path)
         if isinstance(data, dict) and "arms" in data:  # a comparison file
             from .comparison import load_comparison
 
-            cfg = load_comparison(path).base
+            problems = check_campaign(load_comparison(path).base)
         else:
-            cfg = load_campaign(args.campaign)
-    except (ConfigError, yaml.YAMLError) as exc:
-        problems = getattr(exc, "problems", [f"not valid YAML: {' '.join(str(exc).split())}"])
-    else:
-        problems = check_campaign(cfg)
+            problems = campaign_problems(data, path.resolve().parent, str(path))
+    except ConfigError as exc:
+        problems = exc.problems
     if problems:
         print(f"{args.campaign}: {len(problems)} problem(s)")
         for p in problems:

@@ -181,12 +181,16 @@ class ComparisonResult:
 
 
 def _seed_arm(shared: Path, arm_dir: Path) -> None:
-    """Start an arm from the shared generation 0: a byte-for-byte copy of its ledger, stage
-    record and metrics (model paths in it keep pointing at the shared models)."""
+    """Start an arm from the shared generation 0: a copy of its ledger (frames, stage records
+    and metrics, through SQLite's backup), whose model paths keep pointing at the shared
+    models."""
+    from .ledger import Ledger
+
     tmp = arm_dir.with_name(f".{arm_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in ("ledger.db", "state.json", "metrics.json", "metrics.csv"):
+    Ledger(shared, readonly=True).copy_to(tmp)  # frames, stage records and metrics
+    for name in ("metrics.json", "metrics.csv"):
         if (shared / name).is_file():
             shutil.copyfile(shared / name, tmp / name)
     tmp.replace(arm_dir)
@@ -224,7 +228,7 @@ def run_comparison(comparison: Comparison | str | Path, directory: str | Path, *
         dirs = {}
         for arm, cfg in cmp.arms.items():
             d = directory / "arms" / arm
-            if not (d / "state.json").is_file():
+            if not (d / "ledger.db").is_file():
                 d.parent.mkdir(parents=True, exist_ok=True)
                 _seed_arm(shared_dir, d)
             _prepare_folder(cfg, d, allow_changes)
@@ -265,7 +269,7 @@ def run_comparison(comparison: Comparison | str | Path, directory: str | Path, *
         return work(client)
     from .cluster import open_client
 
-    with open_client(cmp.base.cluster, log=say) as c:
+    with open_client(cmp.base.cluster, log=say, folder=directory) as c:
         return work(c)
 
 
@@ -278,8 +282,8 @@ def write_comparison_outputs(cmp: Comparison, directory: str | Path) -> Comparis
     metrics = {}
     for arm in cmp.arms:
         d = directory / "arms" / arm
-        metrics[arm] = Ledger(d).metrics() if (d / "state.json").is_file() else []
-    shared = Ledger(directory / "shared").metrics()
+        metrics[arm] = Ledger(d, readonly=True).metrics() if (d / "ledger.db").is_file() else []
+    shared = Ledger(directory / "shared", readonly=True).metrics()
     rules = {arm: cfg.select.rule for arm, cfg in cmp.arms.items()}
     groups = {arm: strategy(cfg) for arm, cfg in cmp.arms.items()}
     curves = learning_curve_rows(metrics, rules)

@@ -139,6 +139,9 @@ class BackboneConfig(_Section):
     stage_two_energy_weight: float = Field(100.0, ge=0)
     dtype: Literal["float32", "float64"] = "float32"
     device: str = "cpu"
+    train_timeout_s: float | None = Field(
+        None, gt=0, description="wall-time limit of one training run (s); over it the "
+        "trainer is killed and the stage stops with an error (resumable)")
 
 
 class ProbeConfig(_Section):
@@ -277,7 +280,9 @@ class ClusterConfig(_Section):
     resources: dict[str, dict[str, float]] = Field(default_factory=dict)
     wait_for_resources_s: float = Field(
         60.0, ge=0, description="how long to wait for a worker offering a requested resource")
-    tls: TLSConfig | None = None
+    tls: TLSConfig | Literal["auto"] | None = Field(
+        None, description="TLS for every connection: 'auto' makes a throw-away CA and "
+        "certificate in the campaign folder (tls/), or give {ca_file, cert, key}")
 
     @field_validator("resources")
     @classmethod
@@ -293,7 +298,49 @@ class ClusterConfig(_Section):
             raise ValueError("kind 'address' needs cluster.address (e.g. tcp://127.0.0.1:8786)")
         if self.adapt_minimum_jobs > self.adapt_maximum_jobs:
             raise ValueError("adapt_minimum_jobs must not exceed adapt_maximum_jobs")
+        exposed = network_exposure(self)
+        if exposed and self.tls is None:
+            raise ValueError(
+                f"{exposed} without TLS: anyone who reaches that port can run code as you; "
+                + ("start the scheduler with TLS (`dask scheduler --tls-ca-file ... --tls-cert "
+                   "... --tls-key ...`), use its tls:// address and set cluster.tls to those "
+                   "files" if self.kind == "address" else
+                   "set `cluster.tls: auto` (a throw-away CA and certificate in the campaign "
+                   "folder, handed to the workers) or cluster.tls: {ca_file, cert, key}"))
+        if self.kind == "address" and str(self.address).startswith("tls://") and not self.tls:
+            raise ValueError(f"cluster.address {self.address} needs cluster.tls: "
+                             "{ca_file, cert, key} (the files the scheduler trusts)")
+        if self.kind == "address" and self.tls == "auto":
+            raise ValueError("cluster.tls 'auto' makes certificates for a scheduler alprobe "
+                             "starts; for kind 'address' give the files the scheduler uses")
         return self
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    host = host.strip().strip("[]")
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost resolves to the network
+
+
+def network_exposure(cfg: ClusterConfig) -> str:
+    """'' when every listening or connecting address of ``cfg`` is loopback, else what is
+    exposed (e.g. "cluster.host 0.0.0.0 binds the scheduler to the network")."""
+    if cfg.kind == "address":
+        addr = str(cfg.address or "")
+        proto, _, rest = addr.rpartition("://")
+        host = rest.rsplit(":", 1)[0] if ":" in rest else rest
+        if (proto or "tcp") != "tls" and not _is_loopback(host):
+            return f"cluster.address {addr} is an unencrypted scheduler on the network"
+        return ""
+    if not _is_loopback(cfg.host):
+        return f"cluster.host {cfg.host} binds the scheduler to the network"
+    return ""
 
 
 class CampaignConfig(_Section):

@@ -81,7 +81,9 @@ def run_walker(
 
     ``score(atoms)`` is called on each sampled frame after its forces were computed (the
     calculator's results are current) and returns P(reliable) in [0, 1]; None means no probe
-    yet (trust recorded as NaN, never stops the walker).
+    yet (trust recorded as NaN, never stops the walker). The MD keeps the centre of mass fixed
+    (``FixCom``); the stored ``pred_energy`` / ``pred_forces`` are the calculator's raw
+    outputs at each sampled geometry, never the constraint-adjusted forces.
     """
     s = settings
     a = bare_copy(atoms)
@@ -106,7 +108,10 @@ def run_walker(
                 res.stop_reason = f"unphysical at step {step}: {problem}"
                 break
             frame = bare_copy(a)
-            set_prediction(frame, a.get_potential_energy(), a.get_forces())
+            # The model's own outputs of this step's forward pass: FixCom's adjusted forces
+            # (what a.get_forces() returns) are for the integrator, not predictions.
+            set_prediction(frame, a.get_potential_energy(apply_constraint=False),
+                           a.get_forces(apply_constraint=False))
             ts = time.perf_counter()
             trust = float(score(a)) if score is not None else float("nan")
             res.score_s += time.perf_counter() - ts

@@ -10,21 +10,15 @@ Two safety nets (see :class:`DFTLevel`; the ladder is on by default, the limit o
 * an SCF rescue ladder (:data:`RESCUE_LADDER`): when the plain SCF does not converge, retry with
   damping + level shift, second-order SCF, other initial guesses and finally (spin 0 only) a
   broken-symmetry unrestricted SCF; every attempt is recorded in ``LabelResult.attempts``;
-* a per-label wall-time limit (``timeout_s``): the calculation runs in a child process that is
-  killed at the limit (status "timeout").
+* a per-label wall-time limit (``timeout_s``): the calculation runs in a sandboxed child process
+  (:mod:`alprobe.sandbox`) that is killed at the limit (status "timeout").
 """
 
 from __future__ import annotations
 
 import math
 import os
-import pickle
-import select
 import shutil
-import signal
-import struct
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -36,8 +30,6 @@ import numpy as np
 from ase.data import atomic_numbers
 from ase.units import Bohr, Hartree
 
-from .procs import die_with_parent
-
 if TYPE_CHECKING:
     from ase import Atoms
 
@@ -48,8 +40,10 @@ __all__ = [
     "Rung",
     "check_level",
     "check_structure",
+    "SCFError",
     "label_atoms",
     "label_many",
+    "pyscf_calculator",
 ]
 
 _METHODS = ("dft", "hf")
@@ -471,214 +465,50 @@ def _label_in_process(
 
 # ---------------------------------------------------------------- wall-time limit (child process)
 #
-# The child writes length-prefixed pickled messages to a pipe: ("attempt", line) after each SCF
-# attempt, then ("result", LabelResult). The parent reads them until the deadline and kills the
-# child (SIGKILL) at the limit. Two ways to start the child:
-#   * os.fork() (measured 12 ms per label in a bare process, 18 ms in a Dask worker, 40 ms with
-#     torch and 0.5 GB loaded): the child inherits the warm interpreter. Plain os.fork, not
-#     multiprocessing, because Dask worker processes are daemonic and multiprocessing refuses
-#     to start children there. Used only while PySCF runs one OpenMP thread: GNU libgomp
-#     deadlocks in a forked child once the parent has used a multi-thread OpenMP pool.
-#   * otherwise a fresh interpreter (subprocess; about 0.8 s per label, mostly importing PySCF)
-#     with the same thread count.
-# Either child asks Linux to kill it when the thread that started it dies (PR_SET_PDEATHSIG),
-# so a killed worker leaves no orphan computing on.
-
-_HEADER = struct.Struct("<Q")
+# With a time limit the ladder runs in a sandboxed child (alprobe.sandbox.call: forked from a
+# warm, single-threaded fork server, never from the worker itself). The child emits one message
+# per SCF attempt, so a label killed at the limit still reports the attempts it finished, and
+# dies with its parent (PR_SET_PDEATHSIG), so a killed worker leaves no orphan computing on.
 
 
-def _send(fd: int, message: tuple[str, Any]) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_HEADER.pack(len(data)) + data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _child_work(atoms: Atoms, level: DFTLevel, fd: int, tmpdir: str) -> None:
+def _label_child(emit: Callable[[str], None], work: Callable[..., LabelResult], atoms: Atoms,
+                 level: DFTLevel, threads: int, tmpdir: str) -> LabelResult:
+    """In the sandbox child: ``work`` (normally :func:`_label_in_process`) with the caller's
+    OpenMP thread count; PySCF scratch files go to ``tmpdir``, which the caller removes."""
+    from pyscf import lib
     from pyscf.lib import param
 
-    # Scratch files of a child killed at the limit land in tmpdir, which the parent removes.
     param.TMPDIR = tempfile.tempdir = os.environ["TMPDIR"] = tmpdir
-    t0 = time.perf_counter()
-    res = _label_in_process(atoms, level, t0, lambda line: _send(fd, ("attempt", line)))
-    _send(fd, ("result", res))
-
-
-_WARM = False
-
-
-def _warm_up() -> None:
-    """Once per process, before the first fork: a tiny in-process H2 HF/STO-3G energy + gradient.
-
-    A forked child's lazy imports and first-call set-up die with it, so a parent that never
-    labels in-process would pay them in every child (about 70 ms per label, measured). It also
-    takes every import lock a child needs in the parent, never in a child.
-    """
-    global _WARM
-    if _WARM:
-        return
-    _WARM = True
-    try:
-        from pyscf import gto, scf
-        import pyscf.dft  # noqa: F401
-        import pyscf.soscf.newton_ah  # noqa: F401
-
-        mol = gto.M(atom="H 0 0 0; H 0 0 1.4", unit="Bohr", basis="sto-3g", verbose=0, output=None)
-        mf = scf.RHF(mol)
-        mf.verbose = 0
-        mf.kernel()
-        g = mf.nuc_grad_method()
-        g.verbose = 0
-        g.kernel()
-    except Exception:  # noqa: BLE001 - an optimisation only
-        pass
-
-
-@dataclass
-class _Child:
-    """A started label child: its pid, the read end of its message pipe, and how to reap it."""
-
-    pid: int
-    fd: int
-    reap: Callable[[bool], tuple[int, str]]  # (kill first?) -> (exit code, last stderr line)
-
-
-def _start_fork(atoms: Atoms, level: DFTLevel, tmpdir: str) -> _Child:
-    """os.fork() a child that labels ``atoms`` (caller runs one OpenMP thread)."""
-    _warm_up()
-    r, w = os.pipe()
-    parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # child: never return into the caller's code, never run its atexit hooks
-        code = 1
-        try:
-            os.close(r)
-            die_with_parent(parent)
-            _child_work(atoms, level, w, tmpdir)
-            code = 0
-        except BaseException:  # noqa: BLE001, S110 - the parent reports "without a result"
-            pass
-        finally:
-            os._exit(code)
-    os.close(w)
-
-    def reap(kill: bool) -> tuple[int, str]:
-        if kill:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), ""
-
-    return _Child(pid, r, reap)
-
-
-def _subprocess_main(payload: str, fd: int, parent_pid: int) -> None:
-    """Entry point of a fresh-interpreter child (see :func:`_start_subprocess`)."""
-    die_with_parent(parent_pid)
-    with open(payload, "rb") as f:
-        atoms, level, threads = pickle.load(f)
-    from pyscf import lib
-
     lib.num_threads(threads)
-    _child_work(atoms, level, fd, os.path.dirname(payload))
-
-
-def _start_subprocess(atoms: Atoms, level: DFTLevel, tmpdir: str) -> _Child:
-    """A fresh Python that labels ``atoms`` with this process's PySCF thread count."""
-    from ase import Atoms as _Atoms
-    from pyscf import lib
-
-    plain = _Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell,
-                   pbc=atoms.pbc)  # no calculator or info to pickle
-    payload = os.path.join(tmpdir, "payload.pkl")
-    with open(payload, "wb") as f:
-        pickle.dump((plain, level, lib.num_threads()), f)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from alprobe.label import "
-            "_subprocess_main as m; m(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))")
-    err = open(os.path.join(tmpdir, "stderr.txt"), "w+b")  # noqa: SIM115 - closed by reap
-    r, w = os.pipe()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code, root, payload, str(w), str(os.getpid())],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, pass_fds=(w,),
-        )
-    except BaseException:
-        os.close(r)
-        err.close()
-        raise
-    finally:
-        os.close(w)
-
-    def reap(kill: bool) -> tuple[int, str]:
-        with err:
-            if kill:
-                proc.kill()
-            code = proc.wait()
-            err.seek(0)
-            lines = err.read()[-2000:].decode(errors="replace").strip().splitlines()
-        return code, (lines[-1] if lines and code else "")
-
-    return _Child(proc.pid, r, reap)
+    return work(atoms, level, time.perf_counter(), emit)
 
 
 def _label_with_timeout(atoms: Atoms, level: DFTLevel, t0: float) -> LabelResult:
-    """Label in a child process; kill it at ``level.timeout_s`` seconds after ``t0``."""
+    """Label in a sandboxed child; kill it at ``level.timeout_s`` seconds after ``t0``."""
+    from ase import Atoms as _Atoms
     from pyscf import lib
 
+    from .sandbox import call
+
     timeout = float(level.timeout_s)  # type: ignore[arg-type]
-    deadline = t0 + timeout
-    start = _start_fork if lib.num_threads() == 1 else _start_subprocess
+    plain = _Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell,
+                   pbc=atoms.pbc)  # no calculator or info to pickle
     tmpdir = tempfile.mkdtemp(prefix="alprobe-label-")
     try:
-        child = start(atoms, level, tmpdir)
-    except BaseException:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-        raise
-    attempts: list[str] = []
-    result: LabelResult | None = None
-    timed_out = False
-    buf = b""
-    try:
-        while result is None:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0 or not select.select([child.fd], [], [], remaining)[0]:
-                timed_out = True
-                break
-            chunk = os.read(child.fd, 1 << 16)
-            if not chunk:
-                break  # the child ended without a result
-            buf += chunk
-            while len(buf) >= _HEADER.size:
-                (n,) = _HEADER.unpack_from(buf)
-                if len(buf) < _HEADER.size + n:
-                    break
-                kind, value = pickle.loads(buf[_HEADER.size:_HEADER.size + n])
-                buf = buf[_HEADER.size + n:]
-                if kind == "attempt":
-                    attempts.append(value)
-                else:
-                    result = value
+        out = call(_label_child, _label_in_process, plain, level, lib.num_threads(), tmpdir,
+                   timeout_s=max(0.0, t0 + timeout - time.perf_counter()))
     finally:
-        os.close(child.fd)
-        # A child that sent its result is exiting by itself; any other is killed (at the limit,
-        # after a crash, or when this thread was interrupted, e.g. by KeyboardInterrupt).
-        exit_code, err_line = child.reap(result is None)
         shutil.rmtree(tmpdir, ignore_errors=True)
     wall = time.perf_counter() - t0
-    if result is not None:
-        return replace(result, wall_s=wall)
-    if timed_out:
+    attempts = tuple(out.messages)
+    if out.status == "ok":
+        return replace(out.value, wall_s=wall)
+    if out.status == "timeout":
         return LabelResult("timeout", None, None, f"wall time limit {timeout} s exceeded", None,
-                           wall, tuple(attempts))
-    how = f"signal {-exit_code}" if exit_code < 0 else f"exit code {exit_code}"
-    return LabelResult(
-        "failed", None, None,
-        _one_line(f"label process ended ({how}) without a result"
-                  + (f": {err_line}" if err_line else "")),
-        None, wall, tuple(attempts),
-    )
+                           wall, attempts)
+    why = (f"label process ended ({out.detail}) without a result" if out.status == "died"
+           else f"label process error: {out.detail}")
+    return LabelResult("failed", None, None, _one_line(why), None, wall, attempts)
 
 
 def label_atoms(atoms: Atoms, level: DFTLevel) -> LabelResult:
@@ -705,6 +535,51 @@ def label_atoms(atoms: Atoms, level: DFTLevel) -> LabelResult:
     if level.timeout_s is None:
         return _label_in_process(atoms, level, t0)
     return _label_with_timeout(atoms, level, t0)
+
+
+class SCFError(RuntimeError):
+    """The SCF of a PySCFCalculator step did not converge."""
+
+
+def pyscf_calculator(level: DFTLevel) -> Any:
+    """An ASE calculator: energy (eV) and forces (eV/A) from PySCF at ``level``.
+
+    Each step starts from the previous step's density (PySCF's ``as_scanner``), so neighbouring
+    MD frames converge in a few cycles. Meant for *driving* MD at a cheap level to sample
+    geometries (``scripts/make_pool.py``); labels go through :func:`label_atoms` (checks,
+    rescue ladder, failures as data). Raises SCFError when a step does not converge.
+    """
+    from ase.calculators.calculator import Calculator, all_changes
+
+    class PySCFCalculator(Calculator):
+        implemented_properties = ["energy", "free_energy", "forces"]
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.scanner: Any = None
+            self.n_cycles = 0
+
+        def calculate(self, atoms: Atoms | None = None, properties: Any = None,
+                      system_changes: Any = all_changes) -> None:
+            super().calculate(atoms, properties, system_changes)
+            coords = np.asarray(self.atoms.positions, dtype=float) / Bohr
+            if self.scanner is None or "numbers" in system_changes:
+                mol = _build_mol(self.atoms, level)
+                grad = _build_mf(mol, level).nuc_grad_method()
+                grad.verbose = 0
+                self.scanner = grad.as_scanner()
+                e_ha, g = self.scanner(mol)
+            else:
+                e_ha, g = self.scanner(self.scanner.mol.set_geom_(coords, unit="Bohr",
+                                                                  inplace=False))
+            if not self.scanner.converged:
+                raise SCFError(f"SCF not converged at {level.method}/{level.basis}")
+            self.n_cycles += int(getattr(self.scanner.base, "cycles", 0) or 0)
+            e = float(e_ha) * Hartree
+            self.results = {"energy": e, "free_energy": e,
+                            "forces": -np.asarray(g, dtype=float) * (Hartree / Bohr)}
+
+    return PySCFCalculator()
 
 
 def label_many(atoms_list: Sequence[Atoms] | Iterable[Atoms], level: DFTLevel) -> list[LabelResult]:

@@ -1,24 +1,35 @@
 """The campaign's persistent state, in the campaign folder.
 
-- ``ledger.db``: an ASE database (SQLite) with one row per frame: key ``fid`` (content hash),
-  ``status`` (candidate, selected, labeled, failed, rejected, timeout), ``split`` (train, calib, test)
-  once labeled, ``origin`` (initial, explore), ``generation``, ``trust``, ``pred_energy``,
-  ``ref_energy`` and, in the row's data, ``ref_forces`` / ``pred_forces`` (eV/A). Read it with
-  ``ase db ledger.db`` or ``ase.db.connect``.
-- ``state.json``: stages recorded as done (restart skips them).
-- ``metrics.json`` / ``metrics.csv``: one row per generation (pandas.read_csv reads it).
+- ``ledger.db``: one SQLite file (WAL journal, so readers such as ``alprobe status`` never
+  block the driver) holding
+  - an ASE database with one row per frame: key ``fid`` (content hash), ``status``
+    (candidate, selected, labeled, failed, rejected, timeout), ``split`` (train, calib, test)
+    once labeled, ``origin`` (initial, explore), ``generation``, ``trust``, ``pred_energy``,
+    ``ref_energy`` and, in the row's data, ``ref_forces`` / ``pred_forces`` (eV/A). Read it
+    with ``ase db ledger.db`` or ``ase.db.connect``;
+  - ``alprobe_stages``: one record per stage done (name, JSON of what it produced);
+  - ``alprobe_metrics``: one JSON row per finished generation.
+- ``metrics.json`` / ``metrics.csv``: exports of the metrics table (pandas.read_csv reads it),
+  rewritten after every commit that changes it.
 
-Only the driver writes here. Every file write goes to a temporary file and ``os.replace``.
+A stage's rows and its record are written in one transaction (``Ledger.transaction``), so a
+stop between the two cannot happen: after a crash either both are there or neither is.
+Folders written by alprobe before the stage table existed (``state.json``) are migrated on
+first open by a writer. Only the driver writes; every other file write goes through a
+temporary file and ``os.replace`` (:func:`atomic_write_text`).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
+import signal
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,25 +39,36 @@ from ase import Atoms
 from .errors import AlprobeError
 from .frames import PRED_FORCES, REF_FORCES, frame_id
 
-__all__ = ["Ledger", "LedgerError", "atomic_write_text"]
+__all__ = ["Ledger", "LedgerError", "atomic_write_bytes", "atomic_write_text", "read_stages"]
 
 _ARRAY_KEYS = (REF_FORCES, PRED_FORCES)
 _SCALAR = (bool, int, float, str, np.integer, np.floating, np.bool_)
+_TABLES = ("CREATE TABLE IF NOT EXISTS alprobe_stages (name TEXT PRIMARY KEY, info TEXT NOT NULL)",
+           "CREATE TABLE IF NOT EXISTS alprobe_metrics (generation INTEGER PRIMARY KEY, "
+           "row TEXT NOT NULL)")
+#: Test hook: SIGKILL the driver right before the record of this stage is written (its rows
+#: are already written in the same transaction).
+CRASH_ENV = "ALPROBE_FAULT_CRASH_BEFORE_RECORD"
 
 
 class LedgerError(AlprobeError):
     """The campaign folder's state is missing or damaged (the message says which file)."""
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and os.replace."""
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file (fsync) and os.replace."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and os.replace."""
+    atomic_write_bytes(path, text.encode())
 
 
 def _read_json(path: Path, default: Any) -> Any:
@@ -58,37 +80,153 @@ def _read_json(path: Path, default: Any) -> Any:
         raise LedgerError(f"{path} is damaged ({exc}); refusing to reset it") from None
 
 
-class Ledger:
-    """Frames, labels, stage records and metrics of one campaign folder."""
+def read_stages(directory: str | Path) -> dict[str, dict[str, Any]]:
+    """Stage records of a campaign folder, read-only ({} if it has none yet).
 
-    def __init__(self, directory: str | Path, create: bool = False):
+    Safe to call from another process while the driver runs (never blocks it)."""
+    directory = Path(directory)
+    path = directory / "ledger.db"
+    if not path.is_file() or path.stat().st_size == 0:
+        return {k: v for k, v in _read_json(directory / "state.json", {"stages": {}})[
+            "stages"].items()}
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=20)
+        try:
+            rows = con.execute("SELECT name, info FROM alprobe_stages").fetchall()
+        finally:
+            con.close()
+    except sqlite3.OperationalError:  # no stage table: a legacy folder, or not started
+        return dict(_read_json(directory / "state.json", {"stages": {}})["stages"])
+    return {name: json.loads(info) for name, info in rows}
+
+
+class Ledger:
+    """Frames, labels, stage records and metrics of one campaign folder.
+
+    ``create``: a new folder may be started. ``readonly``: never write (for ``alprobe status``
+    and reports while a driver runs); a legacy folder is then read without migrating it.
+    """
+
+    def __init__(self, directory: str | Path, create: bool = False, readonly: bool = False):
         import ase.db
 
         self.dir = Path(directory)
         self.path = self.dir / "ledger.db"
-        progress = (self.dir / "state.json").is_file() or (self.dir / "metrics.json").is_file()
+        self.readonly = readonly
+        legacy_state = self.dir / "state.json"
+        progress = legacy_state.is_file() or (self.dir / "metrics.json").is_file()
         empty = not self.path.is_file() or self.path.stat().st_size == 0
-        if empty and (progress or not create):
+        if empty and (progress or not create or readonly):
             raise LedgerError(f"{self.path} is missing or empty" + (
-                " although state.json records progress; refusing to start over (restore it or "
+                " although the folder records progress; refusing to start over (restore it or "
                 "use a new folder)" if progress else ""))
         if create:
             self.dir.mkdir(parents=True, exist_ok=True)
         # One writer (the driver): no lock file per row.
         self.db = ase.db.connect(str(self.path), type="db", append=True, use_lock_file=False)
+        # ASE commits every 5000 writes even inside `with db:`; a stage is one transaction.
+        self.db.managed_connection = functools.partial(
+            type(self.db).managed_connection, self.db, commit_frequency=1 << 62)
+        self._depth = 0
+        self._metrics_dirty = False
         try:
-            with self.db:
-                self.db.count()  # creates the tables of a new ledger
-                con = self.db.connection
-                # ASE deletes rows of these tables by id on every update: index them.
-                for table in ("keys", "text_key_values", "number_key_values", "species"):
-                    con.execute(f"CREATE INDEX IF NOT EXISTS alprobe_{table}_id ON {table}(id)")
-                self._ids = dict(con.execute(
-                    "SELECT value, id FROM text_key_values WHERE key = 'fid'").fetchall())
+            if readonly:
+                with self.db:
+                    self.db.count()
+                    self._load(self.db.connection, legacy_ok=True)
+            else:
+                self._open_for_writing(legacy_state)
         except (sqlite3.DatabaseError, AttributeError) as exc:
             raise LedgerError(f"{self.path} is damaged or not an alprobe ledger: {exc}") from None
-        self._state = _read_json(self.dir / "state.json", {"stages": {}})
-        self._metrics = _read_json(self.dir / "metrics.json", [])
+
+    def _open_for_writing(self, legacy_state: Path) -> None:
+        con = sqlite3.connect(str(self.path), timeout=20)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
+        finally:
+            con.close()
+        with self.db:
+            self.db.count()  # creates the tables of a new ledger
+            con = self.db.connection
+            # ASE deletes rows of these tables by id on every update: index them.
+            for table in ("keys", "text_key_values", "number_key_values", "species"):
+                con.execute(f"CREATE INDEX IF NOT EXISTS alprobe_{table}_id ON {table}(id)")
+            for statement in _TABLES:
+                con.execute(statement)
+            n_stages = con.execute("SELECT COUNT(*) FROM alprobe_stages").fetchone()[0]
+            if legacy_state.is_file() and n_stages == 0:
+                self._migrate(con, legacy_state)
+            self._load(con)
+        if legacy_state.is_file():  # migrated now, or before a crash
+            os.replace(legacy_state, legacy_state.with_name("state.json.migrated"))
+        self._export_metrics()
+
+    def _migrate(self, con: sqlite3.Connection, legacy_state: Path) -> None:
+        """Copy a legacy folder's state.json (and metrics.json) into the ledger's tables."""
+        state = _read_json(legacy_state, None)
+        if not isinstance(state, dict) or not isinstance(state.get("stages"), dict):
+            raise LedgerError(f"{legacy_state} is damaged (no 'stages' mapping); refusing to "
+                              "reset it")
+        con.executemany("INSERT INTO alprobe_stages VALUES (?, ?)",
+                        [(k, json.dumps(v)) for k, v in state["stages"].items()])
+        rows = _read_json(self.dir / "metrics.json", [])
+        con.executemany("INSERT OR REPLACE INTO alprobe_metrics VALUES (?, ?)",
+                        [(int(r["generation"]), json.dumps(r)) for r in rows])
+
+    def _load(self, con: sqlite3.Connection, legacy_ok: bool = False) -> None:
+        """(Re)read the id index, stage records and metrics from the database."""
+        self._ids = dict(con.execute(
+            "SELECT value, id FROM text_key_values WHERE key = 'fid'").fetchall())
+        try:
+            self._stages = {n: json.loads(i) for n, i in
+                            con.execute("SELECT name, info FROM alprobe_stages")}
+            self._metrics = {int(g): json.loads(r) for g, r in
+                             con.execute("SELECT generation, row FROM alprobe_metrics")}
+            if not self._stages and legacy_ok and (self.dir / "state.json").is_file():
+                raise sqlite3.OperationalError("legacy")
+        except sqlite3.OperationalError:
+            if not legacy_ok:
+                raise
+            self._stages = dict(_read_json(self.dir / "state.json", {"stages": {}})["stages"])
+            self._metrics = {int(r["generation"]): r
+                             for r in _read_json(self.dir / "metrics.json", [])}
+
+    # ----- transactions --------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[Ledger]:
+        """One SQLite transaction for everything written inside (re-entrant: an inner block
+        joins the outer one). On an exception nothing of it is kept, in the file or here."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        if self.readonly:
+            raise LedgerError(f"{self.path} was opened read-only")
+        self._depth = 1
+        try:
+            with self.db:  # ASE: one connection; commit on success, roll back on error
+                yield self
+        except BaseException:
+            with self.db:
+                self._load(self.db.connection)
+            self._metrics_dirty = False
+            raise
+        finally:
+            self._depth = 0
+        if self._metrics_dirty:
+            self._export_metrics()
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """One connection for a read (or the transaction's, inside one)."""
+        if self.db.connection is not None:
+            yield
+        else:
+            with self.db:
+                yield
 
     # ----- frames -------------------------------------------------------------------------
     def __contains__(self, fid: str) -> bool:
@@ -103,7 +241,7 @@ class Ledger:
         Scalar ``atoms.info`` entries become searchable keys; ref/pred forces go to data.
         """
         fids = []
-        with self.db:
+        with self.transaction():
             for atoms in frames:
                 fid = atoms.info.get("fid") or frame_id(atoms)
                 fids.append(fid)
@@ -122,11 +260,12 @@ class Ledger:
         """Set keys (and merge array data) of one frame."""
         if fid not in self._ids:
             raise KeyError(f"frame {fid} is not in the ledger")
-        self.db.update(self._ids[fid], data=data, **{k: _plain(v) for k, v in kvp.items()})
+        with self.transaction():
+            self.db.update(self._ids[fid], data=data, **{k: _plain(v) for k, v in kvp.items()})
 
     def update_many(self, fids: Iterable[str], **kvp: Any) -> None:
         """Set the same keys on many frames in one transaction."""
-        with self.db:
+        with self.transaction():
             for fid in fids:
                 self.update(fid, **kvp)
 
@@ -136,7 +275,7 @@ class Ledger:
         Each frame carries its keys in ``info`` and its force arrays in ``arrays``.
         """
         out = []
-        with self.db:  # one connection for the whole query
+        with self._reading():
             for row in self.db.select(**query):
                 atoms = row.toatoms()
                 atoms.info.update(row.key_value_pairs)
@@ -147,7 +286,7 @@ class Ledger:
 
     def keys(self, **query: Any) -> list[dict[str, Any]]:
         """The key-value pairs only (no structures, no arrays) of the frames matching ``query``."""
-        with self.db:
+        with self._reading():
             return [dict(r.key_value_pairs)
                     for r in self.db.select(columns=["id", "key_value_pairs"], **query)]
 
@@ -155,36 +294,83 @@ class Ledger:
         return [k["fid"] for k in self.keys(**query)]
 
     def count(self, **query: Any) -> int:
-        return self.db.count(**query)
+        with self._reading():
+            return self.db.count(**query)
 
     # ----- stages -------------------------------------------------------------------------
     def done(self, stage: str) -> bool:
-        return stage in self._state["stages"]
+        return stage in self._stages
 
     def stage_info(self, stage: str) -> dict[str, Any]:
-        return self._state["stages"].get(stage, {})
+        return self._stages.get(stage, {})
+
+    def stages(self) -> dict[str, dict[str, Any]]:
+        """Every stage record (name -> what it produced)."""
+        return {k: dict(v) for k, v in self._stages.items()}
 
     def mark_done(self, stage: str, **info: Any) -> None:
-        """Record ``stage`` (e.g. "gen001/label") as done, with what it produced."""
-        self._state["stages"][stage] = info
-        atomic_write_text(self.dir / "state.json", json.dumps(self._state, indent=1))
+        """Record ``stage`` (e.g. "gen001/label") as done, with what it produced.
+
+        Inside ``transaction()`` the record commits together with the rows written there.
+        """
+        with self.transaction():
+            if os.environ.get(CRASH_ENV) == stage:
+                _crash()
+            text = json.dumps(info, default=_plain)
+            self.db.connection.execute("INSERT OR REPLACE INTO alprobe_stages VALUES (?, ?)",
+                                       (stage, text))
+            self._stages[stage] = json.loads(text)
 
     # ----- metrics ------------------------------------------------------------------------
     def add_metrics(self, row: dict[str, Any]) -> None:
-        """Add or replace the metrics row of ``row["generation"]``; write JSON and CSV."""
-        rows = [r for r in self._metrics if r["generation"] != row["generation"]] + [row]
-        self._metrics = sorted(rows, key=lambda r: r["generation"])
-        atomic_write_text(self.dir / "metrics.json", json.dumps(self._metrics, indent=1))
-        keys = list(dict.fromkeys(k for r in self._metrics for k in r))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(self._metrics)
-        atomic_write_text(self.dir / "metrics.csv", buf.getvalue())
+        """Add or replace the metrics row of ``row["generation"]`` (exported to JSON and CSV
+        when the transaction commits)."""
+        with self.transaction():
+            text = json.dumps(row, default=_plain)
+            self.db.connection.execute("INSERT OR REPLACE INTO alprobe_metrics VALUES (?, ?)",
+                                       (int(row["generation"]), text))
+            self._metrics[int(row["generation"])] = json.loads(text)
+            self._metrics_dirty = True
 
     def metrics(self) -> list[dict[str, Any]]:
         """One dict per finished generation (labels, test MAE/RMSE, probe AUROC, timings)."""
-        return [dict(r) for r in self._metrics]
+        return [dict(self._metrics[g]) for g in sorted(self._metrics)]
+
+    def _export_metrics(self) -> None:
+        self._metrics_dirty = False
+        rows = self.metrics()
+        if not rows and not (self.dir / "metrics.json").is_file():
+            return
+        atomic_write_text(self.dir / "metrics.json", json.dumps(rows, indent=1))
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.dir / "metrics.csv", buf.getvalue())
+
+    # ----- copies -------------------------------------------------------------------------
+    def copy_to(self, directory: str | Path) -> None:
+        """A consistent copy of this ledger (frames, stages, metrics) as ``directory``/ledger.db
+        (SQLite's online backup: the WAL is included), written atomically."""
+        dest = Path(directory) / "ledger.db"
+        tmp = dest.with_name(".ledger.db.tmp")
+        tmp.unlink(missing_ok=True)
+        src = sqlite3.connect(str(self.path), timeout=20)
+        out = sqlite3.connect(str(tmp))
+        try:
+            src.backup(out)
+        finally:
+            out.close()
+            src.close()
+        os.replace(tmp, dest)
+
+
+def _crash() -> None:
+    """Die at once, as a SIGKILL would (the whole process group if this process leads it)."""
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _plain(v: Any) -> Any:
@@ -194,4 +380,6 @@ def _plain(v: Any) -> Any:
         return int(v)
     if isinstance(v, np.floating):
         return float(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
     return v

@@ -40,7 +40,7 @@ def status_table(directory: str | Path) -> str:
     """
     from .ledger import Ledger
 
-    ledger = Ledger(directory)
+    ledger = Ledger(directory, readonly=True)
     rows = ledger.metrics()
     head = [c[0] for c in _COLUMNS]
     body = [[_cell(r, c[1], c[2], *c[3:]) for c in _COLUMNS] for r in rows]

@@ -18,8 +18,8 @@ from ase import Atoms
 
 from .explore import WalkerSettings
 
-__all__ = ["audit_task", "fit_probe_task", "label_task", "predict_task", "train_task",
-           "walker_task"]
+__all__ = ["audit_task", "environment_task", "fit_probe_task", "label_task", "predict_task",
+           "train_task", "walker_task"]
 
 
 def cpu_seconds() -> float:
@@ -179,3 +179,40 @@ def audit_task(frames: list[Atoms], backbone: str, probe: str | None, train_fram
                           committee=committee)
     return {**out, "t0": t0, "t1": time.time(),
             "cpu_s": cpu_seconds() - c0}
+
+
+def environment_task() -> dict[str, Any]:
+    """What a worker computes with, for reproducing a run: CPU model and vector extensions,
+    logical CPUs, thread counts (torch, OpenMP/BLAS environment, PySCF), torch's CPU kernel
+    level and the BLAS libraries loaded (threadpoolctl)."""
+    import os
+    import platform
+
+    import torch
+    from pyscf import lib
+    from threadpoolctl import threadpool_info
+
+    model, flags = "unknown", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and model == "unknown":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    keep = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile")
+    return {
+        "host": platform.node(), "machine": platform.machine(), "cpu": model,
+        "cpu_flags": [f for f in keep if f in flags], "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "pyscf_threads": lib.num_threads(),
+        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                          "OPENBLAS_NUM_THREADS") if k in os.environ},
+        "blas": [{k: d.get(k) for k in ("internal_api", "version", "architecture",
+                                        "num_threads", "threading_layer")}
+                 for d in threadpool_info()],
+    }

@@ -13,6 +13,7 @@ import pytest
 from alprobe import open_ledger, run
 from alprobe.cli import main
 from alprobe.config import ConfigError, parse_campaign
+from alprobe.ledger import read_stages
 
 from .conftest import TINY_CAMPAIGN
 
@@ -27,7 +28,7 @@ def finished(tmp_path_factory):
 
 
 def _stage(directory: Path, name: str) -> dict:
-    return json.loads((directory / "state.json").read_text())["stages"][name]
+    return read_stages(directory)[name]
 
 
 def test_ledger_counts_and_labels(finished):
@@ -168,3 +169,19 @@ def test_user_model_file_without_finetune(tiny_model, tmp_path):
     pool = set(L.fids(status="labeled")) - set(L.fids(split="test"))
     assert probe_ids == pool
     assert len(result.metrics) == 2
+
+
+def test_stored_walker_predictions_are_the_models_raw_outputs(finished):
+    """Every candidate's stored pred_forces / pred_energy is what backbone g-1 predicts for that
+    frame (not the forces FixCom adjusted for the MD of the mixed-mass water walkers)."""
+    from alprobe.backbone import load_model, predict
+
+    directory, _, _ = finished
+    L = open_ledger(directory)
+    for gen in (1, 2):
+        model = load_model(_stage(directory, f"gen{gen - 1:03d}/train")["path"])
+        cands = L.frames(generation=gen)
+        assert len(cands) > 5
+        for a, p in zip(cands, predict(model, cands)):
+            np.testing.assert_allclose(a.arrays["pred_forces"], p.forces, atol=1e-5, rtol=0)
+            assert a.info["pred_energy"] == pytest.approx(p.energy, rel=1e-6)

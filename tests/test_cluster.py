@@ -225,3 +225,112 @@ def test_elastic_workers_lose_no_label(tmp_path):
                 p.terminate()
         for p in procs.values():
             p.wait(timeout=30)
+
+
+# ------------------------------------------------------------------ network exposure, TLS
+
+def test_network_scheduler_without_tls_is_refused_with_the_fix(tmp_path, capsys):
+    """A scheduler bound off loopback without TLS is a config error that says how to fix it;
+    the repository's SLURM example (tls: auto) passes `alprobe validate`."""
+    from pathlib import Path
+
+    import yaml
+
+    from alprobe.cli import main
+    from alprobe.config import ConfigError
+
+    for cluster in ({"kind": "slurm", "host": "0.0.0.0"}, {"kind": "local", "host": "10.1.2.3"},
+                    {"kind": "address", "address": "tcp://10.1.2.3:8786"},
+                    {"kind": "slurm", "host": "login01"}):
+        with pytest.raises(ConfigError, match="without TLS") as info:
+            parse_campaign({**TINY_CAMPAIGN, "cluster": cluster})
+        (line,) = info.value.problems
+        assert line.startswith("cluster:") and "tls" in line
+    for cluster in ({"kind": "slurm", "host": "127.0.0.1"}, {"kind": "local", "host": "::1"},
+                    {"kind": "slurm", "host": "0.0.0.0", "tls": "auto"},
+                    {"kind": "address", "address": "tcp://127.0.0.1:8786"}):
+        parse_campaign({**TINY_CAMPAIGN, "cluster": cluster})
+    with pytest.raises(ConfigError, match="needs cluster.tls"):
+        parse_campaign({**TINY_CAMPAIGN, "cluster": {"kind": "address",
+                                                      "address": "tls://10.1.2.3:8786"}})
+    repo = Path(__file__).resolve().parents[1] / "campaigns"
+    assert main(["validate", str(repo / "slurm_ethanol.yaml")]) == 0
+    old = yaml.safe_load((repo / "slurm_ethanol.yaml").read_text())
+    del old["cluster"]["tls"]
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
+    assert main(["validate", str(tmp_path / "old.yaml")]) == 1
+    out = capsys.readouterr().out
+    assert "cluster: cluster.host 0.0.0.0 binds the scheduler to the network without TLS" in out
+    assert "cluster.tls: auto" in out
+
+
+def test_auto_tls_files_reach_the_job_script(tmp_path):
+    from alprobe.cluster import jobqueue_cluster, make_tls_files
+
+    cfg = parse_campaign({**TINY_CAMPAIGN, "cluster": {"kind": "slurm", "tls": "auto"}})
+    cluster = jobqueue_cluster(cfg.cluster, tmp_path)
+    try:
+        script = cluster.job_script()
+        tls = tmp_path / "tls"
+        for flag, name in (("--tls-ca-file", "ca.pem"), ("--tls-cert", "cert.pem"),
+                           ("--tls-key", "key.pem")):
+            assert f"{flag} {tls / name}" in script
+        assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
+    finally:
+        cluster.close()
+    assert (tls / "key.pem").stat().st_mode & 0o077 == 0  # the key is the owner's only
+    before = (tls / "cert.pem").read_bytes()
+    make_tls_files(tls)  # still valid: reused, not replaced
+    assert (tls / "cert.pem").read_bytes() == before
+
+
+def test_label_task_through_a_real_tls_scheduler_and_worker(tmp_path):
+    """`dask scheduler` and `dask worker` with alprobe's throw-away certificates on 127.0.0.1:
+    a PySCF label runs through them; a plain TCP client and a client with a certificate of
+    another CA are turned away."""
+    from ase.build import molecule
+    from distributed import Client
+
+    from alprobe.cluster import make_tls_files, open_client
+    from alprobe.config import ClusterConfig
+    from alprobe.label import DFTLevel
+    from alprobe.tasks import label_task
+
+    tls = make_tls_files(tmp_path / "tls")
+    port = _free_port()
+    bindir = os.path.dirname(sys.executable)
+    flags = ["--tls-ca-file", tls.ca_file, "--tls-cert", tls.cert, "--tls-key", tls.key]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([f"{bindir}/dask", "scheduler", "--protocol", "tls", "--host",
+                               "127.0.0.1", "--port", str(port), "--dashboard-address",
+                               "127.0.0.1:0", *flags],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+    addr = f"tls://127.0.0.1:{port}"
+    time.sleep(2)
+    procs.append(subprocess.Popen(
+        [f"{bindir}/dask", "worker", addr, "--nthreads", "1", "--host", "127.0.0.1",
+         "--local-directory", str(tmp_path / "w"), *flags],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+    try:
+        cfg = ClusterConfig(kind="address", address=addr, tls=tls)
+        with open_client(cfg, log=lambda _m: None) as client:
+            client.wait_for_workers(1, timeout=60)
+            r = client.submit(label_task, molecule("H2O"),
+                              DFTLevel(method="hf", basis="sto-3g", density_fit=False),
+                              pure=False).result(timeout=120)
+            assert r["status"] == "ok" and -2050 < r["energy"] < -2030
+            assert len(r["forces"]) == 3
+        with pytest.raises(Exception):  # noqa: B017 - any refusal will do
+            Client(f"tcp://127.0.0.1:{port}", timeout="3s")
+        from distributed.security import Security
+
+        other = make_tls_files(tmp_path / "other")
+        with pytest.raises(Exception):  # noqa: B017
+            Client(addr, timeout="5s", security=Security(
+                tls_ca_file=other.ca_file, tls_client_cert=other.cert,
+                tls_client_key=other.key, require_encryption=True))
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)

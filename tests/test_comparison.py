@@ -17,6 +17,7 @@ from alprobe import open_ledger
 from alprobe.cli import main
 from alprobe.comparison import load_comparison, parse_comparison, run_comparison
 from alprobe.config import ConfigError, parse_campaign
+from alprobe.ledger import read_stages
 
 from .conftest import TINY_CAMPAIGN
 
@@ -205,7 +206,7 @@ def test_arms_share_generation_0_and_the_test_set_byte_for_byte(compared):
     assert len(shared) == TINY_CAMPAIGN["initial"]["n_rattle"] + TINY_CAMPAIGN["initial"]["n_md"]
     for arm in ARMS:
         assert _gen0(directory / "arms" / arm) == shared
-    state = json.loads((directory / "arms" / "random" / "state.json").read_text())["stages"]
+    state = read_stages(directory / "arms" / "random")
     assert state["gen000/train"]["path"].startswith(str(directory / "shared"))
 
 
@@ -253,7 +254,7 @@ def test_each_arm_selects_by_its_rule(compared):
                     min(len(ranks) - 1, 3 * budget)]
     d = directory / "arms" / "ensemble"
     for gen in range(TINY_CAMPAIGN["generations"] + 1):
-        members = json.loads((d / "state.json").read_text())["stages"][f"gen{gen:03d}/committee"]
+        members = read_stages(d)[f"gen{gen:03d}/committee"]
         assert len(members["members"]) == 1 and Path(members["members"][0]).is_file()
 
 

@@ -328,3 +328,24 @@ def test_unknown_selection_rule_names_the_key():
 def test_committee_needs_two_members():
     probs = problems_of(minimal(committee={"members": 1}))
     assert len(probs) == 1 and probs[0].startswith("committee.members:")
+
+
+def test_validate_reports_schema_and_chemistry_problems_in_one_run(tmp_path, capsys):
+    """A typo'd key, a negative budget, an unknown seed and an unknown basis: all four at once
+    (schema problems and the checks a schema cannot make), not two now and two after a fix."""
+    data = {"name": "x", "system": {"seeds": ["ethanoll"]},
+            "dft": {"method": "dft", "basis": "def2-svpx", "gird_level": 2},
+            "select": {"budget": -3}}
+    path = write_yaml(tmp_path / "four.yaml", data)
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    lines = [line.strip() for line in out.splitlines()]
+    assert "4 problem(s)" in out, out
+    assert any(line.startswith("dft.gird_level: unknown key") for line in lines), out
+    assert any(line.startswith("select.budget") and "-3" in line for line in lines), out
+    assert any(line.startswith("system.seeds") and "ethanoll" in line for line in lines), out
+    assert any(line.startswith("dft:") and "def2-svpx" in line for line in lines), out
+    # `alprobe run` refuses the same file with the same four lines
+    assert main(["run", str(path), "--dir", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err
+    assert "4 problem(s)" in err and not (tmp_path / "never").exists()

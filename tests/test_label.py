@@ -496,8 +496,8 @@ def test_broken_symmetry_rung_labels_stretched_h2(monkeypatch):
 # ------------------------------------------------------------------------------ wall-time limit
 
 
-def _children() -> set[int]:
-    me = str(os.getpid())
+def _children_of(parent: int) -> set[int]:
+    me = str(parent)
     out = set()
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -508,6 +508,33 @@ def _children() -> set[int]:
             except (OSError, IndexError):
                 pass
     return out
+
+
+def _children() -> set[int]:
+    """Label processes of this test process: its children except the sandbox's helpers (fork
+    server and resource tracker, started once and kept), plus the fork server's children (the
+    sandboxed labels)."""
+    from alprobe.sandbox import helper_pids, server_pid
+
+    server = server_pid()
+    out = _children_of(os.getpid()) - helper_pids()
+    return out | (_children_of(server) if server else set())
+
+
+def _crash_in_child(atoms, level, t0, on_attempt):  # runs in the sandbox child
+    os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+
+
+def _stuck_in_damped_rung(atoms, level, t0, on_attempt):  # runs in the sandbox child
+    orig = label_mod._run_rung
+
+    def stuck(mol, level, rung, last_dm):
+        if rung.name == "damped":
+            time.sleep(60)
+        return orig(mol, level, rung, last_dm)
+
+    label_mod._run_rung = stuck
+    return label_mod._label_in_process(atoms, level, t0, on_attempt)
 
 
 def _scratch_dirs() -> set[str]:
@@ -543,14 +570,8 @@ def test_timeout_keeps_finished_attempts_and_rescue(monkeypatch):
     assert res.status == "ok" and [a.split(" ")[0] for a in res.attempts] == [
         "diis", "damped", "newton"]
 
-    orig = label_mod._run_rung
-
-    def stuck(mol, level, rung, last_dm):
-        if rung.name == "damped":
-            time.sleep(60)
-        return orig(mol, level, rung, last_dm)
-
-    monkeypatch.setattr(label_mod, "_run_rung", stuck)
+    # the child runs what _label_in_process names in the caller; this one sticks in "damped"
+    monkeypatch.setattr(label_mod, "_label_in_process", _stuck_in_damped_rung)
     t0 = time.perf_counter()
     res = label_atoms(_water(), replace(HF_STO3G, max_cycle=2, timeout_s=1.0))
     assert time.perf_counter() - t0 < 1.0 + 5
@@ -559,10 +580,7 @@ def test_timeout_keeps_finished_attempts_and_rescue(monkeypatch):
 
 
 def test_child_crash_is_failed_not_timeout(monkeypatch):
-    def crash(*args, **kwargs):  # as the kernel's OOM killer would
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    monkeypatch.setattr(label_mod, "_label_in_process", crash)
+    monkeypatch.setattr(label_mod, "_label_in_process", _crash_in_child)
     before = _children()
     t0 = time.perf_counter()
     res = label_atoms(_water(), replace(HF_STO3G, timeout_s=30))
@@ -572,24 +590,28 @@ def test_child_crash_is_failed_not_timeout(monkeypatch):
     assert _children() == before
 
 
-def test_timeout_with_several_openmp_threads_uses_a_fresh_interpreter(monkeypatch):
-    """A forked child deadlocks in GNU OpenMP if the parent used several threads: no fork then."""
+def test_timeout_with_several_openmp_threads_in_the_caller(monkeypatch):
+    """The caller ran a multi-thread OpenMP pool (which makes a forked copy of it deadlock in
+    GNU libgomp): the sandboxed label is forked from the fork server, never from the caller,
+    runs with the caller's thread count and gives the in-process answer."""
     from pyscf import lib
 
-    forked = []
-    orig_fork = label_mod._start_fork
-    monkeypatch.setattr(label_mod, "_start_fork", lambda *a: forked.append(1) or orig_fork(*a))
+    from alprobe.sandbox import server_pid
+
     atoms = _distorted_water()
     ref = label_atoms(atoms, HF_STO3G)
-    assert label_atoms(atoms, replace(HF_STO3G, timeout_s=30)).ok and forked == [1]
+    assert label_atoms(atoms, replace(HF_STO3G, timeout_s=30)).ok
+    server = server_pid()
+    assert server is not None and server != os.getpid()
     before = _children()
     lib.num_threads(2)
     try:
+        label_atoms(atoms, HF_STO3G)  # an OpenMP pool of 2 threads in this process
         res = label_atoms(atoms, replace(HF_STO3G, timeout_s=60))
     finally:
         lib.num_threads(1)
     assert res.status == "ok", res.reason
-    assert forked == [1]
+    assert server_pid() == server  # the same warm server, no new interpreter
     assert res.energy == pytest.approx(ref.energy, abs=1e-8)
     np.testing.assert_allclose(res.forces, ref.forces, atol=1e-7)
     assert _children() == before

@@ -229,3 +229,20 @@ def test_min_distance_and_fragments():
     assert n_fragments(a, 1.5) == 2
     assert n_fragments(a, 6.0) == 1
     assert min_distance(Atoms("H")) == math.inf
+
+
+def test_auroc_equals_sklearn_with_ties_on_random_data():
+    from sklearn.metrics import roc_auc_score
+
+    from alprobe.metrics import auroc_unreliable
+
+    rng = np.random.default_rng(5)
+    for n in (5, 40, 300):
+        trust = np.round(rng.random(n), 1)  # many ties
+        errors = rng.random(n)
+        tau = 0.4
+        reliable = (errors <= tau).astype(int)
+        if reliable.min() == reliable.max():
+            continue
+        assert auroc_unreliable(trust, errors, tau) == pytest.approx(
+            roc_auc_score(reliable, trust), abs=1e-12)

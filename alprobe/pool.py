@@ -1,0 +1,111 @@
+"""Labeled pools for retrospective campaigns: frames with reference labels read from a file.
+
+A pool campaign replaces MD and DFT: its candidates are the pool's unlabeled, non-test frames
+and "labeling" one looks its reference label up (it still counts as one DFT label). Frames
+keep their group (``group_key``, e.g. a trajectory id) so that no group straddles the test
+set and the rest, and their position inside the group (for the per-walker spacing rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from .errors import AlprobeError
+from .frames import REF_ENERGY, REF_FORCES, frame_id, read_labeled
+
+__all__ = ["Pool", "PoolError", "read_pool"]
+
+
+class PoolError(AlprobeError):
+    """A pool file cannot be used (the message names the file and the problem)."""
+
+
+@dataclass
+class Pool:
+    """The labeled frames of a pool (and of its separate test file, if any).
+
+    Every frame carries ``fid``, ``ref_energy`` (eV) and ``ref_forces`` (eV/A), ``group``
+    (str) and ``walker`` / ``sample`` (group index, position in the group).
+    """
+
+    frames: list[Atoms]
+    test: list[Atoms] | None = None
+    by_fid: dict[str, Atoms] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.by_fid = {a.info["fid"]: a for a in [*self.frames, *(self.test or [])]}
+
+    @property
+    def groups(self) -> list[str]:
+        return [a.info["group"] for a in self.frames]
+
+    def elements(self) -> list[str]:
+        return sorted({s for a in [*self.frames, *(self.test or [])]
+                       for s in a.get_chemical_symbols()})
+
+    def label(self, fid: str) -> tuple[float, np.ndarray]:
+        """The reference energy (eV) and forces (eV/A) of pool frame ``fid``."""
+        a = self.by_fid[fid]
+        return float(a.info[REF_ENERGY]), np.asarray(a.arrays[REF_FORCES])
+
+
+def _prepare(frames: list[Atoms], path: Path, group_key: str | None, tag: str) -> list[Atoms]:
+    seen: dict[str, int] = {}
+    groups: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    out = []
+    for i, a in enumerate(frames):
+        if group_key is not None:
+            if group_key not in a.info:
+                raise PoolError(f"{path}: frame {i} has no info[{group_key!r}] (pool.group_key)")
+            group = str(a.info[group_key])
+        else:
+            group = f"{tag}{i}"  # no groups: every frame its own
+        fid = frame_id(a)
+        if fid in seen:
+            raise PoolError(f"{path}: frames {seen[fid]} and {i} are the same structure")
+        seen[fid] = i
+        b = Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)
+        b.info.update(fid=fid, ref_energy=float(a.info[REF_ENERGY]), group=group,
+                      walker=groups.setdefault(group, len(groups)), sample=counts.get(group, 0))
+        counts[group] = counts.get(group, 0) + 1
+        b.arrays[REF_FORCES] = np.asarray(a.arrays[REF_FORCES], dtype=float)
+        out.append(b)
+    return out
+
+
+def read_pool(cfg: Any, source_dir: str | Path = ".") -> Pool:
+    """Read the pool a ``PoolConfig`` names (paths relative to ``source_dir``).
+
+    Raises PoolError with a one-line reason (missing file, frame without a label, missing
+    group key, duplicate structures, a pool too small to split).
+    """
+    def resolve(p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else Path(source_dir) / path
+
+    def read(p: str, tag: str) -> list[Atoms]:
+        path = resolve(p)
+        if not path.is_file():
+            raise PoolError(f"pool file not found: {path}")
+        try:
+            raw = read_labeled(path, cfg.energy_key, cfg.forces_key, keep_info=True)
+        except (ValueError, OSError) as exc:
+            raise PoolError(" ".join(str(exc).split())) from None
+        if not raw:
+            raise PoolError(f"{path}: no frames")
+        return _prepare(raw, path, cfg.group_key, tag)
+
+    frames = read(cfg.file, "frame")
+    test = read(cfg.test_file, "test") if cfg.test_file else None
+    if test is not None:
+        overlap = {a.info["fid"] for a in frames} & {a.info["fid"] for a in test}
+        if overlap:
+            raise PoolError(f"{resolve(cfg.test_file)}: {len(overlap)} test frame(s) are also "
+                            "in the pool file")
+    return Pool(frames, test)
