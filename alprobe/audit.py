@@ -16,36 +16,12 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from .frames import set_prediction, structure_errors
+from .frames import read_labeled, set_prediction, structure_errors
 
 __all__ = ["PLOT_LOCK", "compute_signals", "draw_importance", "read_labeled", "write_audit"]
 
 #: matplotlib's pyplot is not thread-safe; arms of a comparison plot from several threads.
 PLOT_LOCK = threading.RLock()
-
-
-def read_labeled(path: str | Path, energy_key: str = "ref_energy",
-                 forces_key: str = "ref_forces") -> list[Atoms]:
-    """Labeled frames from an extxyz file: reference energy (eV) in info[energy_key] and forces
-    (eV/A) in arrays[forces_key], or else the file's own energy/forces (a calculator block).
-    Raises ValueError naming the first frame without a label."""
-    from ase.io import read
-
-    from .frames import set_reference
-
-    out = []
-    for i, a in enumerate(read(path, index=":")):
-        if energy_key in a.info and forces_key in a.arrays:
-            e, f = a.info[energy_key], a.arrays[forces_key]
-        elif a.calc is not None and "energy" in a.calc.results and "forces" in a.calc.results:
-            e, f = a.calc.results["energy"], a.calc.results["forces"]
-        else:
-            raise ValueError(f"{path}: frame {i} has no reference energy and forces "
-                             f"(looked for info[{energy_key!r}], arrays[{forces_key!r}], "
-                             "or energy/forces written by a calculator)")
-        b = Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)
-        out.append(set_reference(b, e, f))
-    return out
 
 
 def compute_signals(frames: Sequence[Atoms], *, backbone: str, error: str,

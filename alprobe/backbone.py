@@ -136,6 +136,8 @@ def train_backbone(
         "--device", settings.device, "--default_dtype", settings.dtype,
         "--seed", str(seed), "--save_cpu",
     ]
+    if getattr(settings, "ema", False):
+        args += ["--ema", "--ema_decay", "0.99"]
     if foundation is None:
         e0s = fit_e0s(train)
         args += [

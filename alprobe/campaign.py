@@ -30,15 +30,15 @@ from .frames import bare_copy, load_seeds, set_prediction
 from .ledger import Ledger, atomic_write_text
 from .metrics import auroc_unreliable, frame_errors, regression_errors
 
-__all__ = ["CampaignResult", "campaign_problems", "check_campaign", "resume_campaign",
-           "run_campaign"]
+__all__ = ["CampaignResult", "campaign_problems", "check_campaign", "noise_floor",
+           "prepare_folder", "resume_campaign", "run_campaign", "run_in_folder"]
 
 #: Final statuses of a frame sent to DFT (only "labeled" is ever trained on).
 _LABEL_OUTCOMES = ("labeled", "failed", "rejected", "timeout")
 
 # Stage codes for the random streams: np.random.default_rng([seed, generation, code]).
 _RNG = {"rattle": 1, "bootstrap_md": 2, "split": 3, "explore": 4, "select": 5, "train": 6,
-        "probe": 7}
+        "probe": 7, "test_md": 8, "evaluate": 9}
 
 #: Where task CPU time is booked (metrics columns <account>_cpu_s).
 ACCOUNTS = ("explore", "deviation", "label", "train", "probe", "evaluate", "audit")
@@ -53,20 +53,45 @@ class CampaignResult:
 
 
 def check_campaign(cfg: CampaignConfig) -> list[str]:
-    """Problems a schema cannot see: seeds that cannot be read, elements, the DFT level."""
+    """Problems a schema cannot see: seeds or a pool that cannot be read, elements, the DFT
+    level, a pool too small for its splits."""
     from .label import check_level
 
     problems = []
-    elements: set[str] = set(cfg.system.elements or [])
-    try:
-        seeds = load_seeds(cfg.system.seeds, cfg.source_dir)
-        elements |= {s for a in seeds for s in a.get_chemical_symbols()}
-    except ValueError as exc:
-        problems.append(f"system.seeds: {exc}")
-    problems += [f"dft: {p}" for p in check_level(_level(cfg), sorted(elements))]
+    if cfg.pool is not None:
+        problems += _pool_problems(cfg)
+    if cfg.system is not None:
+        elements: set[str] = set(cfg.system.elements or [])
+        try:
+            seeds = load_seeds(cfg.system.seeds, cfg.source_dir)
+            elements |= {s for a in seeds for s in a.get_chemical_symbols()}
+        except ValueError as exc:
+            problems.append(f"system.seeds: {exc}")
+        if cfg.pool is None:  # a pool campaign runs no DFT
+            problems += [f"dft: {p}" for p in check_level(_level(cfg), sorted(elements))]
     if cfg.backbone.model_file and not cfg.resolve(cfg.backbone.model_file).is_file():
         problems.append(f"backbone.model_file: file not found: {cfg.resolve(cfg.backbone.model_file)}")
     return problems
+
+
+def _pool_problems(cfg: CampaignConfig) -> list[str]:
+    from .pool import PoolError, read_pool
+
+    try:
+        pool = read_pool(cfg.pool, cfg.source_dir)
+    except PoolError as exc:
+        return [f"pool: {exc}"]
+    n_groups = len(set(pool.groups))
+    if pool.test is None and n_groups < 2:
+        return [f"pool: {cfg.pool.file} has {n_groups} group(s) of pool.group_key; a held-out "
+                "test split needs at least 2"]
+    n_rest = len(pool.frames) if pool.test is not None else int(
+        round(len(pool.frames) * (1 - cfg.pool.test_fraction)))
+    need = cfg.pool.initial_size + cfg.select.budget
+    if n_rest < need:
+        return [f"pool: about {n_rest} frames outside the test set, fewer than pool.initial_size "
+                f"+ select.budget ({need})"]
+    return []
 
 
 def campaign_problems(data: Any, source_dir: str | Path = ".", source: str = "campaign"
@@ -134,8 +159,9 @@ def _level(cfg: CampaignConfig) -> Any:
     from .label import DFTLevel
 
     d = cfg.dft
+    charge, spin = (cfg.system.charge, cfg.system.spin) if cfg.system else (0, 0)
     return DFTLevel(method=d.method, xc=d.xc, basis=d.basis, density_fit=d.density_fit,
-                    grid_level=d.grid_level, charge=cfg.system.charge, spin=cfg.system.spin,
+                    grid_level=d.grid_level, charge=charge, spin=spin,
                     max_cycle=d.max_cycle, conv_tol=d.conv_tol, min_distance=d.min_distance_A,
                     rescue=d.rescue, timeout_s=d.timeout_s)
 
@@ -230,8 +256,13 @@ class _Campaign:
         self._checked: set[str] = set()
         self.ledger = Ledger(directory, create=True)
         self.cpu = {k: float(v) for k, v in self.ledger.stage_info("cpu_pending").items()}
-        self.seeds = load_seeds(cfg.system.seeds, cfg.source_dir)
+        self.seeds = load_seeds(cfg.system.seeds, cfg.source_dir) if cfg.system else []
         self.level = _level(cfg)
+        self.pool = None
+        if cfg.pool is not None:
+            from .pool import read_pool
+
+            self.pool = read_pool(cfg.pool, cfg.source_dir)
         self.spans: dict[str, list[tuple[float, float]]] = {}
 
     # ----- helpers --------------------------------------------------------------------------
@@ -240,14 +271,14 @@ class _Campaign:
             self.log(msg)
 
     def rng(self, gen: int, stage: str, *extra: int) -> np.random.Generator:
-        """The stream of one stage; a replica (cfg.replica > 0) changes it after generation 0."""
-        rep = [self.cfg.replica] if self.cfg.replica and gen > 0 else []
+        """The stream of one stage; a replica (cfg.replica > 0) has streams of its own (MD,
+        selection, training, probe; in a pool campaign also its initial set and test split)."""
+        rep = [self.cfg.replica] if self.cfg.replica else []
         return np.random.default_rng([self.cfg.seed, gen, _RNG[stage], *extra, *rep])
 
     def seed(self, gen: int, base: int, member: int = 0) -> int:
         """Integer seed of a training run (backbone member ``member``, or a probe)."""
-        rep = self.cfg.replica if gen > 0 else 0
-        return base + gen + 1000 * member + 100_000 * rep
+        return base + gen + 1000 * member + 100_000 * self.cfg.replica
 
     def committee_paths(self, gen: int) -> list[str]:
         """Model files of the committee of generation ``gen``: the backbone first."""
@@ -340,6 +371,13 @@ class _Campaign:
             return {"status": "failed", "reason": " ".join(why.split())[:300], "wall_s": 0.0,
                     "attempts": []}
 
+        if self.pool is not None:  # a pool campaign looks its labels up (each one a DFT call)
+            with self.ledger.transaction():
+                for a in todo:
+                    e, f = self.pool.label(a.info["fid"])
+                    record(a.info["fid"], {"status": "ok", "energy": e, "forces": f,
+                                           "reason": "", "wall_s": 0.0, "attempts": []})
+            todo = []
         # Labels finished on a worker but not recorded before a stop are taken from the spool.
         pending = []
         for a in todo:
@@ -363,20 +401,23 @@ class _Campaign:
         return info
 
     def run_walkers(self, gen: int, model_path: str, probe_path: str | None, steps: int,
-                    label: str) -> tuple[list[Atoms], dict[str, Any]]:
+                    label: str, n_walkers: int | None = None
+                    ) -> tuple[list[Atoms], dict[str, Any]]:
+        """``n_walkers`` (default explore.walkers) MD walkers of stream ``label`` (explore,
+        bootstrap_md, test_md); returns their frames and what the stage records."""
         from .tasks import walker_task
 
         ex = self.cfg.explore
         futures = []
-        for w in range(ex.walkers):
+        rep = [self.cfg.replica] if self.cfg.replica else []
+        for w in range(ex.walkers if n_walkers is None else n_walkers):
             settings = WalkerSettings(
                 temperature_K=ex.temperatures_K[w % len(ex.temperatures_K)],
                 timestep_fs=ex.timestep_fs, steps=steps, stride=ex.stride,
                 friction_per_fs=ex.friction_per_fs, trust_floor=ex.trust_floor,
                 patience=ex.patience, min_distance_A=ex.min_distance_A,
                 fragment_distance_A=ex.fragment_distance_A)
-            seed = [self.cfg.seed, gen, _RNG["explore"] if label == "explore" else
-                    _RNG["bootstrap_md"], w]
+            seed = [self.cfg.seed, gen, _RNG[label], w, *rep]
             start = self.seeds[w % len(self.seeds)]
             futures.append(self._submit(walker_task, start, model_path, probe_path, settings, seed,
                                         w, self.cfg.backbone.device, kind="md",
@@ -414,31 +455,35 @@ class _Campaign:
         return self.train_many(gen, [(name, foundation, epochs, frames, 0)])[0]
 
     def train_many(self, gen: int, jobs: Sequence[tuple[str, str | None, int | None,
-                                                        list[Atoms], int]]) -> list[dict[str, Any]]:
+                                                        list[Atoms], int]],
+                   reseed: int = 0, folder: Path | None = None) -> list[dict[str, Any]]:
         """Train several models at once: jobs of (name, foundation, epochs, frames, member).
 
         Member 0 is the backbone; member k > 0 (a committee member) gets its own seed and
         validation split and, with committee.bootstrap, a bootstrap resample of ``frames``.
+        ``reseed`` > 0: the same jobs with other seeds (the noise floor), written to ``folder``.
         Returns one {"path", "train_ids", "wall_s"} per job (wall_s: the task's own time).
         """
         from .tasks import train_task
 
         futures = []
         for name, foundation, epochs, frames, member in jobs:
-            rng = self.rng(gen, "train", *([member] if member else []))
+            extra = ([member] if member else []) + ([10_000 + reseed] if reseed else [])
+            rng = self.rng(gen, "train", *extra)
             if member and self.cfg.committee.bootstrap:
                 frames = [frames[i] for i in np.sort(rng.integers(0, len(frames), len(frames)))]
             idx = rng.permutation(len(frames))
             n_val = max(1, len(frames) // 10)
             valid = [bare_with_ref(frames[i]) for i in idx[:n_val]]
             train = [bare_with_ref(frames[i]) for i in idx[n_val:]]
-            out = self.model_dir(gen) / f"{name}.model"
+            out = (folder or self.model_dir(gen)) / f"{name}.model"
             self.say(f"  gen {gen} training {name} on {len(train)} + {n_val} validation frames"
                      + (" (fine-tune)" if foundation else " (from scratch)"))
             futures.append(self._submit(
                 train_task, train, valid, str(out), self.cfg.backbone,
-                self.seed(gen, self.cfg.seed, member), foundation, epochs, kind="train",
-                key=f"train-{name}-g{gen}", tag=(name, foundation, frames, str(out))))
+                self.seed(gen, self.cfg.seed, member) + 7_919 * reseed, foundation, epochs,
+                kind="train", key=f"train-{name}-g{gen}" + (f"-s{reseed}" if reseed else ""),
+                tag=(name, foundation, frames, str(out))))
         out_info: dict[str, dict[str, Any]] = {}
 
         def record(tag: tuple[str, str | None, list[Atoms], str], res: dict[str, Any]) -> bool:
@@ -483,66 +528,12 @@ class _Campaign:
 
     # ----- generation 0 ---------------------------------------------------------------------
     def initial(self) -> None:
-        cfg, L = self.cfg, self.ledger
-        ini = cfg.initial
-        if not L.done("gen000/rattle"):
-            rng = self.rng(0, "rattle")
-            frames = []
-            for i in range(ini.n_rattle):
-                a = bare_copy(self.seeds[i % len(self.seeds)])
-                sigma = ini.rattle_A * (i + 1) / ini.n_rattle
-                a.positions += rng.normal(0.0, sigma, a.positions.shape)
-                frames.append(a)
-            with L.transaction():
-                L.add(frames, generation=0, origin="initial", status="selected")
-                L.mark_done("gen000/rattle", n=len(frames))
-        self.label_pending(0, "gen000/label_rattle")
-        if ini.n_md > 0 and not L.done("gen000/reserve"):
-            # The test set's share of rattled frames is drawn now, so that not even the
-            # bootstrap backbone (which only drives the first MD) trains on a test frame.
-            fids = sorted(L.fids(generation=0, status="labeled"))
-            share = ini.test_size * len(fids) / (len(fids) + ini.n_md)
-            n = min(int(round(share)), max(0, len(fids) - 4))
-            reserved = [fids[i] for i in self.rng(0, "split", 1).permutation(len(fids))[:n]]
-            with L.transaction():
-                L.update_many(reserved, split="test")
-                L.mark_done("gen000/reserve", test=len(reserved))
-        if ini.n_md > 0 and not L.done("gen000/bootstrap"):
-            stage = L.stage_info("gen000/bootstrap_train")
-            if not stage:
-                boot = [a for a in L.frames(generation=0, status="labeled")
-                        if a.info.get("split") != "test"]
-                stage = self.train(0, None, max(10, cfg.backbone.epochs // 2), "bootstrap", boot)
-                L.mark_done("gen000/bootstrap_train", **stage)
-            frames, info = self.run_walkers(0, stage["path"], None, ini.md_steps, "bootstrap_md")
-            rng = self.rng(0, "bootstrap_md")
-            pick = rng.choice(len(frames), size=min(ini.n_md, len(frames)), replace=False)
-            chosen = [bare_copy(frames[i]) for i in sorted(pick)]
-            with L.transaction():
-                L.add(chosen, generation=0, origin="initial", status="selected")
-                L.mark_done("gen000/bootstrap", n=len(chosen), **info)
-        self.label_pending(0, "gen000/label_md")
-        parts = [L.stage_info(f"gen000/label_{p}") for p in ("rattle", "md")]
-        L.mark_done("gen000/label", **{k: sum(p.get(k, 0) for p in parts)
-                                       for k in (*_LABEL_OUTCOMES, "wall_s", "dft_s")})
-        if not L.done("gen000/split"):
-            reserved = sorted(L.fids(generation=0, status="labeled", split="test"))
-            boot = set(L.stage_info("gen000/bootstrap_train").get("train_ids", []))
-            fids = sorted(set(L.fids(generation=0, status="labeled")) - set(reserved))
-            unseen = [f for f in fids if f not in boot]  # never trained on by any model
-            rng = self.rng(0, "split")
-            order = rng.permutation(len(unseen))
-            n_test = max(0, min(ini.test_size - len(reserved), len(fids) - 4, len(unseen)))
-            test = reserved + [unseen[i] for i in order[:n_test]]
-            rest = sorted(set(fids) - set(test))
-            rest = [rest[i] for i in rng.permutation(len(rest))]
-            n_cal = max(2, int(round(ini.calibration_fraction * len(rest))))
-            with L.transaction():
-                L.update_many(test, split="test")
-                L.update_many(rest[:n_cal], split="calib")
-                L.update_many(rest[n_cal:], split="train")
-                L.mark_done("gen000/split", test=len(test), calib=n_cal,
-                            train=len(rest) - n_cal)
+        """Generation 0: the initial labels, the held-out test set, backbone 0 and probe 0."""
+        if self.pool is not None:
+            self.initial_from_pool()
+        else:
+            self.initial_from_md()
+        L, cfg = self.ledger, self.cfg
         if not L.done("gen000/train"):
             train = L.frames(status="labeled", split="train")
             user = cfg.resolve(cfg.backbone.model_file) if cfg.backbone.model_file else None
@@ -558,6 +549,154 @@ class _Campaign:
                                   cfg.backbone.finetune_epochs if user else None, "backbone", train)
             L.mark_done("gen000/train", **info)
         self.after_training(0)
+
+    def initial_from_md(self) -> None:
+        """Rattled seeds (labeled) train a bootstrap backbone, which drives short MD: training
+        walkers give ``n_md`` training frames, separate test walkers the test set. No frame of
+        a test walker's trajectory is ever trained on, selected or seen by a probe."""
+        cfg, L = self.cfg, self.ledger
+        ini = cfg.initial
+        if not L.done("gen000/rattle"):
+            rng = self.rng(0, "rattle")
+            frames = []
+            for i in range(ini.n_rattle):
+                a = bare_copy(self.seeds[i % len(self.seeds)])
+                sigma = ini.rattle_A * (i + 1) / ini.n_rattle
+                a.positions += rng.normal(0.0, sigma, a.positions.shape)
+                frames.append(a)
+            with L.transaction():
+                L.add(frames, generation=0, origin="initial", status="selected")
+                L.mark_done("gen000/rattle", n=len(frames))
+        self.label_pending(0, "gen000/label_rattle")
+        if not L.done("gen000/bootstrap"):
+            driver = self.bootstrap_model()
+            frames, info = ([], {})
+            if ini.n_md > 0:
+                frames, info = self.run_walkers(0, driver, None, ini.md_steps, "bootstrap_md")
+            rng = self.rng(0, "bootstrap_md")
+            pick = rng.choice(len(frames), size=min(ini.n_md, len(frames)), replace=False)
+            chosen = [bare_copy(frames[i]) for i in sorted(pick)]
+            test, tinfo = self.test_walkers(driver)
+            if len(chosen) < ini.n_md or len(test) < ini.test_size:
+                self.say(f"  gen 0 WARNING: {len(chosen)} of {ini.n_md} MD training frames and "
+                         f"{len(test)} of {ini.test_size} test frames (walkers stopped early)")
+            with L.transaction():
+                L.add(chosen, generation=0, origin="initial", status="selected")
+                L.add(test, generation=0, origin="test_walker", status="selected", split="test")
+                L.mark_done("gen000/bootstrap", n=len(chosen), n_test=len(test), **info,
+                            test_walkers=tinfo)
+        self.label_pending(0, "gen000/label_md")
+        parts = [L.stage_info(f"gen000/label_{p}") for p in ("rattle", "md")]
+        if not L.done("gen000/label"):
+            L.mark_done("gen000/label", **{k: sum(p.get(k, 0) for p in parts)
+                                           for k in (*_LABEL_OUTCOMES, "wall_s", "dft_s")})
+        if not L.done("gen000/split"):
+            test = sorted(L.fids(generation=0, status="labeled", split="test"))
+            rest = sorted(set(L.fids(generation=0, status="labeled")) - set(test))
+            rest = [rest[i] for i in self.rng(0, "split").permutation(len(rest))]
+            n_cal = max(2, int(round(ini.calibration_fraction * len(rest))))
+            with L.transaction():
+                L.update_many(rest[:n_cal], split="calib")
+                L.update_many(rest[n_cal:], split="train")
+                L.mark_done("gen000/split", test=len(test), calib=n_cal,
+                            train=len(rest) - n_cal)
+
+    def bootstrap_model(self) -> str:
+        """The model that drives generation 0's MD: the user's model file if one is given,
+        else a bootstrap backbone trained from scratch on the labeled rattled frames."""
+        cfg, L = self.cfg, self.ledger
+        if cfg.backbone.model_file:
+            return str(cfg.resolve(cfg.backbone.model_file))
+        stage = L.stage_info("gen000/bootstrap_train")
+        if not stage:
+            boot = L.frames(generation=0, status="labeled")
+            stage = self.train(0, None, max(10, cfg.backbone.epochs // 2), "bootstrap", boot)
+            L.mark_done("gen000/bootstrap_train", **stage)
+        return stage["path"]
+
+    def test_walkers(self, model: str) -> tuple[list[Atoms], dict[str, Any]]:
+        """The test set: ``initial.test_size`` frames spread evenly over the trajectories of
+        ``initial.test_walkers`` walkers of their own (seed stream ``test_md``)."""
+        from .dataset import spread_pick
+
+        ini, ex = self.cfg.initial, self.cfg.explore
+        n = ini.test_walkers
+        per = [ini.test_size // n + (1 if w < ini.test_size % n else 0) for w in range(n)]
+        steps = ini.test_md_steps or max(ini.md_steps, max(per) * ex.stride)
+        frames, info = self.run_walkers(0, model, None, steps, "test_md", n_walkers=n)
+        out = []
+        for w in range(n):
+            mine = [a for a in frames if a.info["walker"] == w]
+            for i in spread_pick(len(mine), per[w]):
+                b = bare_copy(mine[i])
+                b.info.update(test_walker=w, step=mine[i].info["step"],
+                              temperature_K=mine[i].info["temperature_K"])
+                out.append(b)
+        return out, {"steps": steps, "stops": info.get("stops", []), "wall_s": info["wall_s"]}
+
+    def initial_from_pool(self) -> None:
+        """Pool mode: the test set (a separate file, or whole groups of the pool) and the
+        initial labels drawn from the rest, all in one transaction; no DFT."""
+        from .dataset import calibration_mask, group_split, random_subset
+
+        cfg, L, pool = self.cfg, self.ledger, self.pool
+        if L.done("gen000/split"):
+            return
+        rng = self.rng(0, "split")
+        if pool.test is not None:
+            test, rest = pool.test, pool.frames
+        else:
+            mask = group_split(pool.groups, cfg.pool.test_fraction, rng)
+            test = [a for a, m in zip(pool.frames, mask) if m]
+            rest = [a for a, m in zip(pool.frames, mask) if not m]
+        init = [rest[i] for i in random_subset(len(rest), cfg.pool.initial_size, rng)]
+        calib = calibration_mask(len(init), cfg.initial.calibration_fraction, rng, minimum=2)
+        train = [a for a, c in zip(init, calib) if not c]
+        held = [a for a, c in zip(init, calib) if c]
+        with L.transaction():
+            L.add(test, generation=0, origin="pool", status="labeled", split="test")
+            L.add(train, generation=0, origin="pool", status="labeled", split="train")
+            L.add(held, generation=0, origin="pool", status="labeled", split="calib")
+            L.mark_done("gen000/label", labeled=len(init), failed=0, rejected=0, timeout=0,
+                        wall_s=0.0, dft_s=0.0)
+            L.mark_done("gen000/split", test=len(test), calib=len(held), train=len(train),
+                        pool=len(pool.frames), test_groups=len({a.info["group"] for a in test}))
+        self.say(f"  gen 0: pool of {len(pool.frames)} frames; {len(test)} test frames, "
+                 f"{len(init)} initial labels ({len(held)} held out for the probe)")
+
+    def explore_pool(self, gen: int, model: str, probe: str | None) -> tuple[list[Atoms],
+                                                                             dict[str, Any]]:
+        """Pool mode's candidates: the pool's unlabeled non-test frames (or a seeded random
+        subset), scored by backbone g-1 (raw predictions) and probe g-1."""
+        from .dataset import random_subset
+        from .tasks import score_task
+
+        L, cfg = self.ledger, self.cfg
+        taken = {k["fid"] for k in self.ledger.keys() if k["status"] != "candidate"}
+        unlabeled = [a for a in self.pool.frames if a.info["fid"] not in taken]
+        cands = [unlabeled[i] for i in random_subset(len(unlabeled), cfg.pool.candidates,
+                                                     self.rng(gen, "explore"))]
+        chunk = 500
+        futures = [self._submit(score_task, model, probe, [bare_copy(a) for a in
+                                                           cands[i:i + chunk]],
+                                cfg.backbone.device, kind="md", key=f"score-g{gen}-c{i}", tag=i)
+                   for i in range(0, len(cands), chunk)]
+        t0 = time.perf_counter()
+        out: list[Atoms] = []
+
+        def record(i: int, r: dict[str, Any]) -> bool:
+            for k, a in enumerate(cands[i:i + chunk]):
+                b = bare_copy(a)
+                b.info.update({key: a.info[key] for key in ("fid", "group", "walker", "sample")})
+                set_prediction(b, r["energy"][k], r["forces"][k])
+                b.info["trust"] = float(r["trust"][k])
+                out.append(b)
+            return False
+
+        self._gather(futures, f"gen {gen} score", record)
+        out.sort(key=lambda a: a.info["fid"])
+        return out, {"wall_s": time.perf_counter() - t0, "n_frames": len(out),
+                     "n_unlabeled": len(unlabeled), "source": "pool"}
 
     # ----- probe and evaluation ---------------------------------------------------------------
     def after_training(self, gen: int) -> None:
@@ -600,7 +739,14 @@ class _Campaign:
             test = L.frames(status="labeled", split="test")
             for a, e, f in zip(test, r["energy"], r["forces"]):
                 set_prediction(a, e, f)
-            L.mark_done(f"gen{gen:03d}/evaluate", **regression_errors(test), wall_s=r["t1"] - r["t0"])
+            from .paired import bootstrap_mae_ci
+
+            _, lo, hi = bootstrap_mae_ci(
+                [np.abs(a.arrays["pred_forces"] - a.arrays["ref_forces"]).ravel() for a in test],
+                self.rng(gen, "evaluate"))
+            L.mark_done(f"gen{gen:03d}/evaluate", **regression_errors(test),
+                        force_mae_lo_eV_A=lo, force_mae_hi_eV_A=hi, n_test=len(test),
+                        wall_s=r["t1"] - r["t0"])
             return False
 
         if futures:
@@ -690,8 +836,9 @@ class _Campaign:
         row["labels"] = L.count(status="labeled") - L.count(status="labeled", split="test")
         row["labels_new"] = L.count(generation=gen, status="labeled")
         row["failed_new"] = sum(L.count(generation=gen, status=s) for s in _LABEL_OUTCOMES[1:])
-        row.update({k: ev[k] for k in ("energy_mae_eV_per_atom", "force_mae_eV_A",
-                                       "force_rmse_eV_A")})
+        row.update({k: ev.get(k, float("nan")) for k in (
+            "energy_mae_eV_per_atom", "force_mae_eV_A", "force_rmse_eV_A", "force_mae_lo_eV_A",
+            "force_mae_hi_eV_A", "n_test")})
         auroc = float("nan")
         if gen > 0:
             prev = L.stage_info(f"gen{gen - 1:03d}/probe")
@@ -715,6 +862,20 @@ class _Campaign:
         row["tau"] = float("nan") if tau is None else tau
         row["hit_rate"] = (float(np.mean(frame_errors(new, cfg.probe.error) > tau))
                            if new and tau is not None else float("nan"))
+        # ... and at the user's absolute threshold (force RMSE, eV/A), with the base rate over
+        # every candidate where their labels are known (a pool)
+        hit = cfg.select.hit_threshold_force_rmse_eV_A
+        row["hit_threshold_force_rmse_eV_A"] = float("nan") if hit is None else hit
+        row["hit_rate_abs"] = (float(np.mean(frame_errors(new, "force_rmse") > hit))
+                               if new and hit is not None else float("nan"))
+        row["hit_base_rate_abs"] = float("nan")
+        if self.pool is not None and hit is not None and gen > 0:
+            cands = [a for a in L.frames(generation=gen) if "pred_forces" in a.arrays]
+            for a in cands:
+                e, f = self.pool.label(a.info["fid"])
+                a.info["ref_energy"], a.arrays["ref_forces"] = e, f
+            if cands:
+                row["hit_base_rate_abs"] = float(np.mean(frame_errors(cands, "force_rmse") > hit))
         row["dft_calls"] = sum(L.count(status=s) for s in _LABEL_OUTCOMES) - L.count(
             status="labeled", split="test")
         for acc in ACCOUNTS:
@@ -760,11 +921,17 @@ class _Campaign:
                       if self.rule == "probe" else None)
         self.committee(gen - 1)
         if not L.done(f"{tag}/explore"):
-            frames, info = self.run_walkers(gen, prev_model, prev_probe, cfg.explore.steps,
-                                            "explore")
-            with L.transaction():
-                L.add(frames, generation=gen, origin="explore", status="candidate")
-                L.mark_done(f"{tag}/explore", **info)
+            if self.pool is not None:
+                frames, info = self.explore_pool(gen, prev_model, prev_probe)
+                with L.transaction():
+                    L.put(frames, generation=gen, origin="pool", status="candidate")
+                    L.mark_done(f"{tag}/explore", **info)
+            else:
+                frames, info = self.run_walkers(gen, prev_model, prev_probe, cfg.explore.steps,
+                                                "explore")
+                with L.transaction():
+                    L.add(frames, generation=gen, origin="explore", status="candidate")
+                    L.mark_done(f"{tag}/explore", **info)
         if self.rule == "ensemble":
             self.deviation(gen)
         if not L.done(f"{tag}/select"):
@@ -789,11 +956,11 @@ class _Campaign:
                 # needs out-of-sample errors); the other arms train on all their labels.
                 splits = ("train",) if self.rule == "probe" else ("train", "calib")
                 frames = [a for sp in splits for a in L.frames(status="labeled", split=sp)]
-                jobs = [("backbone", prev_model, cfg.backbone.finetune_epochs, frames, 0)]
-                if self.rule == "ensemble":
-                    prev = self.committee_paths(gen - 1)
-                    jobs += [(f"member{k}", prev[k], cfg.backbone.finetune_epochs, frames, k)
-                             for k in range(1, len(prev))]
+                prev = (self.committee_paths(gen - 1) if self.rule == "ensemble"
+                        else [prev_model])
+                jobs = [(name, *self.start_point(prev[k]), frames, k)
+                        for k, name in enumerate(["backbone", *(f"member{k}" for k in
+                                                                range(1, len(prev)))])]
                 infos = self.train_many(gen, jobs)
                 wall = time.perf_counter() - t0
                 info = {**infos[0], "wall_s": wall}
@@ -807,6 +974,17 @@ class _Campaign:
                 L.mark_done(f"{tag}/train", **info)
         self.committee(gen)
         self.after_training(gen)
+
+    def start_point(self, previous: str) -> tuple[str | None, int | None]:
+        """(foundation model, epochs) of a generation's training run: fine-tune ``previous``
+        (backbone.retrain: finetune), or start again from the user's model file or from
+        scratch (retrain: scratch)."""
+        bb = self.cfg.backbone
+        if bb.retrain == "finetune":
+            return previous, bb.finetune_epochs
+        if bb.model_file:
+            return str(self.cfg.resolve(bb.model_file)), bb.finetune_epochs
+        return None, None
 
     def deviation(self, gen: int) -> None:
         """Ensemble arm: committee g-1 disagreement on every candidate of generation ``gen``.
@@ -896,7 +1074,7 @@ class _Campaign:
                  + (f" ({int(calib.sum())} held out for the probe)" if self.rule == "probe"
                     else "")
                  + (f" ({extra['in_window']} inside the trust window, {extra['above_hi']} "
-                    "above it)" if extra else ""))
+                    "above it)" if "in_window" in extra else ""))
 
 
 def bare_with_ref(a: Atoms) -> Atoms:
@@ -923,7 +1101,9 @@ def _span(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def _prepare_folder(cfg: CampaignConfig, directory: Path, allow_changes: bool) -> None:
+def prepare_folder(cfg: CampaignConfig, directory: Path, allow_changes: bool) -> None:
+    """Create or check a campaign folder: refuse changed science settings (unless
+    ``allow_changes``); write the resolved campaign.yaml and versions.json."""
     stored = directory / "campaign.yaml"
     science = cfg.science_dict()
     if stored.is_file():
@@ -966,13 +1146,13 @@ def run_campaign(config: CampaignConfig | str | Path, directory: str | Path, *,
     if problems:
         raise ConfigError(problems, cfg.name)
     directory = Path(directory).resolve()  # workers may run elsewhere: absolute paths only
-    _prepare_folder(cfg, directory, allow_changes)
+    prepare_folder(cfg, directory, allow_changes)
     if client is None:
         from .cluster import open_client
 
         with open_client(cfg.cluster, log=log or (lambda _m: None), folder=directory) as c:
-            return _run(cfg, directory, c, log, accept_failures)
-    return _run(cfg, directory, client, log, accept_failures)
+            return run_in_folder(cfg, directory, c, log, accept_failures)
+    return run_in_folder(cfg, directory, client, log, accept_failures)
 
 
 def _record_environment(directory: Path, client: Any, key_prefix: str) -> None:
@@ -988,9 +1168,11 @@ def _record_environment(directory: Path, client: Any, key_prefix: str) -> None:
     atomic_write_text(path, json.dumps(versions, indent=1))
 
 
-def _run(cfg: CampaignConfig, directory: Path, client: Any,
-         log: Callable[[str], None] | None, accept_failures: bool,
-         key_prefix: str = "") -> CampaignResult:
+def run_in_folder(cfg: CampaignConfig, directory: Path, client: Any,
+                  log: Callable[[str], None] | None, accept_failures: bool = False,
+                  key_prefix: str = "") -> CampaignResult:
+    """Run the campaign in a prepared ``directory`` (see prepare_folder) on ``client``; task
+    keys start with ``key_prefix`` (runs sharing a cluster keep theirs apart)."""
     _record_environment(directory, client, key_prefix)
     camp = _Campaign(cfg, directory, client, log, accept_failures, key_prefix)
     L = camp.ledger
@@ -1015,3 +1197,51 @@ def resume_campaign(directory: str | Path, **kwargs: Any) -> CampaignResult:
     data = yaml.safe_load(stored.read_text())
     source_dir = data.pop("source_dir", ".")
     return run_campaign(parse_campaign(data, source_dir, str(stored)), directory, **kwargs)
+
+
+def noise_floor(cfg: CampaignConfig, directory: Path, client: Any, seeds: int,
+                out_path: Path, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Training noise of a finished campaign: its last generation's backbone trained again,
+    from the same starting point on the same frames, with ``seeds`` other seeds, each
+    evaluated on the test set. Writes and returns {"run", "generation", "labels",
+    "force_mae_meV_A": [original, reseeded...], "sd_meV_A", "range_meV_A"}."""
+    from .tasks import predict_task
+
+    camp = _Campaign(cfg, Path(directory), client, log, key_prefix=f"{cfg.name}-noise-")
+    L = camp.ledger
+    stage = f"noise_floor/{seeds}"
+    if not L.done(stage):
+        rows = L.metrics()
+        gen = int(rows[-1]["generation"])
+        tinfo = L.stage_info(f"gen{gen:03d}/train")
+        ids = set(tinfo["train_ids"])
+        frames = [a for a in L.frames(status="labeled") if a.info["fid"] in ids]
+        if gen == 0 or not frames:
+            raise CampaignError(f"{directory}: no trained generation to measure the noise of")
+        previous = L.stage_info(f"gen{gen - 1:03d}/train")["path"]
+        foundation, epochs = camp.start_point(previous)
+        folder = Path(directory) / "models" / "noise_floor"
+        folder.mkdir(parents=True, exist_ok=True)
+        infos = [camp.train_many(gen, [(f"seed{k}", foundation, epochs, frames, 0)], reseed=k,
+                                 folder=folder)[0] for k in range(1, seeds + 1)]
+        test = L.frames(status="labeled", split="test")
+        maes = [1000 * float(rows[-1]["force_mae_eV_A"])]
+        futures = [camp._submit(predict_task, i["path"], [bare_copy(a) for a in test],
+                                cfg.backbone.device, kind="evaluate", key=f"eval-noise-{k}",
+                                tag=k) for k, i in enumerate(infos)]
+        got: dict[int, float] = {}
+
+        def record(k: int, r: dict[str, Any]) -> bool:
+            for a, e, f in zip(test, r["energy"], r["forces"]):
+                set_prediction(a, e, f)
+            got[k] = 1000 * regression_errors(test)["force_mae_eV_A"]
+            return False
+
+        camp._gather(futures, "noise floor evaluate", record)
+        maes += [got[k] for k in sorted(got)]
+        L.mark_done(stage, run=cfg.name, generation=gen, labels=int(rows[-1]["labels"]),
+                    force_mae_meV_A=maes, sd_meV_A=float(np.std(maes, ddof=1)),
+                    range_meV_A=float(np.ptp(maes)), retrain=cfg.backbone.retrain)
+    info = L.stage_info(stage)
+    atomic_write_text(out_path, json.dumps(info, indent=1))
+    return info

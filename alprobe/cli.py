@@ -82,7 +82,10 @@ def _validate(args: argparse.Namespace) -> int:
     path = Path(args.campaign)
     try:
         data = read_yaml(path)
-        if isinstance(data, dict) and "arms" in data:  # a comparison file
+        comparison_keys = {"arms", "replicas", "campaign", "shared", "noise_floor_seeds",
+                           "target_force_mae_meV_A"}
+        if isinstance(data, dict) and (comparison_keys & set(data)
+                                       or ("pool" in data and "name" not in data)):
             from .comparison import load_comparison
 
             problems = check_campaign(load_comparison(path).base)

@@ -1,23 +1,37 @@
 """Comparisons of acquisition strategies ("arms") under one DFT budget: ``alprobe compare``.
 
-A comparison file names the shared settings (a campaign file, or an inline campaign) and the
-arms. An arm may change only its selection rule, its committee and its replica number;
-everything else (system, DFT level, initial data, walkers, budget, backbone, probe,
+A comparison file names the shared settings (a campaign file, an inline campaign, or just a
+labeled pool) and the arms. An arm may change only its selection rule and its committee;
+everything else (system or pool, DFT level, initial data, walkers, budget, backbone, probe,
 generations, seed) is shared::
 
     name: ethanol_arms
     campaign: quickstart.yaml        # path relative to this file; or `shared: {...}` inline
+    replicas: 3                      # every arm runs 3 times, replica r sharing r's seeds
+    target_force_mae_meV_A: 80       # for "labels needed to reach it"
     arms:
       probe: {}                      # the shared campaign's rule (probe by default)
       ensemble: {select: {rule: ensemble}, committee: {members: 4}}
       random: {select: {rule: random}}
-      random_b: {select: {rule: random}, replica: 1}   # a second seed of the same arm
 
-Generation 0 (initial labels, held-out test set, backbone 0, probe 0) runs once, in
-``<dir>/shared``; every arm starts from a byte-for-byte copy of that ledger in
-``<dir>/arms/<arm>`` and then runs its own generations. All arms run at the same time on one
-Dask cluster (one driver thread per arm; task keys carry the arm's name). Outputs:
-``learning_curves.{csv,png}``, ``costs.csv`` and ``summary.md`` in ``<dir>``.
+A file that names only a pool (``pool: {file, energy_key, forces_key, group_key}``) runs the
+three strategies above on it with the pool defaults (:data:`POOL_DEFAULTS`: 5 replicas, 6
+generations).
+
+**Replicas.** Replica r of every strategy shares r's seeds (MD walkers, selection, training,
+probe), so strategies are compared replica by replica (``alprobe.paired``). Generation 0 (the
+initial labels, the held-out test set, backbone 0, probe 0) runs once per replica in a pool
+comparison (each replica has its own initial set and test split), and once for all replicas
+in a prospective one (DFT is expensive; the test set is fixed). Every arm starts from a copy of
+its generation 0 in ``<dir>/arms/<arm>`` (``<arm>-r<r>`` with several replicas). All runs go
+on one Dask cluster at once (one driver thread each; task keys carry the run's name).
+
+**Noise floor.** Afterwards the final training set of replica 0 of the first arm is trained
+again with ``noise_floor_seeds`` other seeds; the spread of their test force MAE is the
+smallest difference the comparison can detect, reported in the summary.
+
+Outputs: ``learning_curves.{csv,png}``, ``costs.csv``, ``noise_floor.json`` and
+``summary.md`` in ``<dir>``.
 """
 
 from __future__ import annotations
@@ -36,32 +50,91 @@ import yaml
 from .config import CampaignConfig, ConfigError, parse_campaign, read_yaml
 from .errors import AlprobeError
 
-__all__ = ["Comparison", "ComparisonError", "ComparisonResult", "load_comparison",
-           "parse_comparison", "run_comparison", "strategy"]
+__all__ = ["POOL_DEFAULTS", "Comparison", "ComparisonError", "ComparisonResult",
+           "load_comparison", "parse_comparison", "run_comparison", "strategy"]
 
-#: What an arm may set: {section: allowed keys (None: the whole section)}; top-level scalars
-#: map to None too.
-ARM_KEYS: dict[str, set[str] | None] = {"select": {"rule"}, "committee": None, "replica": None}
+#: What an arm may set: {section: allowed keys (None: the whole section)}.
+ARM_KEYS: dict[str, set[str] | None] = {"select": {"rule"}, "committee": None}
+_TOP = {"name", "campaign", "shared", "pool", "arms", "replicas", "target_force_mae_meV_A",
+        "noise_floor_seeds"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+#: The three strategies a comparison runs when its file names none.
+DEFAULT_ARMS: dict[str, dict[str, Any]] = {
+    "probe": {}, "ensemble": {"select": {"rule": "ensemble"}, "committee": {"members": 4}},
+    "random": {"select": {"rule": "random"}}}
+
+#: The shared campaign of a comparison file that names only a pool: sized so that 3 strategies
+#: x 5 replicas x 6 generations of a few-hundred-frame pool fit in about 45 minutes on 2 cores.
+POOL_DEFAULTS: dict[str, Any] = {
+    "generations": 6,
+    "initial": {"calibration_fraction": 0.25},
+    "pool": {"test_fraction": 0.25, "initial_size": 16},
+    "backbone": {"channels": 16, "max_L": 0, "r_max_A": 4.5, "epochs": 40, "finetune_epochs": 20,
+                 "batch_size": 4},
+    "probe": {"error": "force_rmse", "members": 3},
+    "select": {"budget": 12, "min_spacing": 2},
+    "cluster": {"kind": "local", "n_workers": 2, "threads_per_worker": 1},
+}
+_COMPARISON_DEFAULTS = {"replicas": 1, "noise_floor_seeds": 3}
+_POOL_COMPARISON_DEFAULTS = {"replicas": 5, "noise_floor_seeds": 3}
 
 
 class ComparisonError(AlprobeError):
-    """One or more arms stopped; the others finished and their outputs were written."""
+    """One or more runs stopped; the others finished and their outputs were written."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a comparison: an arm's replica, in its own folder."""
+
+    arm: str
+    replica: int
+    name: str  # folder and task-key prefix: the arm, or "<arm>-r<replica>"
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """A validated comparison: the shared campaign and one campaign config per arm."""
+    """A validated comparison: the shared campaign, one campaign config per arm, replicas."""
 
     name: str
     base: CampaignConfig
     arms: dict[str, CampaignConfig]
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    replicas: int = 1
+    target_force_mae_meV_A: float | None = None
+    noise_floor_seeds: int = 3
 
-    def shared(self) -> CampaignConfig:
-        """The generation-0 campaign every arm starts from (probe rule, no later generation)."""
+    @property
+    def pool_mode(self) -> bool:
+        return self.base.pool is not None
+
+    def runs(self) -> list[Run]:
+        """Every (arm, replica) run, replica by replica."""
+        return [Run(arm, r, arm if self.replicas == 1 else f"{arm}-r{r}")
+                for r in range(self.replicas) for arm in self.arms]
+
+    def run_config(self, run: Run) -> CampaignConfig:
+        data = self.arms[run.arm].model_dump(mode="json", exclude={"source_dir"})
+        data.update(name=run.name, replica=run.replica)
+        return parse_campaign(data, self.base.source_dir, f"{self.name}: {run.name}")
+
+    def shared_replicas(self) -> list[int]:
+        """Replicas with a generation 0 of their own: each one in a pool comparison, one
+        (replica 0, for all) in a prospective one."""
+        return list(range(self.replicas)) if self.pool_mode else [0]
+
+    def shared_name(self, replica: int) -> str:
+        return "shared" if len(self.shared_replicas()) == 1 else f"shared-r{replica}"
+
+    def shared_of(self, run: Run) -> str:
+        return self.shared_name(run.replica if self.pool_mode else 0)
+
+    def shared(self, replica: int = 0) -> CampaignConfig:
+        """Generation 0 of ``replica`` (probe rule, no later generation)."""
         data = self.base.model_dump(mode="json", exclude={"source_dir"})
-        data.update(name=f"{self.name}-shared", generations=0, replica=0)
+        data.update(name=f"{self.name}-{self.shared_name(replica)}", generations=0,
+                    replica=replica)
         data["select"] = {**data["select"], "rule": "probe"}
         return parse_campaign(data, self.base.source_dir, f"{self.name} (shared)")
 
@@ -73,31 +146,52 @@ def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _base_data(data: dict[str, Any], source_dir: Path, problems: list[str]
+               ) -> tuple[Any, Path] | None:
+    """The shared campaign's mapping and folder, from `campaign`, `shared` and/or `pool`."""
+    sources = [k for k in ("campaign", "shared") if k in data]
+    if len(sources) > 1 or (not sources and "pool" not in data):
+        problems.append("give exactly one of `campaign` (a campaign file) and `shared` "
+                        "(an inline campaign), or `pool` (a labeled pool)")
+        return None
+    if "campaign" in data:
+        path = Path(str(data["campaign"])).expanduser()
+        path = path if path.is_absolute() else source_dir / path
+        if not path.is_file():
+            problems.append(f"campaign: file not found: {path}")
+            return None
+        try:
+            base = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            problems.append(f"campaign: {path} is not valid YAML: {' '.join(str(exc).split())}")
+            return None
+        base_dir = path.resolve().parent
+    elif "shared" in data:
+        base, base_dir = data["shared"], source_dir.resolve()
+    else:
+        base, base_dir = {}, source_dir.resolve()
+    if "pool" in data:
+        if not isinstance(base, dict) or not isinstance(data["pool"], dict):
+            problems.append("pool: expected a mapping (file, energy_key, forces_key, group_key)")
+            return None
+        if not sources:  # only a pool: the pool defaults
+            name = data.get("name") or Path(str(data["pool"].get("file", "pool"))).stem
+            base = _deep_merge(POOL_DEFAULTS, {"name": str(name)})
+        base = _deep_merge(base, {"pool": data["pool"]})
+    return base, base_dir
+
+
 def parse_comparison(data: Any, source_dir: str | Path = ".",
                      source: str = "comparison") -> Comparison:
     """Validate a comparison mapping (as read from YAML); ConfigError lists every problem."""
     if not isinstance(data, dict):
         raise ConfigError([f"<top>: expected a mapping, got {type(data).__name__}"], source)
-    problems = [f"{k}: unknown key (known: name, campaign, shared, arms)"
-                for k in sorted(set(data) - {"name", "campaign", "shared", "arms"})]
-    source_dir = Path(source_dir)
-    if ("campaign" in data) == ("shared" in data):
-        problems.append("give exactly one of `campaign` (a campaign file) and `shared` "
-                        "(an inline campaign)")
+    problems = [f"{k}: unknown key (known: {', '.join(sorted(_TOP))})"
+                for k in sorted(set(data) - _TOP)]
+    got = _base_data(data, Path(source_dir), problems)
+    if got is None:
         raise ConfigError(problems, source)
-    if "campaign" in data:
-        path = Path(str(data["campaign"])).expanduser()
-        path = path if path.is_absolute() else source_dir / path
-        if not path.is_file():
-            raise ConfigError(problems + [f"campaign: file not found: {path}"], source)
-        try:
-            base_data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(problems + [f"campaign: {path} is not valid YAML: "
-                                          f"{' '.join(str(exc).split())}"], source) from None
-        base_dir = path.resolve().parent
-    else:
-        base_data, base_dir = data["shared"], source_dir.resolve()
+    base_data, base_dir = got
     try:
         base = parse_campaign(base_data, base_dir, f"{source}: shared campaign")
     except ConfigError as exc:
@@ -106,7 +200,20 @@ def parse_comparison(data: Any, source_dir: str | Path = ".",
     name = str(data.get("name") or base.name)
     if not _NAME.match(name):
         problems.append(f"name: {name!r} must be letters, digits, '_', '-' or '.'")
-    arms_in = data.get("arms")
+    defaults = _POOL_COMPARISON_DEFAULTS if base.pool is not None else _COMPARISON_DEFAULTS
+    replicas = data.get("replicas", defaults["replicas"])
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+        problems.append(f"replicas: a whole number >= 1 (got {replicas!r})")
+        replicas = 1
+    seeds = data.get("noise_floor_seeds", defaults["noise_floor_seeds"])
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 0 or seeds == 1:
+        problems.append(f"noise_floor_seeds: 0 (off) or a whole number >= 2 (got {seeds!r})")
+        seeds = 0
+    target = data.get("target_force_mae_meV_A")
+    if target is not None and not (isinstance(target, (int, float)) and target > 0):
+        problems.append(f"target_force_mae_meV_A: a positive number (got {target!r})")
+        target = None
+    arms_in = data.get("arms", DEFAULT_ARMS)
     if not isinstance(arms_in, dict) or not arms_in:
         raise ConfigError(problems + ["arms: a mapping of at least one arm name to its settings "
                                       "(e.g. `random: {select: {rule: random}}`)"], source)
@@ -116,15 +223,19 @@ def parse_comparison(data: Any, source_dir: str | Path = ".",
         arm = str(arm)
         over = {} if over is None else over
         where = f"arms.{arm}"
-        if not _NAME.match(arm) or arm == "shared":
-            problems.append(f"{where}: arm names are letters, digits, '_', '-', '.' (not 'shared')")
+        if not _NAME.match(arm) or arm.startswith("shared") or re.search(r"-r\d+$", arm):
+            problems.append(f"{where}: arm names are letters, digits, '_', '-', '.' (not "
+                            "'shared...', not ending in -r<number>)")
             continue
         if not isinstance(over, dict):
             problems.append(f"{where}: expected a mapping of settings, got {type(over).__name__}")
             continue
         bad = []
         for k, v in over.items():
-            if k not in ARM_KEYS:
+            if k == "replica":
+                bad.append(f"{where}.replica: replicas are a property of the comparison: set "
+                           "`replicas: N` at the top of the file")
+            elif k not in ARM_KEYS:
                 bad.append(f"{where}.{k}: shared by all arms (set it in the shared campaign); "
                            f"an arm may set only {sorted(ARM_KEYS)}")
             elif ARM_KEYS[k] is not None:
@@ -146,19 +257,21 @@ def parse_comparison(data: Any, source_dir: str | Path = ".",
         overrides[arm] = over
     seen: dict[str, str] = {}
     for arm, cfg in arms.items():
-        key = strategy(cfg) + f" replica {cfg.replica}"
+        key = strategy(cfg)
         if key in seen:
-            problems.append(f"arms.{arm}: same settings as arms.{seen[key]} (give one of them "
-                            "`replica: 1` to run a second seed)")
+            problems.append(f"arms.{arm}: same settings as arms.{seen[key]} (to run a strategy "
+                            "several times, set `replicas: N`)")
         seen.setdefault(key, arm)
     if problems:
         raise ConfigError(problems, source)
-    return Comparison(name=name, base=base, arms=arms, overrides=overrides)
+    return Comparison(name=name, base=base, arms=arms, overrides=overrides, replicas=replicas,
+                      target_force_mae_meV_A=None if target is None else float(target),
+                      noise_floor_seeds=seeds)
 
 
 def strategy(cfg: CampaignConfig) -> str:
-    """What makes an arm's strategy (replicas of one strategy share it): the rule, and the
-    committee settings for the ensemble rule only."""
+    """What makes an arm's strategy: the rule, and the committee settings for the ensemble
+    rule only."""
     if cfg.select.rule == "ensemble":
         return f"ensemble {cfg.committee.model_dump(mode='json')}"
     return cfg.select.rule
@@ -172,7 +285,7 @@ def load_comparison(path: str | Path) -> Comparison:
 
 @dataclass
 class ComparisonResult:
-    """What run_comparison returns: the folder, per-arm metrics and the written outputs."""
+    """What run_comparison returns: the folder, per-run metrics and the written outputs."""
 
     directory: Path
     metrics: dict[str, list[dict[str, Any]]]
@@ -180,34 +293,56 @@ class ComparisonResult:
     summary: str
 
 
-def _seed_arm(shared: Path, arm_dir: Path) -> None:
-    """Start an arm from the shared generation 0: a copy of its ledger (frames, stage records
+def seed_run(shared: Path, run_dir: Path) -> None:
+    """Start a run from its generation 0: a copy of the shared ledger (frames, stage records
     and metrics, through SQLite's backup), whose model paths keep pointing at the shared
     models."""
     from .ledger import Ledger
 
-    tmp = arm_dir.with_name(f".{arm_dir.name}.tmp")
+    tmp = run_dir.with_name(f".{run_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    Ledger(shared, readonly=True).copy_to(tmp)  # frames, stage records and metrics
+    Ledger(shared, readonly=True).copy_to(tmp)
     for name in ("metrics.json", "metrics.csv"):
         if (shared / name).is_file():
             shutil.copyfile(shared / name, tmp / name)
-    tmp.replace(arm_dir)
+    tmp.replace(run_dir)
+
+
+def _threads(jobs: dict[str, Callable[[], None]]) -> dict[str, BaseException]:
+    """Run every job in its own thread; the exceptions of those that raised."""
+    errors: dict[str, BaseException] = {}
+
+    def one(name: str) -> None:
+        try:
+            jobs[name]()
+        except BaseException as exc:  # noqa: BLE001 - reported after the others
+            errors[name] = exc
+
+    threads = [threading.Thread(target=one, args=(n,), name=f"run-{n}", daemon=True)
+               for n in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.5)
+    return errors
 
 
 def run_comparison(comparison: Comparison | str | Path, directory: str | Path, *,
                    log: Callable[[str], None] | None = print, client: Any = None,
                    allow_changes: bool = False, accept_failures: bool = False
                    ) -> ComparisonResult:
-    """Run (or continue) every arm of a comparison in ``directory``, all on one cluster.
+    """Run (or continue) every run of a comparison in ``directory``, all on one cluster.
 
-    Generation 0 runs once in ``<directory>/shared``; each arm then runs in its own thread
-    in ``<directory>/arms/<arm>``. ``client``: an existing distributed.Client to use instead
-    of the shared campaign's cluster section. Writes the learning curves, costs and summary
-    (also when an arm stopped; ComparisonError then names the arms that did).
+    Generation 0 runs in ``<directory>/shared`` (``shared-r<r>`` per replica of a pool
+    comparison); then every (arm, replica) run in its own thread in
+    ``<directory>/arms/<run>``; then the noise floor. ``client``: an existing
+    distributed.Client instead of the shared campaign's cluster section. Writes the learning
+    curves, costs and summary (also when a run stopped; ComparisonError then names it).
     """
-    from .campaign import _prepare_folder, _run, check_campaign
+    from .campaign import check_campaign, noise_floor, prepare_folder, run_in_folder
+    from .ledger import atomic_write_text
 
     cmp = comparison if isinstance(comparison, Comparison) else load_comparison(comparison)
     problems = check_campaign(cmp.base)
@@ -215,54 +350,55 @@ def run_comparison(comparison: Comparison | str | Path, directory: str | Path, *
         raise ConfigError(problems, cmp.name)
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    from .ledger import atomic_write_text
-
     say = log or (lambda _m: None)
 
+    def tagged(name: str) -> Callable[[str], None] | None:
+        return (lambda m: say(f"[{name}] {m}")) if log else None
+
     def work(c: Any) -> ComparisonResult:
-        shared_cfg, shared_dir = cmp.shared(), directory / "shared"
-        _prepare_folder(shared_cfg, shared_dir, allow_changes)
-        say(f"comparison {cmp.name}: generation 0 (shared by {len(cmp.arms)} arms)")
-        _run(shared_cfg, shared_dir, c, (lambda m: say(f"[shared] {m}")) if log else None,
-             accept_failures, key_prefix="shared-")
-        dirs = {}
-        for arm, cfg in cmp.arms.items():
-            d = directory / "arms" / arm
+        atomic_write_text(directory / "comparison.yaml", yaml.safe_dump(
+            {"name": cmp.name, "replicas": cmp.replicas,
+             "target_force_mae_meV_A": cmp.target_force_mae_meV_A,
+             "noise_floor_seeds": cmp.noise_floor_seeds,
+             "shared": cmp.base.model_dump(mode="json", exclude={"source_dir"}),
+             "arms": cmp.overrides}, sort_keys=False))
+        say(f"comparison {cmp.name}: {len(cmp.arms)} arms x {cmp.replicas} replica(s); "
+            f"generation 0 in {len(cmp.shared_replicas())} folder(s)")
+        shared_jobs = {}
+        for r in cmp.shared_replicas():
+            name = cmp.shared_name(r)
+            cfg = cmp.shared(r)
+            prepare_folder(cfg, directory / name, allow_changes)
+            shared_jobs[name] = (lambda cfg=cfg, name=name: run_in_folder(
+                cfg, directory / name, c, tagged(name), accept_failures, key_prefix=f"{name}-"))
+        errors = _threads(shared_jobs)
+        if errors:
+            raise ComparisonError("; ".join(f"{n} stopped: {type(e).__name__}: {e}"
+                                            for n, e in errors.items()))
+        jobs = {}
+        for run in cmp.runs():
+            d = directory / "arms" / run.name
             if not (d / "ledger.db").is_file():
                 d.parent.mkdir(parents=True, exist_ok=True)
-                _seed_arm(shared_dir, d)
-            _prepare_folder(cfg, d, allow_changes)
-            dirs[arm] = d
-        atomic_write_text(directory / "comparison.yaml", yaml.safe_dump(
-            {"name": cmp.name, "shared": cmp.base.model_dump(mode="json",
-                                                             exclude={"source_dir"}),
-             "arms": cmp.overrides}, sort_keys=False))
-        errors: dict[str, BaseException] = {}
-
-        def one(arm: str) -> None:
-            try:
-                _run(cmp.arms[arm], dirs[arm], c,
-                     (lambda m: say(f"[{arm}] {m}")) if log else None, accept_failures,
-                     key_prefix=f"{arm}-")
-            except BaseException as exc:  # noqa: BLE001 - reported after the other arms
-                errors[arm] = exc
-
+                seed_run(directory / cmp.shared_of(run), d)
+            cfg = cmp.run_config(run)
+            prepare_folder(cfg, d, allow_changes)
+            jobs[run.name] = (lambda cfg=cfg, d=d, run=run: run_in_folder(
+                cfg, d, c, tagged(run.name), accept_failures, key_prefix=f"{run.name}-"))
         t0 = time.perf_counter()
-        threads = [threading.Thread(target=one, args=(arm,), name=f"arm-{arm}", daemon=True)
-                   for arm in cmp.arms]
-        for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.5)
-        say(f"comparison {cmp.name}: arms finished in {time.perf_counter() - t0:.0f} s")
+        errors = _threads(jobs)
+        say(f"comparison {cmp.name}: runs finished in {time.perf_counter() - t0:.0f} s")
+        first = cmp.runs()[0]
+        if cmp.noise_floor_seeds and first.name not in errors:
+            noise_floor(cmp.run_config(first), directory / "arms" / first.name, c,
+                        cmp.noise_floor_seeds, directory / "noise_floor.json", tagged("noise"))
         result = write_comparison_outputs(cmp, directory)
         say(result.summary)
         if errors:
             raise ComparisonError(
-                "; ".join(f"arm {a} stopped: {type(e).__name__}: {' '.join(str(e).split())}"
+                "; ".join(f"run {a} stopped: {type(e).__name__}: {' '.join(str(e).split())}"
                           for a, e in errors.items())
-                + " (the other arms finished; rerun `alprobe compare` to continue)")
+                + " (the other runs finished; rerun `alprobe compare` to continue)")
         return result
 
     if client is not None:
@@ -274,28 +410,36 @@ def run_comparison(comparison: Comparison | str | Path, directory: str | Path, *
 
 
 def write_comparison_outputs(cmp: Comparison, directory: str | Path) -> ComparisonResult:
-    """Learning curves (CSV + PNG), costs (CSV) and summary.md from the arms' metrics."""
+    """Learning curves (CSV + PNG), costs (CSV) and summary.md from the runs' metrics."""
+    import json
+
     from .ledger import Ledger, atomic_write_text
     from .report import comparison_summary, cost_rows, learning_curve_rows, plot_learning_curves
 
     directory = Path(directory)
-    metrics = {}
-    for arm in cmp.arms:
-        d = directory / "arms" / arm
-        metrics[arm] = Ledger(d, readonly=True).metrics() if (d / "ledger.db").is_file() else []
-    shared = Ledger(directory / "shared", readonly=True).metrics()
-    rules = {arm: cfg.select.rule for arm, cfg in cmp.arms.items()}
-    groups = {arm: strategy(cfg) for arm, cfg in cmp.arms.items()}
-    curves = learning_curve_rows(metrics, rules)
+    metrics, runs = {}, {}
+    for run in cmp.runs():
+        d = directory / "arms" / run.name
+        metrics[run.name] = Ledger(d, readonly=True).metrics() if (d / "ledger.db").is_file() \
+            else []
+        runs[run.name] = run
+    shared = {cmp.shared_name(r): Ledger(directory / cmp.shared_name(r), readonly=True).metrics()
+              for r in cmp.shared_replicas()}
+    curves = learning_curve_rows(metrics, {n: (r.arm, r.replica, cmp.arms[r.arm].select.rule)
+                                           for n, r in runs.items()})
     costs = cost_rows(metrics, shared)
+    floor_path = directory / "noise_floor.json"
+    floor = json.loads(floor_path.read_text()) if floor_path.is_file() else None
     out = {"learning_curves_csv": directory / "learning_curves.csv",
            "learning_curves_png": directory / "learning_curves.png",
            "costs_csv": directory / "costs.csv", "summary_md": directory / "summary.md"}
     atomic_write_text(out["learning_curves_csv"], _csv(curves))
     atomic_write_text(out["costs_csv"], _csv(costs))
     plot_learning_curves(curves, out["learning_curves_png"], title=cmp.name)
-    text = comparison_summary(cmp.name, curves, costs, groups, budget=cmp.base.select.budget,
-                              generations=cmp.base.generations, plot=out["learning_curves_png"].name)
+    text = comparison_summary(cmp.name, curves, costs, budget=cmp.base.select.budget,
+                              generations=cmp.base.generations,
+                              target=cmp.target_force_mae_meV_A, noise_floor=floor,
+                              plot=out["learning_curves_png"].name, pool=cmp.pool_mode)
     atomic_write_text(out["summary_md"], text)
     return ComparisonResult(directory, metrics, out, text)
 
@@ -303,7 +447,10 @@ def write_comparison_outputs(cmp: Comparison, directory: str | Path) -> Comparis
 def _csv(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
-    keys = list(rows[0])
-    fmt = (lambda v: f"{v:.6g}" if isinstance(v, float) else str(v))
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+
+    def fmt(v: Any) -> str:
+        return f"{v:.6g}" if isinstance(v, float) else str(v)
+
     return "\n".join([",".join(keys)] + [",".join(fmt(r.get(k, "")) for k in keys)
                                          for r in rows]) + "\n"

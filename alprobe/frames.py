@@ -158,3 +158,32 @@ def structure_errors(atoms: Atoms, kind: str) -> float:
     if kind == "force_max":
         return float(np.linalg.norm(df, axis=1).max())
     raise ValueError(f"unknown error kind {kind!r}")
+
+
+def read_labeled(path: str | Path, energy_key: str = "ref_energy", forces_key: str = "ref_forces",
+                 keep_info: bool = False) -> list[Atoms]:
+    """Labeled frames from an extxyz file: reference energy (eV) in info[energy_key] and forces
+    (eV/A) in arrays[forces_key], or else the file's own energy/forces (a calculator block).
+
+    Returns bare frames with ``ref_energy`` / ``ref_forces`` (and, with ``keep_info``, the
+    file's other scalar info entries). Raises ValueError naming the first frame without a
+    label.
+    """
+    from ase.io import read
+
+    out = []
+    for i, a in enumerate(read(path, index=":")):
+        if energy_key in a.info and forces_key in a.arrays:
+            e, f = a.info[energy_key], a.arrays[forces_key]
+        elif a.calc is not None and "energy" in a.calc.results and "forces" in a.calc.results:
+            e, f = a.calc.results["energy"], a.calc.results["forces"]
+        else:
+            raise ValueError(f"{path}: frame {i} has no reference energy and forces "
+                             f"(looked for info[{energy_key!r}], arrays[{forces_key!r}], "
+                             "or energy/forces written by a calculator)")
+        b = bare_copy(a)
+        if keep_info:
+            b.info.update({k: v for k, v in a.info.items()
+                           if isinstance(v, (str, int, float, np.integer, np.floating))})
+        out.append(set_reference(b, e, f))
+    return out

@@ -256,6 +256,22 @@ class Ledger:
                 self._ids[fid] = self.db.write(bare, key_value_pairs=kvp, data=data)
         return fids
 
+    def put(self, frames: Iterable[Atoms], **common: Any) -> list[str]:
+        """Like :meth:`add`, but frames already present get their keys and arrays replaced by
+        these (a pool frame that is a candidate again in a later generation)."""
+        frames = list(frames)
+        with self.transaction():
+            new = [a for a in frames if (a.info.get("fid") or frame_id(a)) not in self._ids]
+            self.add(new, **common)
+            for a in frames:
+                fid = a.info.get("fid") or frame_id(a)
+                if any(a is b for b in new):
+                    continue
+                kvp = {k: v for k, v in a.info.items() if isinstance(v, _SCALAR) and k != "fid"}
+                data = {k: np.asarray(a.arrays[k]) for k in _ARRAY_KEYS if k in a.arrays}
+                self.update(fid, data=data or None, **kvp, **common)
+        return [a.info.get("fid") or frame_id(a) for a in frames]
+
     def update(self, fid: str, data: dict[str, Any] | None = None, **kvp: Any) -> None:
         """Set keys (and merge array data) of one frame."""
         if fid not in self._ids:

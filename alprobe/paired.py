@@ -38,7 +38,8 @@ class PairedDifference:
         """One plain sentence on what the interval says."""
         if self.n < 2 or not np.isfinite(self.lo):
             return f"{a} vs {b}: {self.n} paired replica(s), no interval"
-        span = f"{self.mean:+.3g} {unit} (95% CI {self.lo:+.3g} to {self.hi:+.3g}, {self.n} pairs)"
+        u = f" {unit}" if unit else ""
+        span = f"{self.mean:+.3g}{u} (95% CI {self.lo:+.3g} to {self.hi:+.3g}, {self.n} pairs)"
         if not self.resolved:
             return f"{a} vs {b}: {span}: not resolved (the interval contains 0)"
         better = a if (self.mean < 0) == lower_is_better else b

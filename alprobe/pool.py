@@ -18,7 +18,7 @@ from ase import Atoms
 from .errors import AlprobeError
 from .frames import REF_ENERGY, REF_FORCES, frame_id, read_labeled
 
-__all__ = ["Pool", "PoolError", "read_pool"]
+__all__ = ["Pool", "PoolError", "label_frame", "read_pool", "sample_trajectory"]
 
 
 class PoolError(AlprobeError):
@@ -109,3 +109,57 @@ def read_pool(cfg: Any, source_dir: str | Path = ".") -> Pool:
             raise PoolError(f"{resolve(cfg.test_file)}: {len(overlap)} test frame(s) are also "
                             "in the pool file")
     return Pool(frames, test)
+
+
+def sample_trajectory(molecule: str, temperature_K: float, md_level: Any, *, frames: int,
+                      stride: int, equilibrate: int, timestep_fs: float, friction_per_fs: float,
+                      traj_id: str, seed: Any) -> list[Atoms]:
+    """Frames of one Langevin trajectory driven by PySCF at ``md_level`` (a DFTLevel, e.g.
+    HF/STO-3G), centre of mass fixed: after ``equilibrate`` steps, one frame every ``stride``
+    steps, each with info traj_id, temperature_K, step, time_fs (unlabeled)."""
+    from ase import units
+    from ase.constraints import FixCom
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import Stationary, ZeroRotation
+
+    try:
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # ASE < 3.29: the same sampling under its older name
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as _mb
+
+        def thermalize_momenta(atoms: Atoms, temperature_K: float, rng: Any) -> None:
+            _mb(atoms, temperature_K=temperature_K, rng=rng)
+
+    from .frames import bare_copy, load_seeds
+    from .label import pyscf_calculator
+
+    rng = np.random.default_rng(seed)
+    atoms = bare_copy(load_seeds([molecule])[0])
+    atoms.calc = pyscf_calculator(md_level)
+    atoms.set_constraint(FixCom())
+    thermalize_momenta(atoms, temperature_K, rng=rng)
+    Stationary(atoms)
+    ZeroRotation(atoms)
+    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature_K,
+                   friction=friction_per_fs / units.fs, fixcm=False, rng=rng)
+    out = []
+    for _ in dyn.irun(steps=equilibrate + frames * stride):
+        step = dyn.nsteps
+        if step > equilibrate and (step - equilibrate) % stride == 0:
+            f = bare_copy(atoms)
+            f.info.update(traj_id=traj_id, temperature_K=float(temperature_K), step=int(step),
+                          time_fs=float(step * timestep_fs))
+            out.append(f)
+    return out
+
+
+def label_frame(frame: Atoms, level: Any) -> tuple[Atoms | None, str]:
+    """``frame`` with its reference label at ``level`` (alprobe's labeler: checks, rescue
+    ladder), or (None, reason) when the label failed."""
+    from .frames import set_reference
+    from .label import label_atoms
+
+    r = label_atoms(frame, level)
+    if not r.ok:
+        return None, f"{r.status}: {r.reason}"
+    return set_reference(frame, r.energy, r.forces), ""

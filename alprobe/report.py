@@ -59,32 +59,43 @@ def status_table(directory: str | Path) -> str:
 
 # ----- comparisons of arms --------------------------------------------------------------------
 
+_NAN = float("nan")
+
+
 def learning_curve_rows(metrics: dict[str, list[dict[str, Any]]],
-                        rules: dict[str, str]) -> list[dict[str, Any]]:
-    """One row per arm and generation: DFT labels used (training pool, test set excluded),
-    test errors (meV/A, meV/atom), hit rate, the AUROC of the arm's own signal, wall and CPU s.
-    Generation 0 is the shared start (its cost is reported once, not per arm)."""
+                        runs: dict[str, tuple[str, int, str]]) -> list[dict[str, Any]]:
+    """One row per run and generation: the run's arm, replica and rule; DFT labels used
+    (training pool, test set excluded); test force MAE (meV/A) with its 95% bootstrap interval
+    over test frames, RMSE, energy MAE (meV/atom); hit rates (relative and absolute threshold,
+    and the candidates' base rate where known); the AUROC of the arm's own signal; wall and
+    CPU s. ``runs``: {run name: (arm, replica, rule)}."""
     rows = []
-    for arm, ms in metrics.items():
+    for name, ms in metrics.items():
+        arm, replica, rule = runs[name]
         for m in ms:
             rows.append({
-                "arm": arm, "rule": rules[arm], "generation": int(m["generation"]),
-                "labels": int(m["labels"]), "dft_calls": int(m.get("dft_calls", m["labels"])),
+                "run": name, "arm": arm, "replica": int(replica), "rule": rule,
+                "generation": int(m["generation"]), "labels": int(m["labels"]),
+                "dft_calls": int(m.get("dft_calls", m["labels"])),
                 "force_mae_meV_A": 1000 * float(m["force_mae_eV_A"]),
+                "force_mae_lo_meV_A": 1000 * float(m.get("force_mae_lo_eV_A", _NAN)),
+                "force_mae_hi_meV_A": 1000 * float(m.get("force_mae_hi_eV_A", _NAN)),
                 "force_rmse_meV_A": 1000 * float(m["force_rmse_eV_A"]),
                 "energy_mae_meV_atom": 1000 * float(m["energy_mae_eV_per_atom"]),
-                "hit_rate": float(m.get("hit_rate", float("nan"))),
-                "signal_auroc_test": float(m.get("signal_auroc_test", float("nan"))),
-                "signal_auroc_new": float(m.get("signal_auroc_new", float("nan"))),
-                "wall_s": float(m.get("wall_s", float("nan"))),
-                "cpu_s": float(m.get("cpu_s", float("nan")))})
+                "hit_rate": float(m.get("hit_rate", _NAN)),
+                "hit_rate_abs": float(m.get("hit_rate_abs", _NAN)),
+                "hit_base_rate_abs": float(m.get("hit_base_rate_abs", _NAN)),
+                "signal_auroc_test": float(m.get("signal_auroc_test", _NAN)),
+                "signal_auroc_new": float(m.get("signal_auroc_new", _NAN)),
+                "wall_s": float(m.get("wall_s", _NAN)),
+                "cpu_s": float(m.get("cpu_s", _NAN))})
     return rows
 
 
 def cost_rows(metrics: dict[str, list[dict[str, Any]]],
-              shared: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Wall (driver, per stage) and CPU seconds (tasks, per account) of each arm, summed over
-    its own generations (>= 1), plus one row for the shared generation 0."""
+              shared: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Wall (driver, per stage) and CPU seconds (tasks, per account) of each run, summed over
+    its own generations (>= 1), plus one row per generation-0 folder."""
 
     stages = ("explore", "deviation", "select", "label", "train", "committee", "probe",
               "evaluate", "audit")
@@ -99,144 +110,274 @@ def cost_rows(metrics: dict[str, list[dict[str, Any]]],
                     "wall_s": float(sum(m.get("wall_s", 0.0) for m in ms)),
                     "cpu_s": float(sum(m.get("cpu_s", 0.0) for m in ms))})
 
-    add("shared (gen 0)", [m for m in shared if m["generation"] == 0])
+    for name, ms in shared.items():
+        add(f"{name} (gen 0)", [m for m in ms if m["generation"] == 0])
     for arm, ms in metrics.items():
         add(arm, [m for m in ms if m["generation"] > 0])
     return out
 
 
 def plot_learning_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Test force MAE (meV/A) and energy MAE (meV/atom) vs DFT labels, one line per arm."""
-    import matplotlib
+    """Test force MAE (meV/A, with each point's 95% interval over test frames) and energy MAE
+    (meV/atom) against DFT labels: thin lines per replica, bold the mean of an arm's replicas."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .audit import PLOT_LOCK
-
+    fig = Figure(figsize=(11, 4.2))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
     arms = list(dict.fromkeys(r["arm"] for r in rows))
-    rules = list(dict.fromkeys(r["rule"] for r in rows))
-    with PLOT_LOCK:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        seen: dict[str, int] = {}
-        for arm in arms:
-            rs = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["generation"])
-            rule = rs[0]["rule"]
-            style = ["-", "--", ":", "-."][seen.get(rule, 0) % 4]
-            seen[rule] = seen.get(rule, 0) + 1
-            color = f"C{rules.index(rule)}"
+    for i, arm in enumerate(arms):
+        color = f"C{i % 10}"
+        mine = [r for r in rows if r["arm"] == arm]
+        runs = list(dict.fromkeys(r["run"] for r in mine))
+        for run in runs:
+            rs = sorted((r for r in mine if r["run"] == run), key=lambda r: r["generation"])
             x = [r["labels"] for r in rs]
+            f = np.array([r["force_mae_meV_A"] for r in rs])
+            lo = np.array([r["force_mae_lo_meV_A"] for r in rs])
+            hi = np.array([r["force_mae_hi_meV_A"] for r in rs])
+            err = np.vstack([f - lo, hi - f]) if np.isfinite(lo).all() else None
+            alpha = 0.35 if len(runs) > 1 else 1.0
+            axes[0].errorbar(x, f, yerr=err, color=color, alpha=alpha, lw=1, marker="o",
+                             ms=3, capsize=2, label=None if len(runs) > 1 else arm)
+            axes[1].plot(x, [r["energy_mae_meV_atom"] for r in rs], color=color, alpha=alpha,
+                         lw=1, marker="o", ms=3, label=None if len(runs) > 1 else arm)
+        if len(runs) > 1:
+            gens = sorted({r["generation"] for r in mine})
+            at = [[r for r in mine if r["generation"] == g] for g in gens]
+            x = [np.mean([r["labels"] for r in a]) for a in at]
             for ax, key in zip(axes, ("force_mae_meV_A", "energy_mae_meV_atom")):
-                ax.plot(x, [r[key] for r in rs], style, marker="o", color=color, label=arm)
-        for ax, lab in zip(axes, ("test force MAE (meV/Å)", "test energy MAE (meV/atom)")):
-            ax.set_xlabel("DFT labels used (training pool, test set excluded)")
-            ax.set_ylabel(lab)
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
-        fig.suptitle(title)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+                ax.plot(x, [np.mean([r[key] for r in a]) for a in at], color=color, lw=2.5,
+                        label=f"{arm} (mean of {len(runs)})")
+    for ax, lab in zip(axes, ("test force MAE (meV/Å)", "test energy MAE (meV/atom)")):
+        ax.set_xlabel("DFT labels used (training pool, test set excluded)")
+        ax.set_ylabel(lab)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title + " (bars: 95% bootstrap interval over test frames)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     return Path(path)
 
 
-def comparison_summary(name: str, curves: list[dict[str, Any]], costs: list[dict[str, Any]],
-                       groups: dict[str, str], *, budget: int, generations: int,
-                       plot: str = "learning_curves.png") -> str:
-    """A short markdown summary: which arm reached which accuracy with how many labels, the
-    winner and its margin, and whether that margin exceeds the spread between replicas."""
+def _curve(rows: list[dict[str, Any]], run: str, key: str = "force_mae_meV_A"
+           ) -> tuple[list[float], list[float]]:
+    rs = sorted((r for r in rows if r["run"] == run), key=lambda r: r["generation"])
+    return [float(r["labels"]) for r in rs], [float(r[key]) for r in rs]
+
+
+def paired_tables(curves: list[dict[str, Any]], target: float | None = None
+                  ) -> dict[str, Any]:
+    """The paired statistics of a comparison: for each pair of arms (A, B), the mean over
+    replicas of A - B, with its 95% t-interval, of (a) the test force MAE at each
+    generation's label count, (b) the area under the learning curve (mean log10 force MAE
+    over the label range every run covers), (c) the labels needed to reach ``target`` meV/A
+    (default: the highest of the arms' mean final MAEs, which every arm reaches on average).
+    """
+    import itertools
+
+    import numpy as np
+
+    from .paired import aulc, labels_to_target, paired_difference, value_at
+
+    arms = list(dict.fromkeys(r["arm"] for r in curves))
+    reps = sorted({r["replica"] for r in curves})
+    run_of = {(r["arm"], r["replica"]): r["run"] for r in curves}
+    gens = sorted({r["generation"] for r in curves})
+    at_gen = {g: float(np.median([r["labels"] for r in curves if r["generation"] == g]))
+              for g in gens}
+    last = {run: max(r["generation"] for r in curves if r["run"] == run)
+            for run in run_of.values()}
+    common = [g for g in gens if all(last[run] >= g for run in run_of.values())]
+    firsts = [_curve(curves, run)[0][0] for run in run_of.values()]
+    lasts = [_curve(curves, run)[0][-1] for run in run_of.values()]
+    lo, hi = max(firsts), min(lasts)
+    final = {a: float(np.mean([_curve(curves, run_of[(a, r)])[1][-1] for r in reps
+                               if (a, r) in run_of])) for a in arms}
+    target = float(target) if target else max(final.values())
+
+    def per_rep(arm: str, fn: Any) -> list[float]:
+        return [fn(*_curve(curves, run_of[(arm, r)])) if (arm, r) in run_of else float("nan")
+                for r in reps]
+
+    out: dict[str, Any] = {"arms": arms, "replicas": reps, "target": target,
+                           "aulc_range": (lo, hi), "at_labels": {}, "aulc": {}, "to_target": {},
+                           "aulc_values": {a: per_rep(a, lambda x, y: aulc(x, y, lo, hi))
+                                           for a in arms},
+                           "to_target_values": {a: per_rep(a, lambda x, y: labels_to_target(
+                               x, y, target)) for a in arms},
+                           "generations": common, "labels_at": at_gen}
+    for a, b in itertools.combinations(arms, 2):
+        key = (a, b)
+        out["at_labels"][key] = {
+            g: paired_difference(per_rep(a, lambda x, y, L=at_gen[g]: value_at(x, y, L)),
+                                 per_rep(b, lambda x, y, L=at_gen[g]: value_at(x, y, L)))
+            for g in common if g > 0}
+        out["aulc"][key] = paired_difference(out["aulc_values"][a], out["aulc_values"][b])
+        out["to_target"][key] = paired_difference(out["to_target_values"][a],
+                                                  out["to_target_values"][b])
+    return out
+
+
+def _ci(d: Any, fmt: str = "{:+.1f}") -> str:
+    import numpy as np
+
+    if d.n < 2 or not np.isfinite(d.lo):
+        return f"{fmt.format(d.mean)} (n={d.n})" if d.n else "-"
+    mark = " **resolved**" if d.resolved else ""
+    return f"{fmt.format(d.mean)} [{fmt.format(d.lo)}, {fmt.format(d.hi)}]{mark}"
+
+
+def comparison_summary(name: str, curves: list[dict[str, Any]], costs: list[dict[str, Any]], *,
+                       budget: int, generations: int, target: float | None = None,
+                       noise_floor: dict[str, Any] | None = None,
+                       plot: str = "learning_curves.png", pool: bool = False) -> str:
+    """The comparison's markdown summary: per arm (mean over replicas) accuracy, hit rates and
+    costs; the paired differences between arms with 95% intervals and whether they resolve;
+    the noise floor; and a plain verdict."""
     import numpy as np
 
     arms = list(dict.fromkeys(r["arm"] for r in curves))
-    last = {}
-    for arm in arms:
-        rs = sorted((r for r in curves if r["arm"] == arm), key=lambda r: r["generation"])
-        last[arm] = rs[-1]
+    reps = sorted({r["replica"] for r in curves})
     total = {c["arm"]: c for c in costs if c["stage"] == "total"}
     lines = [f"# Comparison {name}", "",
-             f"{len(arms)} arms, {generations} generations planned, budget {budget} DFT labels "
-             "per generation. Generation 0 (initial labels, test set, backbone 0, probe 0) is "
-             "shared byte for byte; test errors are on the same held-out test set.", "",
-             "| arm | rule | gens | labels | F MAE meV/Å (gen 0 → last) | E MAE meV/atom "
-             "(gen 0 → last) | mean hit rate | signal AUROC test (last) | wall s | CPU s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"{len(arms)} arms x {len(reps)} replica(s), {generations} generations planned, "
+             f"{budget} labels per generation. Replica r of every arm shares r's seeds; "
+             + ("in this pool (retrospective) comparison each replica has its own initial set "
+                "and test split, and a label is a look-up in the pool (counted as one DFT "
+                "label)." if pool else "generation 0 and the held-out test set (frames of test "
+                "walkers no model ever trains on) are shared by all replicas."),
+             "Differences are A - B, paired replica by replica: mean and 95% t-interval over "
+             "replicas; **resolved** when the interval excludes 0.", "",
+             "| arm | rule | replicas | gens | labels | F MAE meV/Å gen 0 → last (mean ± sd) | "
+             "±95% test CI (last) | E MAE meV/atom (last) | hit rate rel / abs | base rate abs "
+             "| signal AUROC test (last) | wall s | CPU s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    hit_abs: dict[str, float] = {}
+    base_abs: dict[str, float] = {}
     for arm in arms:
-        rs = sorted((r for r in curves if r["arm"] == arm), key=lambda r: r["generation"])
-        first, end = rs[0], rs[-1]
-        hits = [r["hit_rate"] for r in rs if r["generation"] > 0 and r["hit_rate"] == r["hit_rate"]]
-        t = total.get(arm, {})
-        hit = f"{np.mean(hits):.2f}" if hits else "-"
-        auc = end["signal_auroc_test"]
-        auc_s = f"{auc:.2f}" if auc == auc else "-"
+        mine = [r for r in curves if r["arm"] == arm]
+        runs = list(dict.fromkeys(r["run"] for r in mine))
+        ends = [max((r for r in mine if r["run"] == run), key=lambda r: r["generation"])
+                for run in runs]
+        starts = [min((r for r in mine if r["run"] == run), key=lambda r: r["generation"])
+                  for run in runs]
+        later = [r for r in mine if r["generation"] > 0]
+
+        def mean(key: str, rs: list[dict[str, Any]]) -> float:
+            v = [r[key] for r in rs if np.isfinite(r[key])]
+            return float(np.mean(v)) if v else float("nan")
+
+        f_end = [r["force_mae_meV_A"] for r in ends]
+        sd = f" ± {np.std(f_end, ddof=1):.1f}" if len(f_end) > 1 else ""
+        half = mean("force_mae_hi_meV_A", ends) - mean("force_mae_lo_meV_A", ends)
+        hit_abs[arm], base_abs[arm] = mean("hit_rate_abs", later), mean("hit_base_rate_abs",
+                                                                         later)
+        cost = [total.get(run, {}) for run in runs]
+        auc = mean("signal_auroc_test", ends)
+
+        def num(v: float, f: str = "{:.2f}") -> str:
+            return f.format(v) if np.isfinite(v) else "-"
+
         lines.append(
-            f"| {arm} | {end['rule']} | {end['generation']} | {end['labels']} | "
-            f"{first['force_mae_meV_A']:.1f} → {end['force_mae_meV_A']:.1f} | "
-            f"{first['energy_mae_meV_atom']:.2f} → {end['energy_mae_meV_atom']:.2f} | "
-            f"{hit} | {auc_s} | {t.get('wall_s', float('nan')):.0f} | "
-            f"{t.get('cpu_s', float('nan')):.0f} |")
-    sh = total.get("shared (gen 0)")
-    gen0 = [r["labels"] for r in curves if r["generation"] == 0]
-    if sh and gen0:
-        lines.append(f"| shared gen 0 | - | 0 | {gen0[0]} | | | | | {sh['wall_s']:.0f} | "
-                     f"{sh['cpu_s']:.0f} |")
-    lines += ["", "Wall s: the arm's own generations (arms ran at the same time, sharing the "
-              "workers). CPU s: user + system time of its tasks (MD, committee scoring, DFT, "
-              "training, probe, evaluation, audit) plus the arm's driver thread (selection, ledger, "
-              "audit tables and plots); `costs.csv` splits both by stage. Hit rate: fraction of an arm's new labels "
-              "whose true error, under the model that picked them, exceeds generation 0's "
-              "unreliability threshold.", ""]
-    done = [a for a in arms if last[a]["generation"] > 0]
-    stopped = [a for a in done if last[a]["generation"] < generations]
-    if len(done) >= 2:
-        G = min(last[a]["generation"] for a in done)  # compare where every arm has been
-        at = {a: next(r for r in curves if r["arm"] == a and r["generation"] == G) for a in done}
-        if stopped:
-            gone = ", ".join(f"{a} (at generation {last[a]['generation']})" for a in stopped)
-            lines.append(f"Arms that stopped early: {gone}; the comparison below is at "
-                         f"generation {G}, reached by every arm.")
-        target = max(at[a]["force_mae_meV_A"] for a in done)
-        lines.append(f"Accuracy every arm reached by generation {G}: test force MAE <= "
-                     f"{target:.1f} meV/Å. DFT labels each arm needed to get there:")
-        for a in done:
-            rs = sorted((r for r in curves if r["arm"] == a), key=lambda r: r["generation"])
-            hit = next(r for r in rs if r["force_mae_meV_A"] <= target + 1e-9)
-            lines.append(f"- {a}: {hit['labels']} labels (generation {hit['generation']}, "
-                         f"{hit['force_mae_meV_A']:.1f} meV/Å)")
-        lines.append("")
-        members: dict[str, list[str]] = {}
-        for a in done:
-            members.setdefault(groups[a], []).append(a)
-        mean = {g: float(np.mean([at[a]["force_mae_meV_A"] for a in ms]))
-                for g, ms in members.items()}
-        spread = {g: max(at[a]["force_mae_meV_A"] for a in ms)
-                  - min(at[a]["force_mae_meV_A"] for a in ms)
-                  for g, ms in members.items() if len(ms) >= 2}
-        ranked = sorted(members, key=lambda g: mean[g])
-        name_of = {g: "/".join(ms) for g, ms in members.items()}
-        if len(ranked) >= 2:
-            best, runner = ranked[0], ranked[1]
-            margin = mean[runner] - mean[best]
-            lines.append(
-                f"Lowest test force MAE at generation {G}: **{name_of[best]}** "
-                f"({mean[best]:.1f} meV/Å" + (f", mean of {len(members[best])} replicas"
-                                                if len(members[best]) > 1 else "")
-                + f", {at[members[best][0]]['labels']} labels), ahead of the next strategy, "
-                f"{name_of[runner]} ({mean[runner]:.1f} meV/Å), by {margin:.1f} meV/Å "
-                f"({100 * margin / mean[runner]:.0f}%).")
-            if spread:
-                worst = max(spread.values())
-                names = ", ".join(f"{name_of[g]}: {v:.1f}" for g, v in spread.items())
-                verdict = "larger than" if margin > worst else "not larger than"
-                lines.append(f"Spread between replicas of one strategy at generation {G} "
-                             f"(meV/Å): {names}. The margin ({margin:.1f}) is **{verdict}** the "
-                             f"largest replica spread ({worst:.1f}), so "
-                             + ("the ranking is unlikely to be seed noise alone (two seeds are "
-                                "a small sample: treat it as a first indication)."
-                                if margin > worst else
-                                "this comparison cannot tell the strategies apart."))
-            else:
-                lines.append("No replicas were run, so the seed spread is unknown; add an arm "
-                             "with `replica: 1` to measure it before trusting the ranking.")
-    lines += ["", f"Learning curves: `{plot}` (CSV: `learning_curves.csv`); costs per stage: "
-              "`costs.csv`; each arm's audits: `arms/<arm>/audits/`.", ""]
+            f"| {arm} | {ends[0]['rule']} | {len(runs)} | {min(r['generation'] for r in ends)} | "
+            f"{num(mean('labels', ends), '{:.0f}')} | {mean('force_mae_meV_A', starts):.1f} → "
+            f"{np.mean(f_end):.1f}{sd} | {num(half / 2, '±{:.1f}')} | "
+            f"{mean('energy_mae_meV_atom', ends):.2f} | {num(mean('hit_rate', later))} / "
+            f"{num(hit_abs[arm])} | {num(base_abs[arm])} | {num(auc)} | "
+            f"{sum(c.get('wall_s', 0.0) for c in cost):.0f} | "
+            f"{sum(c.get('cpu_s', 0.0) for c in cost):.0f} |")
+    shared = [c for c in costs if c["stage"] == "total" and c["arm"].endswith("(gen 0)")]
+    for c in shared:
+        lines.append(f"| {c['arm']} | - | - | 0 | | | | | | | | {c['wall_s']:.0f} | "
+                     f"{c['cpu_s']:.0f} |")
+    lines += ["", "Hit rate: fraction of an arm's new labels whose true error under the model "
+              "that picked them exceeds generation 0's threshold (rel) or "
+              "select.hit_threshold_force_rmse_eV_A (abs); base rate: the same fraction over "
+              "all candidates (known in a pool). Wall s: the run's own generations (runs share "
+              "the workers); CPU s: its tasks plus its driver thread (`costs.csv`).", ""]
+    rnd = [a for a in arms if next(r["rule"] for r in curves if r["arm"] == a) == "random"]
+    for a in rnd:
+        if np.isfinite(hit_abs[a]) and hit_abs[a] >= 0.95:
+            lines += [f"Note: {a} (random selection) has an absolute hit rate of "
+                      f"{hit_abs[a]:.2f}: the threshold is below almost every candidate's error, "
+                      "so no hit rate here says anything about a strategy; raise "
+                      "select.hit_threshold_force_rmse_eV_A.", ""]
+    if len(arms) >= 2:
+        lines += _paired_section(curves, target)
+    if noise_floor:
+        m = noise_floor["force_mae_meV_A"]
+        lines += ["## Noise floor", "",
+                  f"{noise_floor['run']}'s final training set ({noise_floor['labels']} labels, "
+                  f"generation {noise_floor['generation']}, backbone.retrain: "
+                  f"{noise_floor.get('retrain', '?')}) trained {len(m)} times with different "
+                  f"seeds: test force MAE {', '.join(f'{v:.1f}' for v in m)} meV/Å (sd "
+                  f"{noise_floor['sd_meV_A']:.1f}, range {noise_floor['range_meV_A']:.1f}). "
+                  f"A difference between strategies smaller than about "
+                  f"{noise_floor['range_meV_A']:.1f} meV/Å at one label count is within the "
+                  "training noise of a single run: this comparison cannot detect it from one "
+                  "replica; paired replicas average it down by about 1/sqrt(replicas).", ""]
+    lines += [f"Learning curves: `{plot}` (CSV: `learning_curves.csv`, with each point's 95% "
+              "test interval); costs per stage: `costs.csv`; each run's audits: "
+              "`arms/<run>/audits/`.", ""]
     return "\n".join(lines)
+
+
+def _paired_section(curves: list[dict[str, Any]], target: float | None) -> list[str]:
+    import numpy as np
+
+    t = paired_tables(curves, target)
+    pairs = list(t["aulc"])
+    head = " | ".join(f"{a} − {b}" for a, b in pairs)
+    lines = ["## Paired differences", "",
+             "Test force MAE (meV/Å), A − B at each generation's label count (negative: A is "
+             "more accurate):", "", f"| gen | labels | {head} |",
+             "|---|---|" + "---|" * len(pairs)]
+    for g in t["generations"]:
+        if g == 0:
+            continue
+        cells = " | ".join(_ci(t["at_labels"][p][g]) for p in pairs)
+        lines.append(f"| {g} | {t['labels_at'][g]:.0f} | {cells} |")
+    lo, hi = t["aulc_range"]
+    lines += ["", f"Area under the learning curve: mean log10(force MAE / meV/Å) over "
+              f"{lo:.0f}-{hi:.0f} labels (lower is better; a difference of -0.04 is about 10% "
+              "lower MAE throughout):", ""]
+    for a, b in pairs:
+        lines.append(f"- {t['aulc'][(a, b)].verdict(a, b, '')}")
+    lines += ["", f"Labels needed to reach a test force MAE of {t['target']:.1f} meV/Å "
+              "(replicas that never reach it are left out):", ""]
+    for a in t["arms"]:
+        v = [x for x in t["to_target_values"][a] if np.isfinite(x)]
+        lines.append(f"- {a}: " + (f"{np.mean(v):.0f} labels (mean of {len(v)} of "
+                                   f"{len(t['replicas'])} replicas)" if v else "never reached"))
+    for a, b in pairs:
+        lines.append(f"- {t['to_target'][(a, b)].verdict(a, b, 'labels')}")
+    lines += ["", "## Verdict", ""]
+    wins = [a for a in t["arms"] if all(
+        (t["aulc"][p].resolved and ((p[0] == a) == (t["aulc"][p].mean < 0)))
+        for p in pairs if a in p)]
+    resolved = [p for p in pairs if t["aulc"][p].resolved]
+    n = len(t["replicas"])
+    if wins:
+        a = wins[0]
+        lines.append(f"**{a}** has a lower area under the learning curve than every other arm, "
+                     f"and each paired interval ({n} replicas) resolves it.")
+    elif resolved:
+        lines.append("No arm beats every other; resolved by the intervals: " + "; ".join(
+            f"{(a if t['aulc'][(a, b)].mean < 0 else b)} better than "
+            f"{(b if t['aulc'][(a, b)].mean < 0 else a)}" for a, b in resolved) + ".")
+    else:
+        widths = [t["aulc"][p].hi - t["aulc"][p].lo for p in pairs
+                  if np.isfinite(t["aulc"][p].hi)]
+        wide = widths and max(widths) > 0.04
+        lines.append("No difference between arms is resolved" + (
+            f" with {n} replicas: the intervals are wide (up to {max(widths):.3f} in mean "
+            "log10 MAE), so this comparison needs more power (replicas, labels, a lower noise "
+            "floor) before it can name a winner." if wide else
+            ": the intervals are tight, so the arms are equally good here (no winner)."
+            if widths else " (fewer than 2 paired replicas: no interval)."))
+    lines.append("")
+    return lines

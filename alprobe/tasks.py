@@ -19,7 +19,7 @@ from ase import Atoms
 from .explore import WalkerSettings
 
 __all__ = ["audit_task", "environment_task", "fit_probe_task", "label_task", "predict_task",
-           "train_task", "walker_task"]
+           "score_task", "train_task", "walker_task"]
 
 
 def cpu_seconds() -> float:
@@ -133,6 +133,22 @@ def predict_task(model_path: str, frames: list[Atoms], device: str = "cpu") -> d
     preds = predict(load_model(model_path, device), frames, device=device)
     return {"energy": [p.energy for p in preds], "forces": [p.forces for p in preds],
             "t0": t0, "t1": time.time(),
+            "cpu_s": cpu_seconds() - c0}
+
+
+def score_task(model_path: str, probe_path: str | None, frames: list[Atoms],
+               device: str = "cpu") -> dict[str, Any]:
+    """Raw backbone predictions (energy eV, forces eV/A) and P(reliable) of the probe at
+    ``probe_path`` (NaN without one) for frames, from one forward pass each."""
+    from .backbone import load_model, predict
+
+    t0, c0 = time.time(), cpu_seconds()
+    preds = predict(load_model(model_path, device), frames, device=device)
+    probe = _probe(probe_path)
+    trust = (probe.score([p.features for p in preds], [p.energy for p in preds])
+             if probe is not None and preds else np.full(len(preds), np.nan))
+    return {"energy": [p.energy for p in preds], "forces": [p.forces for p in preds],
+            "trust": [float(t) for t in trust], "t0": t0, "t1": time.time(),
             "cpu_s": cpu_seconds() - c0}
 
 

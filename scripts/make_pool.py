@@ -27,42 +27,21 @@ from typing import Any
 
 
 def _trajectory(job: dict[str, Any]) -> list[Any]:
-    """One AIMD trajectory at the MD level; returns the sampled frames (unlabeled)."""
-    import numpy as np
-    from ase import units
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+    from alprobe.label import DFTLevel
+    from alprobe.pool import sample_trajectory
 
-    from alprobe.frames import bare_copy, load_seeds
-    from alprobe.label import DFTLevel, pyscf_calculator
-
-    rng = np.random.default_rng(job["seed"])
-    atoms = bare_copy(load_seeds([job["molecule"]])[0])
-    atoms.calc = pyscf_calculator(DFTLevel(**job["md_level"]))
-    MaxwellBoltzmannDistribution(atoms, temperature_K=job["T"], rng=rng)
-    Stationary(atoms)
-    ZeroRotation(atoms)
-    dyn = Langevin(atoms, job["timestep_fs"] * units.fs, temperature_K=job["T"],
-                   friction=job["friction_per_fs"] / units.fs, rng=rng)
-    frames = []
-    for _ in dyn.irun(steps=job["equilibrate"] + job["frames"] * job["stride"]):
-        step = dyn.nsteps
-        if step > job["equilibrate"] and (step - job["equilibrate"]) % job["stride"] == 0:
-            f = bare_copy(atoms)
-            f.info.update(traj_id=job["traj_id"], temperature_K=float(job["T"]), step=int(step),
-                          time_fs=float(step * job["timestep_fs"]))
-            frames.append(f)
-    return frames
+    return sample_trajectory(job["molecule"], job["T"], DFTLevel(**job["md_level"]),
+                             frames=job["frames"], stride=job["stride"],
+                             equilibrate=job["equilibrate"], timestep_fs=job["timestep_fs"],
+                             friction_per_fs=job["friction_per_fs"], traj_id=job["traj_id"],
+                             seed=job["seed"])
 
 
 def _label(frame: Any, level: dict[str, Any]) -> tuple[Any, str]:
-    from alprobe.frames import set_reference
-    from alprobe.label import DFTLevel, label_atoms
+    from alprobe.label import DFTLevel
+    from alprobe.pool import label_frame
 
-    r = label_atoms(frame, DFTLevel(**level))
-    if not r.ok:
-        return None, f"{r.status}: {r.reason}"
-    return set_reference(frame, r.energy, r.forces), ""
+    return label_frame(frame, DFTLevel(**level))
 
 
 def main() -> None:

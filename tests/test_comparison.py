@@ -27,7 +27,8 @@ ARMS = {"ensemble": {"select": {"rule": "ensemble"}, "committee": {"members": 2}
 
 def _cmp(arms=None, **extra):
     return {"name": "tinycmp", "shared": copy.deepcopy(TINY_CAMPAIGN),
-            "arms": copy.deepcopy(ARMS if arms is None else arms), **extra}
+            "arms": copy.deepcopy(ARMS if arms is None else arms), "noise_floor_seeds": 0,
+            **extra}
 
 
 def _problems(data) -> list[str]:
@@ -65,18 +66,30 @@ def test_identical_arms_and_bad_values_are_reported():
                             "r2": {"select": {"rule": "random"}},
                             "e": {"select": {"rule": "ensemble"},
                                   "committee": {"members": 1}}}))
-    assert any(p.startswith("arms.r2: same settings as arms.r1") and "replica: 1" in p
+    assert any(p.startswith("arms.r2: same settings as arms.r1") and "replicas: N" in p
                for p in probs)
     assert any(p.startswith("arms.e.committee.members") for p in probs)
-    # a replica makes the second arm legitimate
-    ok = parse_comparison(_cmp({"r1": {"select": {"rule": "random"}},
-                                "r2": {"select": {"rule": "random"}, "replica": 1}}))
-    assert ok.arms["r2"].replica == 1
+    # replicas are the comparison's: an arm's own replica key is refused with the fix
+    probs = _problems(_cmp({"r1": {"select": {"rule": "random"}, "replica": 1}}))
+    assert any(p.startswith("arms.r1.replica:") and "replicas: N" in p for p in probs)
+    ok = parse_comparison(_cmp({"r1": {"select": {"rule": "random"}}}, replicas=3))
+    assert [(r.name, r.replica) for r in ok.runs()] == [("r1-r0", 0), ("r1-r1", 1),
+                                                         ("r1-r2", 2)]
+    assert ok.run_config(ok.runs()[2]).replica == 2
+    assert ok.shared_replicas() == [0]  # prospective: one generation 0 for all replicas
+    for bad in ({"replicas": 0}, {"noise_floor_seeds": 1}, {"target_force_mae_meV_A": -3}):
+        key = next(iter(bad))
+        assert any(p.startswith(f"{key}:") for p in _problems(_cmp(**bad)))
 
 
 def test_comparison_file_needs_one_source_and_arms(tmp_path):
     assert any("exactly one of `campaign`" in p
                for p in _problems({"name": "x", "arms": {"a": {}}}))
+    # a file naming only a pool gets the three strategies and the pool defaults
+    only = parse_comparison({"pool": {"file": "p.extxyz", "group_key": "traj_id"}}, tmp_path)
+    assert sorted(only.arms) == ["ensemble", "probe", "random"]
+    assert only.replicas == 5 and only.base.generations == 6 and only.pool_mode
+    assert only.name == "p" and only.shared_replicas() == [0, 1, 2, 3, 4]
     assert any(p.startswith("arms:") for p in _problems(_cmp(arms={})))
     assert any(p.startswith("bogus: unknown key") for p in _problems(_cmp(bogus=1)))
     data = {"name": "x", "campaign": "nowhere.yaml", "arms": {"a": {}}}
@@ -106,44 +119,72 @@ def test_repository_comparison_file_is_valid():
 
 # ----------------------------------------------------------------------------- the summary
 
-def _curve(arm, rule, maes, labels0=20, step=10):
-    return [{"arm": arm, "rule": rule, "generation": g, "labels": labels0 + step * g,
-             "dft_calls": labels0 + step * g, "force_mae_meV_A": m, "force_rmse_meV_A": m,
+def _curve(arm, replica, rule, maes, labels0=20, step=10):
+    return [{"run": f"{arm}-r{replica}", "arm": arm, "replica": replica, "rule": rule,
+             "generation": g, "labels": labels0 + step * g, "dft_calls": labels0 + step * g,
+             "force_mae_meV_A": m, "force_mae_lo_meV_A": 0.95 * m,
+             "force_mae_hi_meV_A": 1.05 * m, "force_rmse_meV_A": m,
              "energy_mae_meV_atom": m / 10, "hit_rate": 0.5 if g else math.nan,
-             "signal_auroc_test": 0.7, "signal_auroc_new": math.nan, "wall_s": 1.0,
-             "cpu_s": 1.0} for g, m in enumerate(maes)]
+             "hit_rate_abs": (0.99 if rule == "random" else 0.6) if g else math.nan,
+             "hit_base_rate_abs": math.nan, "signal_auroc_test": 0.7,
+             "signal_auroc_new": math.nan, "wall_s": 1.0, "cpu_s": 1.0}
+            for g, m in enumerate(maes)]
 
 
-def test_summary_names_the_winner_and_weighs_the_replica_spread():
+def test_paired_statistics_on_curves_with_a_known_answer():
+    """Arm a is 10% more accurate than r at every label count in each of 4 replicas, with
+    replica-to-replica variation larger than the gap: the paired intervals resolve it."""
+    from alprobe.report import paired_tables
+
+    curves = []
+    for rep, scale in enumerate((1.0, 1.3, 0.8, 1.15)):
+        base = [100 * scale, 70 * scale, 50 * scale]
+        curves += _curve("r", rep, "random", base)
+        curves += _curve("a", rep, "probe", [base[0]] + [0.9 * m for m in base[1:]])
+    t = paired_tables(curves, target=60)
+    d = t["at_labels"][("r", "a")][2]
+    assert d.n == 4 and d.resolved and d.mean > 0  # r - a > 0: a is more accurate
+    assert d.mean == pytest.approx(np.mean([5 * s for s in (1.0, 1.3, 0.8, 1.15)]))
+    au = t["aulc"][("r", "a")]
+    assert au.resolved and au.mean > 0
+    assert t["aulc_range"] == (20, 40)
+    # labels to 60 meV/A: replica 0 of r crosses between 30 (70) and 40 (50) labels
+    from alprobe.paired import labels_to_target
+
+    assert t["to_target_values"]["r"][0] == pytest.approx(labels_to_target(
+        [20, 30, 40], [100, 70, 50], 60))
+
+
+def test_summary_says_what_the_intervals_resolve():
     from alprobe.report import comparison_summary
 
-    curves = (_curve("a", "probe", [100, 80, 60]) + _curve("a2", "probe", [100, 82, 64])
-              + _curve("r", "random", [100, 90, 80]))
-    groups = {"a": "p", "a2": "p", "r": "r"}
-    text = comparison_summary("t", curves, [], groups, budget=10, generations=2)
-    # strategies are compared by the mean of their replicas
-    assert "**a/a2** (62.0 meV/Å, mean of 2 replicas, 40 labels)" in text
-    assert "r (80.0 meV/Å), by 18.0 meV/Å" in text
-    assert "is **larger than** the largest replica spread (4.0)" in text
-    # every arm reached 80 meV/A: a at 30 labels, a2 and r at 40
-    assert "- a: 30 labels" in text and "- a2: 40 labels" in text and "- r: 40 labels" in text
-    close = _curve("b", "probe", [100, 80, 60]) + _curve("b2", "probe", [100, 80, 90]) \
-        + _curve("s", "random", [100, 80, 70])
-    text = comparison_summary("t", close, [], {"b": "p", "b2": "p", "s": "r"}, budget=10,
-                              generations=2)
-    assert "**s** (70.0 meV/Å" in text and "is **not larger than**" in text
-    solo = comparison_summary("t", _curve("a", "probe", [9, 8]) + _curve("r", "random", [9, 7]),
-                              [], {"a": "p", "r": "r"}, budget=1, generations=1)
-    assert "No replicas were run" in solo
+    curves = []
+    for rep, scale in enumerate((1.0, 1.3, 0.8, 1.15)):
+        base = [100 * scale, 70 * scale, 50 * scale]
+        curves += _curve("r", rep, "random", base)
+        curves += _curve("a", rep, "probe", [base[0]] + [0.9 * m for m in base[1:]])
+        curves += _curve("b", rep, "ensemble", [m * (1 + 0.08 * (-1) ** rep) for m in base])
+    floor = {"run": "r-r0", "labels": 40, "generation": 2, "retrain": "finetune",
+             "force_mae_meV_A": [50.0, 51.0, 49.5, 50.5], "sd_meV_A": 0.65,
+             "range_meV_A": 1.5}
+    text = comparison_summary("t", curves, [], budget=10, generations=2, target=60,
+                              noise_floor=floor)
+    assert "| gen | labels | r − a | r − b | a − b |" in text
+    assert "r vs a:" in text and "resolved, a is better" in text
+    assert "r vs b:" in text and "not resolved" in text  # b alternates around r
+    assert "## Noise floor" in text and "range 1.5" in text
+    # random's absolute hit rate of 0.99: the threshold says nothing
+    assert "the threshold is below almost every candidate's error" in text
+    # a is resolved better than r; b (r +- 8%, alternating) is resolved against neither
+    assert "No arm beats every other; resolved by the intervals: a better than r." in text
 
 
-def test_summary_compares_arms_where_all_of_them_have_been():
+def test_summary_without_replicas_gives_no_interval():
     from alprobe.report import comparison_summary
 
-    curves = _curve("x", "probe", [100, 70]) + _curve("y", "random", [100, 90, 50])
-    text = comparison_summary("t", curves, [], {"x": "p", "y": "r"}, budget=10, generations=2)
-    assert "Arms that stopped early: x (at generation 1)" in text
-    assert "at generation 1: **x** (70.0 meV/Å" in text  # not y's 50 at generation 2
+    curves = _curve("a", 0, "probe", [9, 8]) + _curve("r", 0, "random", [9, 7])
+    text = comparison_summary("t", curves, [], budget=1, generations=1)
+    assert "no interval" in text
 
 
 # ----------------------------------------------------------------------------- a real comparison
@@ -261,8 +302,8 @@ def test_each_arm_selects_by_its_rule(compared):
 def test_same_seed_gives_the_same_selections(compared, tmp_path):
     """A second run of the ensemble arm's generation 1 from the shared start, in another
     folder, draws the same candidates and selects the same frames."""
-    from alprobe.campaign import _prepare_folder, _run
-    from alprobe.comparison import _seed_arm
+    from alprobe.campaign import prepare_folder, run_in_folder
+    from alprobe.comparison import seed_run
 
     directory, _, _, _ = compared
     cmp = parse_comparison(_cmp())
@@ -270,13 +311,13 @@ def test_same_seed_gives_the_same_selections(compared, tmp_path):
                                                            exclude={"source_dir"}),
                           "generations": 1})
     again = tmp_path / "again"
-    _seed_arm(directory / "shared", again)
-    _prepare_folder(cfg, again, False)
+    seed_run(directory / "shared", again)
+    prepare_folder(cfg, again, False)
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as lc, Client(lc) as client:
-        _run(cfg, again, client, None, False, key_prefix="again-")
+        run_in_folder(cfg, again, client, None, False, key_prefix="again-")
     first, second = open_ledger(directory / "arms" / "ensemble"), open_ledger(again)
     assert sorted(second.fids(generation=1)) == sorted(first.fids(generation=1))
     assert sorted(second.fids(generation=1, status="labeled")) == sorted(

@@ -164,7 +164,7 @@ def test_non_mapping_document():
         ("explore", {"trust_floor": 1.5}, "explore.trust_floor"),
         ("probe", {"threshold_value": 1.5}, "probe"),  # a quantile must lie in (0, 1)
         ("probe", {"error": "energy_squared"}, "probe.error"),
-        ("initial", {"n_rattle": 2, "n_md": 2, "test_size": 10}, "initial"),
+        ("initial", {"n_rattle": 1, "n_md": 2}, "initial"),  # no bootstrap set
         ("cluster", {"kind": "address"}, "cluster"),
         ("dft", {"grid_level": 12}, "dft.grid_level"),
         ("backbone", {"dtype": "float16"}, "backbone.dtype"),
