@@ -409,13 +409,16 @@ def test_worker_killed_on_every_attempt_fails_only_that_frame(reference, tmp_pat
     assert [r["generation"] for r in result.metrics] == [0]
     assert result.metrics[0]["failed_new"] == 1
     L = alprobe.open_ledger(d)
-    assert sorted(L.fids()) == sorted(reference["rattle"])  # no frame lost
+    test = set(L.fids(split="test"))  # the test walkers' frames, all labeled
+    assert test and test == set(L.fids(split="test", status="labeled"))
+    assert sorted(set(L.fids()) - test) == sorted(reference["rattle"])  # no frame lost
     (bad,) = L.frames(fid=poisoned)
     assert bad.info["status"] == "failed"
     assert "KilledWorker" in bad.info["reason"], bad.info["reason"]
     assert L.fids(status="failed") == [poisoned]  # no other frame failed
-    assert set(L.fids(status="labeled")) == set(reference["rattle"]) - {poisoned}
-    assert set(_spool(d)) == set(reference["rattle"]) - {poisoned}  # 11 DFT calls, no more
+    assert set(L.fids(status="labeled")) - test == set(reference["rattle"]) - {poisoned}
+    # 11 rattled DFT calls and the test set's, no more
+    assert set(_spool(d)) == (set(reference["rattle"]) - {poisoned}) | test
     # the labels are the reference's (same frames, same DFT level)
     ref = {a.info["fid"]: a for a in reference["labeled_frames"]}
     for a in L.frames(status="labeled"):
@@ -495,9 +498,10 @@ def test_transient_worker_deaths_are_retried(reference, tmp_path, monkeypatch):
         assert len(seen - set(original)) >= 2, (seen, original)
         assert len(client.scheduler_info()["workers"]) == 2  # both nannies restarted theirs
     L = alprobe.open_ledger(d)
-    assert sorted(L.fids()) == sorted(reference["rattle"])
-    assert set(L.fids(status="labeled")) == set(reference["rattle"])
-    assert set(_spool(d)) == set(reference["rattle"])
+    test = set(L.fids(split="test"))
+    assert test and sorted(set(L.fids()) - test) == sorted(reference["rattle"])
+    assert set(L.fids(status="labeled")) == set(reference["rattle"]) | test
+    assert set(_spool(d)) == set(reference["rattle"]) | test
     assert "gen000/train" in _stages(d)
     assert Path(_stages(d)["gen000/train"]["path"]).is_file()
     assert [r["generation"] for r in out["result"].metrics] == [0]
