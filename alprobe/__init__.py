@@ -18,8 +18,16 @@ from .config import CampaignConfig, ConfigError, load_campaign
 
 __version__ = "0.1.0"
 
-__all__ = ["CampaignConfig", "ConfigError", "__version__", "compare", "load_campaign",
-           "open_ledger", "resume", "run", "status_table"]
+__all__ = ["CampaignConfig", "ConfigError", "TrustCalculator", "__version__", "compare",
+           "load_campaign", "open_ledger", "resume", "run", "status_table"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TrustCalculator":  # imports torch and mace: only when asked for
+        from .trust import TrustCalculator
+
+        return TrustCalculator
+    raise AttributeError(f"module 'alprobe' has no attribute {name!r}")
 
 
 def compare(comparison: Any, directory: Any, **kwargs: Any) -> Any:

@@ -54,15 +54,18 @@ def compute_signals(frames: Sequence[Atoms], *, backbone: str, error: str,
     out: dict[str, Any] = {"tau_probe": None, "importance": {}}
     if probe:
         pm = load_probe(probe)
-        signals["probe"] = pm.score(feats, energies)
+        pfeats = [p.probe_features(pm.features) for p in preds]
+        signals["probe"] = pm.score(pfeats, energies)
         probabilities.append("probe")
         out["tau_probe"] = float(pm.meta["threshold"])
         if n_importance:
             worst = np.argsort(signals["probe"])[:n_importance]
-            imps = pm.importance([feats[i] for i in worst], energies[worst])
+            imps = pm.importance([pfeats[i] for i in worst], energies[worst])
             out["importance"] = {int(i): imp for i, imp in zip(worst, imps)}
     if ablation:
-        signals["probe_meanpool"] = load_probe(ablation).score(feats, energies)
+        am = load_probe(ablation)
+        signals["probe_meanpool"] = am.score([p.probe_features(am.features) for p in preds],
+                                             energies)
         probabilities.append("probe_meanpool")
     if committee:
         member = [predict(load_model(path, device), frames, device=device) for path in committee]

@@ -65,11 +65,16 @@ class BackboneError(AlprobeError):
 
 @dataclass
 class Prediction:
-    """Backbone output for one structure."""
+    """Backbone output for one structure (one forward pass)."""
 
     energy: float  # eV
     forces: np.ndarray  # (N, 3) eV/A
     features: np.ndarray  # (N, F) last-layer invariant per-atom embeddings
+    features_all: np.ndarray | None = None  # (N, F_all) invariants of every interaction layer
+
+    def probe_features(self, which: str = "last") -> np.ndarray:
+        """The features a probe reads: "last" layer or "all" layers."""
+        return self.features if which == "last" else self.features_all
 
 
 def fit_e0s(frames: Sequence[Atoms]) -> dict[int, float]:
@@ -230,6 +235,34 @@ def _n_invariant_features(model: torch.nn.Module) -> int:
     return int(sum(mul for mul, ir in irreps if ir.l == 0))
 
 
+def _scalar_columns(model: torch.nn.Module) -> tuple[list[int], list[int]]:
+    """Column indices of the invariant (0e) channels in ``node_feats``: of the last interaction
+    layer, and of every layer (node_feats concatenates the layers' product outputs)."""
+    from e3nn import o3
+
+    key = id(model)
+    if key in _COLUMNS:
+        return _COLUMNS[key]
+    last: list[int] = []
+    every: list[int] = []
+    offset = 0
+    for k, prod in enumerate(model.products):
+        cols = []
+        for mul, ir in o3.Irreps(str(prod.linear.irreps_out)):
+            if ir.l == 0 and ir.p == 1:
+                cols += list(range(offset, offset + mul))
+            offset += mul * ir.dim
+        every += cols
+        if k == len(model.products) - 1:
+            last = cols
+    _COLUMNS.clear()
+    _COLUMNS[key] = (last, every)
+    return last, every
+
+
+_COLUMNS: dict[int, tuple[list[int], list[int]]] = {}
+
+
 def _last_layer_invariants(model: torch.nn.Module, node_feats: torch.Tensor) -> torch.Tensor:
     """The scalar (0e) block of the last product layer: the last layer's own columns."""
     from e3nn import o3
@@ -274,13 +307,14 @@ def predict(model: torch.nn.Module, frames: Sequence[Atoms], batch_size: int = 1
                 d[k] = v.to(dtype)
         res = model(d, compute_force=True, training=False)
         feats = _last_layer_invariants(model, res["node_feats"]).detach().cpu().numpy()
+        every = res["node_feats"][:, _scalar_columns(model)[1]].detach().cpu().numpy()
         forces = res["forces"].detach().cpu().numpy()
         energy = res["energy"].detach().cpu().numpy()
         ptr = batch.ptr.cpu().numpy()
         for g in range(len(ptr) - 1):
             sl = slice(ptr[g], ptr[g + 1])
             out.append(Prediction(float(energy[g]), forces[sl].astype(np.float64),
-                                  feats[sl].astype(np.float32)))
+                                  feats[sl].astype(np.float32), every[sl].astype(np.float32)))
     return out
 
 
@@ -291,7 +325,8 @@ class MaceCalculator(Calculator):
     as energy (eV) and forces (eV/A), so scoring a frame with PROBE costs no extra pass.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "node_features"]
+    implemented_properties = ["energy", "free_energy", "forces", "node_features",
+                              "node_features_all"]
 
     def __init__(self, model: torch.nn.Module, device: str = "cpu", **kwargs: Any):
         super().__init__(**kwargs)
@@ -303,4 +338,4 @@ class MaceCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         (p,) = predict(self.model, [self.atoms], batch_size=1, device=self.device)
         self.results = {"energy": p.energy, "free_energy": p.energy, "forces": p.forces,
-                        "node_features": p.features}
+                        "node_features": p.features, "node_features_all": p.features_all}

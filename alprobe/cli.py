@@ -1,5 +1,5 @@
-"""Command line: alprobe run / resume / compare / status / validate / evaluate. Each command
-calls a function of the Python API."""
+"""Command line: alprobe run / resume / compare / status / validate / evaluate / probe fit /
+probe score. Each command calls a function of the Python API."""
 
 from __future__ import annotations
 
@@ -127,6 +127,57 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read(path: str, args: argparse.Namespace) -> list:
+    from .errors import AlprobeError
+    from .frames import read_labeled
+
+    try:
+        return read_labeled(path, args.energy_key, args.forces_key)
+    except (ValueError, OSError) as exc:
+        raise AlprobeError(" ".join(str(exc).split())) from None
+
+
+def _probe_fit(args: argparse.Namespace) -> int:
+    from .config import ProbeConfig
+    from .trust import fit_probe
+
+    frames = _read(args.frames, args)
+    train = _read(args.train_frames, args) if args.train_frames else []
+    cfg = ProbeConfig(error=args.error, threshold=args.threshold,
+                      threshold_value=args.threshold_value, members=args.members,
+                      target=args.target, use_energy=not args.no_energy, features=args.features)
+    res = fit_probe(frames, args.backbone, args.out, cfg, train_frames=train, seed=args.seed,
+                    device=args.device)
+    unit = {"energy": "eV", "energy_per_atom": "eV/atom"}.get(args.error, "eV/A")
+    print(f"probe fitted on {res['n_frames']} frames: threshold {res['threshold']:.4g} {unit} "
+          f"({args.error}, {args.threshold}); {res['n_reliable']} reliable / "
+          f"{res['n_unreliable']} unreliable; width {res['meta']['width']}, "
+          f"{res['meta']['n_parameters']} parameters per head x {args.members}")
+    print(f"wrote {res['path']}")
+    return 0
+
+
+def _probe_score(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .errors import AlprobeError
+    from .trust import score_frames
+
+    from ase.io import read
+
+    try:
+        frames = read(args.frames, index=":")
+    except Exception as exc:  # noqa: BLE001 - ase raises many kinds
+        raise AlprobeError(f"cannot read {args.frames}: {exc}") from None
+    csv_path = args.csv or str(Path(args.out).with_suffix(".csv"))
+    scored = score_frames(frames, args.backbone, args.probe, out=args.out, csv_path=csv_path,
+                          device=args.device)
+    t = np.array([a.info["trust"] for a in scored])
+    print(f"scored {len(t)} frames: P(reliable) min {t.min():.3f}, median {np.median(t):.3f}, "
+          f"max {t.max():.3f}; wrote {args.out} and {csv_path}")
+    return 0
+
+
 def _folder_flags(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--dir", help=f"{what} (default: runs/<name>)")
     p.add_argument("--allow-changes", action="store_true",
@@ -175,6 +226,39 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="cpu")
     e.set_defaults(fn=_evaluate)
+    pr = sub.add_parser("probe", help="PROBE on its own for a MACE model: fit, score")
+    psub = pr.add_subparsers(dest="probe_command", required=True)
+    pf = psub.add_parser("fit", help="fit PROBE on labeled frames the backbone never saw")
+    pf.add_argument("frames", help="extxyz with reference energy (eV) and forces (eV/A)")
+    pf.add_argument("--backbone", required=True, help="MACE model file")
+    pf.add_argument("-o", "--out", required=True, help="probe checkpoint to write (probe.pt)")
+    pf.add_argument("--train-frames", help="the backbone's training set (extxyz): frames in it "
+                    "are refused")
+    pf.add_argument("--error", default="force_rmse",
+                    choices=["energy", "energy_per_atom", "force_rmse", "force_max"])
+    pf.add_argument("--threshold", default="quantile", choices=["quantile", "absolute"])
+    pf.add_argument("--threshold-value", type=float, default=0.5,
+                    help="quantile in (0, 1), or eV / eV/atom / eV/A if absolute")
+    pf.add_argument("--members", type=int, default=5, help="heads averaged")
+    pf.add_argument("--target", default="structure", choices=["structure", "atom"])
+    pf.add_argument("--features", default="last", choices=["last", "all"])
+    pf.add_argument("--no-energy", action="store_true",
+                    help="leave the predicted energy out of the pooling vector")
+    pf.add_argument("--seed", type=int, default=0)
+    pf.set_defaults(fn=_probe_fit)
+    ps = psub.add_parser("score", help="P(reliable) per frame and importance per atom")
+    ps.add_argument("frames", help="extxyz (labels not needed)")
+    ps.add_argument("--backbone", required=True)
+    ps.add_argument("--probe", required=True)
+    ps.add_argument("-o", "--out", required=True, help="scored extxyz (info trust, arrays "
+                    "atom_importance, pred_energy/pred_forces)")
+    ps.add_argument("--csv", help="CSV of the scores (default: OUT with .csv)")
+    ps.set_defaults(fn=_probe_score)
+    for q in (pf, ps):
+        q.add_argument("--device", default="cpu")
+    for q in (pf,):
+        q.add_argument("--energy-key", default="ref_energy")
+        q.add_argument("--forces-key", default="ref_forces")
     v = sub.add_parser("validate", help="check a campaign or comparison file; print every "
                        "problem")
     v.add_argument("campaign")

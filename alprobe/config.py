@@ -197,8 +197,22 @@ class ProbeConfig(_Section):
     threshold_value: float = Field(
         0.5, gt=0, description="quantile in (0, 1), or eV / eV/A / eV per atom if absolute"
     )
-    members: int = Field(3, ge=1, description="heads with different seeds, averaged")
+    members: int = Field(3, ge=1, description="heads with different seeds, averaged (one "
+                         "batched forward pass for all)")
     attention: bool = Field(True, description="False: mean-pool MLP ablation (no attention)")
+    target: Literal["structure", "atom"] = Field(
+        "structure", description="structure: one example per frame (its error against the "
+        "threshold); atom: one example per atom (its force error), a frame's trust pooled "
+        "from its atoms'")
+    atom_pool: Literal["min", "mean"] = Field(
+        "min", description="atom target: a frame's P(reliable) is the min or the mean of its "
+        "atoms'")
+    use_energy: bool = Field(True, description="the predicted energy in the pooling vector")
+    features: Literal["last", "all"] = Field(
+        "last", description="invariant features of the last interaction layer, or of all")
+    width: int | Literal["auto"] = Field(
+        "auto", description="hidden width; auto: probe.auto_width (grows with the training "
+        "examples, 32..256)")
     temperature_scaling: bool = Field(
         False, description="fit a temperature on the validation split (calibrates P(reliable))")
     epochs: int = Field(300, gt=0)

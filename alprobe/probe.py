@@ -1,10 +1,22 @@
-"""PROBE: an attention classifier on frozen per-atom embeddings that outputs P(reliable).
+"""PROBE: a classifier on frozen per-atom embeddings of the backbone that outputs P(reliable).
 
-Architecture as in PROBE.md (arXiv 2605.00640): atom encoder MLP D->256->128->256, one
-multi-head self-attention layer (32 heads x 8 dims, residual + LayerNorm), pooling of masked
-mean || masked max || standardised predicted energy || standardised atom count -> 256, and a
-head 256->128->32->2. Unlike the reference, all inputs are standardised with statistics of the
-training set, and several heads with different seeds can be averaged (``members``).
+After arXiv 2605.00640 (see PROBE.md): an atom encoder MLP, one multi-head self-attention
+layer over the atoms of a structure (residual + LayerNorm), pooling of masked mean || masked
+max || standardised predicted energy || standardised atom count, and a classification head.
+What alprobe does differently, each an option measured in ``scripts/bench_probe_variants.py``:
+
+* every input is standardised with statistics of the training set;
+* ``members`` heads with different seeds are one module with stacked weights (an ensemble
+  dimension M in every tensor), trained together with independent losses, gradient clipping and
+  early stopping, and scored in one batched forward pass (cheap enough for every MD step);
+* the width follows the data (``width: auto``, :func:`auto_width`) instead of a fixed 0.57 M
+  parameters;
+* ``target: atom`` trains an atom-level head on per-atom force errors (each atom one example;
+  ten ethanol frames are ninety), and a structure's trust is pooled from its atoms' (``atom_pool``
+  min or mean); its atom importance is then the model's own per-atom unreliability;
+* ``use_energy: false`` leaves the predicted energy out of the pooling vector;
+* ``features: all`` reads the invariant features of every interaction layer, not only the last
+  (the caller passes them: see backbone.Prediction.features_all).
 
 Checkpoints hold only tensors and plain numbers, so they load with ``weights_only=True``.
 """
@@ -12,6 +24,7 @@ Checkpoints hold only tensors and plain numbers, so they load with ``weights_onl
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,67 +34,135 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .errors import AlprobeError
 
-__all__ = ["ProbeError", "ProbeModel", "ProbeNet", "train_probe", "load_probe", "reliable_labels"]
+__all__ = ["ProbeEnsemble", "ProbeError", "ProbeModel", "auto_width", "load_probe",
+           "reliable_labels", "train_probe"]
 
 
 class ProbeError(AlprobeError):
     """The probe cannot be trained on the data given (the message says why)."""
 
 
-def _mlp(dims: Sequence[int], dropout: float, last_plain: bool) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        layers += [nn.Linear(a, b)]
-        last = i == len(dims) - 2
-        if last and last_plain:
-            break
-        layers += [nn.LayerNorm(b)]
-        if not last:
-            layers += [nn.GELU(), nn.Dropout(dropout)]
-    return nn.Sequential(*layers)
+def auto_width(n_examples: int) -> int:
+    """Hidden width for ``n_examples`` training examples (structures, or atoms for the atom
+    target): the power of two nearest 8 sqrt(n), between 32 and 256 (about 15 k parameters at
+    40 examples, 0.3 M at 1000 and more)."""
+    w = 8.0 * math.sqrt(max(1, n_examples))
+    return int(2 ** round(math.log2(min(256.0, max(32.0, w)))))
 
 
-class ProbeNet(nn.Module):
-    """One PROBE head. forward(x (B, L, D), mask (B, L) True=atom, extra (B, 2)) -> logits (B, 2).
+# ---------------------------------------------------------------------------- ensemble layers
 
-    ``attention=False`` is the ablation: no attention layer, mean pooling only (a mean-pool MLP).
-    ``temperature`` divides the logits (1 unless temperature scaling was fitted).
+class _Linear(nn.Module):
+    """M independent linear maps: (N, d_in) shared or (M, N, d_in) -> (M, N, d_out)."""
+
+    def __init__(self, m: int, d_in: int, d_out: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default initialisation, per member
+        self.weight = nn.Parameter(torch.empty(m, d_in, d_out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(m, 1, d_out).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            return torch.matmul(x, self.weight) + self.bias
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class _LayerNorm(nn.Module):
+    """LayerNorm over the last dimension with per-member affine parameters: (M, N, d)."""
+
+    def __init__(self, m: int, d: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(m, 1, d))
+        self.bias = nn.Parameter(torch.zeros(m, 1, d))
+        self.d = d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, (self.d,)) * self.weight + self.bias
+
+
+class ProbeEnsemble(nn.Module):
+    """M PROBE heads with stacked weights.
+
+    forward(x (B, L, D) or (M, B, L, D), mask (B, L) or (M, B, L) True = atom, extra (B, E) or
+    (M, B, E)) -> logits: (M, B, 2) for ``target="structure"``, (M, B, L) for ``"atom"`` (the
+    per-atom logit of "reliable"). ``temperature`` (M,) divides the logits (1 unless fitted).
     """
 
-    def __init__(self, n_features: int, dropout: float = 0.1, attention: bool = True):
+    def __init__(self, n_features: int, *, members: int = 3, width: int = 128,
+                 attention: bool = True, n_extra: int = 2, target: str = "structure",
+                 dropout: float = 0.1):
         super().__init__()
-        self.use_attention = attention
-        self.encoder = _mlp([n_features, 256, 128, 256], dropout, last_plain=False)
+        if target not in ("structure", "atom"):
+            raise ValueError(f"unknown probe target {target!r}")
+        m, h = members, width
+        self.members, self.width, self.use_attention = m, h, attention
+        self.n_features, self.n_extra, self.target, self.dropout = n_features, n_extra, target, dropout
+        self.heads = max(1, h // 8)
+        self.enc1, self.norm1 = _Linear(m, n_features, h), _LayerNorm(m, h)
+        self.enc2, self.norm2 = _Linear(m, h, h), _LayerNorm(m, h)
         if attention:
-            self.attention = nn.MultiheadAttention(256, 32, dropout=dropout, batch_first=True)
-            self.norm = nn.LayerNorm(256)
-        self.pool = nn.Linear((2 if attention else 1) * 256 + 2, 256)
-        self.head = nn.Sequential(nn.GELU(), _mlp([256, 128, 32, 2], dropout, last_plain=True))
-        self.register_buffer("temperature", torch.ones(()))
+            self.qkv, self.out, self.norm3 = _Linear(m, h, 3 * h), _Linear(m, h, h), _LayerNorm(m, h)
+        if target == "structure":  # mean || max pooling (mean only in the ablation)
+            self.pool = _Linear(m, (2 if attention else 1) * h + n_extra, h)
+            self.head1, self.head_norm = _Linear(m, h, h // 2), _LayerNorm(m, h // 2)
+            self.head2 = _Linear(m, h // 2, 2)
+        else:
+            self.head1, self.head_norm = _Linear(m, h + n_extra, h // 2), _LayerNorm(m, h // 2)
+            self.head2 = _Linear(m, h // 2, 1)
+        self.register_buffer("temperature", torch.ones(m))
+
+    def config(self) -> dict[str, Any]:
+        return {"n_features": self.n_features, "members": self.members, "width": self.width,
+                "attention": self.use_attention, "n_extra": self.n_extra, "target": self.target,
+                "dropout": self.dropout}
+
+    def _encode(self, x: torch.Tensor, mask: torch.Tensor, want_attention: bool = False):
+        m = self.members
+        b, n_atoms = mask.shape[-2], mask.shape[-1]
+        if mask.dim() == 2:
+            mask = mask.expand(m, b, n_atoms)
+        flat = x.reshape(-1, x.shape[-1]) if x.dim() == 3 else x.reshape(m, -1, x.shape[-1])
+        h = F.dropout(F.gelu(self.norm1(self.enc1(flat))), self.dropout, self.training)
+        h = self.norm2(self.enc2(h))  # (M, B*L, H)
+        w = None
+        if self.use_attention:
+            q, k, v = self.qkv(h).reshape(m, b, n_atoms, 3, self.heads, -1).unbind(3)
+            q, k, v = (t.transpose(2, 3) for t in (q, k, v))  # (M, B, heads, L, dh)
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+            scores = scores.masked_fill(~mask[:, :, None, None, :], float("-inf"))
+            w = F.dropout(torch.softmax(scores, -1), self.dropout, self.training)
+            a = torch.matmul(w, v).transpose(2, 3).reshape(m, b * n_atoms, self.width)
+            h = self.norm3(h + self.out(a))
+        return h.reshape(m, b, n_atoms, self.width), mask, (w if want_attention else None)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, extra: torch.Tensor,
                 return_attention: bool = False) -> Any:
-        h = self.encoder(x)
-        w = None
-        m = mask.unsqueeze(-1).to(h.dtype)
-        if self.use_attention:
-            a, w = self.attention(h, h, h, key_padding_mask=~mask,
-                                  need_weights=return_attention, average_attn_weights=True)
-            h = self.norm(h + a)
-        mean = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
-        if self.use_attention:
-            hmax = h.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(1).values
-            pooled = torch.cat([mean, hmax, extra], dim=-1)
+        h, mask, w = self._encode(x, mask, return_attention)
+        m, b = h.shape[0], h.shape[1]
+        if extra.dim() == 2:
+            extra = extra.expand(m, *extra.shape)
+        if self.target == "structure":
+            mk = mask.unsqueeze(-1).to(h.dtype)
+            mean = (h * mk).sum(2) / mk.sum(2).clamp(min=1.0)
+            parts = [mean, extra]
+            if self.use_attention:
+                parts.insert(1, h.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(2).values)
+            z = F.gelu(self.pool(torch.cat(parts, -1)))
+            z = F.dropout(z, self.dropout, self.training)
+            z = F.gelu(self.head_norm(self.head1(z)))
+            logits = self.head2(z) / self.temperature[:, None, None]
         else:
-            pooled = torch.cat([mean, extra], dim=-1)
-        logits = self.head(self.pool(pooled)) / self.temperature
-        if return_attention:
-            return logits, w
-        return logits
+            per_atom = torch.cat([h, extra[:, :, None, :].expand(-1, -1, h.shape[2], -1)], -1)
+            z = F.gelu(self.head_norm(self.head1(per_atom.reshape(m, -1, per_atom.shape[-1]))))
+            logits = self.head2(z).reshape(m, b, -1) / self.temperature[:, None, None]
+        return (logits, w) if return_attention else logits
 
+
+# ------------------------------------------------------------------------------ the model
 
 def _pad(features: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     n = max(len(f) for f in features)
@@ -98,64 +179,100 @@ def _pad(features: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
 class ProbeModel:
     """Trained PROBE heads plus the statistics that standardise their inputs."""
 
-    nets: list[ProbeNet]
+    net: ProbeEnsemble
     stats: dict[str, Any]  # feat_mean (D,), feat_std (D,), energy/n mean and std
-    meta: dict[str, Any]  # error kind, threshold, training ids, history ...
+    meta: dict[str, Any]  # error kind, threshold, options, training ids, history ...
+
+    @property
+    def nets(self) -> list[int]:
+        """One entry per head (the heads live stacked in ``net``)."""
+        return list(range(self.net.members))
+
+    @property
+    def features(self) -> str:
+        """Which backbone features the probe reads: "last" (layer) or "all" (layers)."""
+        return self.meta.get("features", "last")
 
     def _inputs(self, features: Sequence[np.ndarray], energies: Sequence[float]):
         s = self.stats
         feats = [(np.asarray(f, np.float32) - s["feat_mean"]) / s["feat_std"] for f in features]
         x, mask = _pad(feats)
-        n = np.array([len(f) for f in features], dtype=np.float64)
-        e = np.asarray(energies, dtype=np.float64)
-        extra = np.stack([(e - s["energy_mean"]) / s["energy_std"],
-                          (n - s["n_mean"]) / s["n_std"]], axis=1)
-        return x, mask, torch.as_tensor(extra, dtype=torch.float32)
+        return x, mask, torch.as_tensor(_extra(features, energies, s, self.meta),
+                                        dtype=torch.float32)
+
+    def _reliable(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """P(reliable) per member and structure, (M, B)."""
+        if self.net.target == "structure":
+            return torch.softmax(logits, -1)[..., 1]
+        p = torch.sigmoid(logits).masked_fill(~mask, float("nan"))
+        if self.meta.get("atom_pool", "min") == "min":
+            return torch.nan_to_num(p, nan=1.0).min(-1).values
+        return torch.nanmean(p, -1)
 
     @torch.no_grad()
     def score(self, features: Sequence[np.ndarray], energies: Sequence[float],
               batch_size: int = 256) -> np.ndarray:
-        """P(reliable) per structure, (B,), averaged over the heads.
+        """P(reliable) per structure, (B,), averaged over the heads (one batched pass).
 
         features: per-structure (N_i, D) backbone embeddings; energies: predicted totals (eV).
         """
+        self.net.eval()
         out = []
         for i in range(0, len(features), batch_size):
             x, mask, extra = self._inputs(features[i : i + batch_size], energies[i : i + batch_size])
-            p = torch.stack([torch.softmax(net(x, mask, extra), -1)[:, 1] for net in self.nets])
-            out.append(p.mean(0).numpy())
+            out.append(self._reliable(self.net(x, mask, extra), mask).mean(0).numpy())
         return np.concatenate(out) if out else np.zeros(0)
 
     @torch.no_grad()
-    def importance(self, features: Sequence[np.ndarray], energies: Sequence[float]) -> list[np.ndarray]:
-        """Per-atom importance (attention received, averaged over heads and members), sum 1."""
-        if not self.nets[0].use_attention:
-            raise ProbeError("the mean-pool ablation has no attention, hence no atom importance")
+    def score_and_importance(self, features: Sequence[np.ndarray], energies: Sequence[float]
+                             ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """P(reliable) per structure (B,) and per-atom importance (summing to 1 per
+        structure) from one forward pass: for the structure target the attention each atom
+        receives (averaged over heads and members), for the atom target the model's own
+        per-atom unreliability 1 - P(atom reliable)."""
+        self.net.eval()
         x, mask, extra = self._inputs(features, energies)
-        total = torch.zeros(mask.shape, dtype=torch.float32)
-        for net in self.nets:
-            _, w = net(x, mask, extra, return_attention=True)  # (B, L queries, S keys)
-            w = (w * mask.unsqueeze(-1)).sum(1) * mask
-            total += w / w.sum(1, keepdim=True).clamp(min=1e-12)
-        total /= len(self.nets)
-        return [total[i, : int(mask[i].sum())].numpy() for i in range(len(features))]
+        if self.net.target == "atom":
+            logits = self.net(x, mask, extra)
+            w = (1.0 - torch.sigmoid(logits)).mean(0) * mask
+        else:
+            if not self.net.use_attention:
+                raise ProbeError("the mean-pool ablation has no attention, hence no atom "
+                                 "importance")
+            logits, att = self.net(x, mask, extra, return_attention=True)  # (M, B, h, L, L)
+            w = (att.mean(2) * mask[None, :, :, None]).sum(2).mean(0) * mask
+        w = w / w.sum(1, keepdim=True).clamp(min=1e-12)
+        p = self._reliable(logits, mask).mean(0).numpy()
+        return p, [w[i, : int(mask[i].sum())].numpy() for i in range(len(features))]
+
+    def importance(self, features: Sequence[np.ndarray], energies: Sequence[float]) -> list[np.ndarray]:
+        """Per-atom importance (see score_and_importance)."""
+        return self.score_and_importance(features, energies)[1]
 
     def save(self, path: str | Path) -> None:
         """Write a checkpoint atomically (tensors and plain values only)."""
         import os
 
         path = Path(path)
-        blob = {
-            "n_features": int(self.nets[0].encoder[0].in_features),
-            "attention": bool(self.nets[0].use_attention),
-            "states": [net.state_dict() for net in self.nets],
-            "stats": {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v)
-                      for k, v in self.stats.items()},
-            "meta": json.loads(json.dumps(self.meta, default=_plain)),  # plain types only
-        }
+        blob = {"config": self.net.config(), "state": self.net.state_dict(),
+                "stats": {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v)
+                          for k, v in self.stats.items()},
+                "meta": json.loads(json.dumps(self.meta, default=_plain))}
         tmp = path.with_name(path.name + ".tmp")
         torch.save(blob, tmp)
         os.replace(tmp, path)
+
+
+def _extra(features: Sequence[np.ndarray], energies: Sequence[float], s: dict[str, Any],
+           meta: dict[str, Any]) -> np.ndarray:
+    """The standardised structure-level inputs (B, E): predicted energy (unless
+    use_energy is off) and atom count."""
+    n = np.array([len(f) for f in features], dtype=np.float64)
+    cols = [(n - s["n_mean"]) / s["n_std"]]
+    if meta.get("use_energy", True):
+        e = np.asarray(energies, dtype=np.float64)
+        cols.insert(0, (e - s["energy_mean"]) / s["energy_std"])
+    return np.stack(cols, axis=1)
 
 
 def _plain(v: Any) -> Any:
@@ -171,16 +288,13 @@ def load_probe(path: str | Path) -> ProbeModel:
         raise ProbeError(f"probe checkpoint not found: {path}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
+        net = ProbeEnsemble(**blob["config"])
+        net.load_state_dict(blob["state"])
     except Exception as exc:  # noqa: BLE001
         raise ProbeError(f"cannot read probe checkpoint {path}: {exc}") from None
-    nets = []
-    for state in blob["states"]:
-        net = ProbeNet(blob["n_features"], attention=blob.get("attention", True))
-        net.load_state_dict(state)
-        net.eval()
-        nets.append(net)
+    net.eval()
     stats = {k: (v.numpy() if torch.is_tensor(v) else v) for k, v in blob["stats"].items()}
-    return ProbeModel(nets, stats, blob["meta"])
+    return ProbeModel(net, stats, blob["meta"])
 
 
 def reliable_labels(errors: np.ndarray, threshold: str, value: float) -> tuple[np.ndarray, float]:
@@ -201,110 +315,188 @@ def _split(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np
     return np.array(sorted(train)), np.array(sorted(val))
 
 
-def _fit_one(net: ProbeNet, data: tuple, y: np.ndarray, n_atoms: np.ndarray, tr: np.ndarray,
-             va: np.ndarray, cfg: Any, seed: int) -> dict[str, Any]:
+# ------------------------------------------------------------------------------- training
+
+def _losses(net: ProbeEnsemble, x: torch.Tensor, mask: torch.Tensor, extra: torch.Tensor,
+            y: torch.Tensor, size_w: torch.Tensor, class_w: torch.Tensor) -> torch.Tensor:
+    """Per-member loss (M,): class-weighted cross-entropy per structure divided by sqrt(N)
+    (clamped at 1), or per-atom binary cross-entropy (atom target), over the batch."""
+    logits = net(x, mask, extra)
+    if net.target == "structure":
+        ce = F.cross_entropy(logits.reshape(-1, 2), y.reshape(-1), reduction="none")
+        w = class_w[y] * size_w
+        return (ce.reshape(y.shape) * w).sum(-1) / class_w[y].sum(-1)
+    m = mask if mask.dim() == 3 else mask.expand(net.members, *mask.shape)
+    bce = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), reduction="none")
+    w = class_w[y] * m
+    return (bce * w).sum((-1, -2)) / w.sum((-1, -2)).clamp(min=1e-12)
+
+
+def _clip_per_member(net: ProbeEnsemble, max_norm: float = 1.0) -> None:
+    """Gradient clipping to ``max_norm`` for each member separately (members never interact)."""
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads)
+    scale = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.reshape(-1, *([1] * (g.dim() - 1))))
+
+
+def _fit(net: ProbeEnsemble, data: tuple, y: np.ndarray, n_atoms: np.ndarray, tr: np.ndarray,
+         va: np.ndarray, cfg: Any, seed: int) -> list[dict[str, Any]]:
+    """Train every member on ``tr`` with early stopping on its own validation loss (``va``);
+    each member keeps its best-validation weights. Returns one summary per member."""
     x, mask, extra = data
+    m = net.members
     yt = torch.as_tensor(y)
-    counts = np.bincount(y[tr], minlength=2).astype(float)
+    pos = y[tr] if net.target == "structure" else y[tr][mask[tr].numpy()]
+    counts = np.bincount(pos.ravel(), minlength=2).astype(float)
     class_w = torch.as_tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32)
     size_w = torch.as_tensor(1.0 / np.maximum(1.0, np.sqrt(n_atoms)), dtype=torch.float32)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.9, patience=5)
     gen = torch.Generator().manual_seed(seed)
-
-    def loss_of(idx: torch.Tensor, train: bool) -> torch.Tensor:
-        net.train(train)
-        logits = net(x[idx], mask[idx], extra[idx])
-        ce = nn.functional.cross_entropy(logits, yt[idx], weight=class_w, reduction="none")
-        return (ce * size_w[idx]).sum() / class_w[yt[idx]].sum()
-
-    best, best_state, bad, history = float("inf"), None, 0, []
     tr_t, va_t = torch.as_tensor(tr), torch.as_tensor(va)
+    best = torch.full((m,), float("inf"))
+    best_state = {k: v.clone() for k, v in net.state_dict().items()}
+    bad = torch.zeros(m, dtype=torch.long)
+    stopped_at = [cfg.epochs] * m
+    epoch = 0
     for epoch in range(cfg.epochs):
-        perm = tr_t[torch.randperm(len(tr_t), generator=gen)]
-        for i in range(0, len(perm), cfg.batch_size):
+        net.train()
+        # each member sees its own order of the training structures
+        perms = torch.stack([tr_t[torch.randperm(len(tr_t), generator=gen)] for _ in range(m)])
+        for i in range(0, len(tr_t), cfg.batch_size):
+            idx = perms[:, i : i + cfg.batch_size]  # (M, b)
             opt.zero_grad()
-            loss = loss_of(perm[i : i + cfg.batch_size], True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            loss = _losses(net, x[idx], mask[idx], extra[idx], yt[idx], size_w[idx], class_w)
+            loss.sum().backward()
+            _clip_per_member(net)
             opt.step()
+        net.eval()
         with torch.no_grad():
-            val = float(loss_of(va_t, False))
-        sched.step(val)
-        history.append(val)
-        if val < best - 1e-6:
-            best, bad = val, 0
-            best_state = {k: v.clone() for k, v in net.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
+            val = _losses(net, x[va_t], mask[va_t], extra[va_t], yt[va_t].expand(m, *yt[va_t].shape),
+                          size_w[va_t].expand(m, -1), class_w)
+        sched.step(float(val.mean()))
+        improved = val < best - 1e-6
+        if improved.any():
+            state = net.state_dict()
+            for k, v in state.items():
+                if v.dim() and v.shape[0] == m:
+                    best_state[k][improved] = v[improved]
+        best = torch.where(improved, val, best)
+        bad = torch.where(improved, torch.zeros_like(bad), bad + 1)
+        for k in range(m):
+            if bad[k] == cfg.patience and stopped_at[k] == cfg.epochs:
+                stopped_at[k] = epoch + 1
+        if bool((bad >= cfg.patience).all()):
+            break
     net.load_state_dict(best_state)
     net.eval()
-    out = {"best_val_loss": best, "epochs": epoch + 1, "temperature": 1.0}
-    if cfg.temperature_scaling:
-        out["temperature"] = _fit_temperature(net, x[va_t], mask[va_t], extra[va_t], yt[va_t])
-    return out
+    return [{"best_val_loss": float(best[k]), "epochs": min(stopped_at[k], epoch + 1),
+             "temperature": 1.0} for k in range(m)]
 
 
-def _fit_temperature(net: ProbeNet, x: torch.Tensor, mask: torch.Tensor, extra: torch.Tensor,
-                     y: torch.Tensor) -> float:
-    """Temperature T > 0 minimising the NLL of softmax(logits / T) on a held-out split."""
+def _fit_temperature(net: ProbeEnsemble, x: torch.Tensor, mask: torch.Tensor, extra: torch.Tensor,
+                     y: torch.Tensor) -> list[float]:
+    """Per member, the temperature T > 0 minimising the NLL of its logits / T on held-out
+    structures (structure target)."""
     with torch.no_grad():
-        logits = net(x, mask, extra) * net.temperature
-    log_t = torch.zeros((), requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+        logits = net(x, mask, extra) * net.temperature[:, None, None]
+    temps = []
+    for k in range(net.members):
+        log_t = torch.zeros((), requires_grad=True)
+        opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(logits / log_t.exp(), y)
-        loss.backward()
-        return loss
+        def closure(k: int = k) -> torch.Tensor:
+            opt.zero_grad()
+            loss = F.cross_entropy(logits[k] / log_t.exp(), y)
+            loss.backward()
+            return loss
 
-    opt.step(closure)
-    t = float(log_t.exp().clamp(0.05, 20.0))
-    net.temperature.fill_(t)
-    return t
+        opt.step(closure)
+        temps.append(float(log_t.detach().exp().clamp(0.05, 20.0)))
+    net.temperature.copy_(torch.tensor(temps))
+    return temps
 
 
 def train_probe(features: Sequence[np.ndarray], energies: Sequence[float], errors: Sequence[float],
-                cfg: Any, *, seed: int, meta: dict[str, Any] | None = None) -> ProbeModel:
+                cfg: Any, *, seed: int, meta: dict[str, Any] | None = None,
+                atom_errors: Sequence[np.ndarray] | None = None) -> ProbeModel:
     """Train PROBE heads on out-of-sample backbone errors.
 
     features: per-structure (N_i, D) embeddings of the frozen backbone; energies: its predicted
-    totals (eV); errors: its true errors on those structures (unit of ``cfg.error``). ``cfg`` is
-    a ProbeConfig. Raises ProbeError when either class has fewer than two structures.
+    totals (eV); errors: its true errors on those structures (unit of ``cfg.error``);
+    atom_errors: per structure, each atom's force-error norm |F_pred - F_ref| (eV/A), needed for
+    ``cfg.target == "atom"``. ``cfg`` is a ProbeConfig. Raises ProbeError when either class has
+    fewer than two structures (atoms, for the atom target).
     """
     t0 = time.perf_counter()
     errors = np.asarray(errors, dtype=float)
-    y, tau = reliable_labels(errors, cfg.threshold, cfg.threshold_value)
-    counts = np.bincount(y, minlength=2)
-    if counts.min() < 2:
+    target = getattr(cfg, "target", "structure")
+    y_struct, tau = reliable_labels(errors, cfg.threshold, cfg.threshold_value)
+    counts = np.bincount(y_struct, minlength=2)
+    n = np.array([len(f) for f in features], dtype=np.float64)
+    if target == "atom":
+        if atom_errors is None:
+            raise ProbeError("the atom target needs each atom's force error")
+        flat = np.concatenate([np.asarray(a, dtype=float) for a in atom_errors])
+        # an atom is reliable when its error norm / sqrt(3) (its share of a force RMSE) is at
+        # most the structure threshold; a quantile threshold is taken over the atoms
+        tau_atom = (float(np.quantile(flat, cfg.threshold_value)) if cfg.threshold == "quantile"
+                    else float(cfg.threshold_value) * math.sqrt(3.0))
+        atom_counts = np.bincount((flat <= tau_atom).astype(int), minlength=2)
+        if atom_counts.min() < 2:
+            raise ProbeError(f"need at least 2 reliable and 2 unreliable atoms, got "
+                             f"{atom_counts[1]} / {atom_counts[0]} (atom tau={tau_atom:.4g})")
+    elif counts.min() < 2:
         raise ProbeError(f"need at least 2 reliable and 2 unreliable structures, got "
                          f"{counts[1]} reliable / {counts[0]} unreliable (tau={tau:.4g})")
     allf = np.concatenate([np.asarray(f, np.float32) for f in features])
-    n = np.array([len(f) for f in features], dtype=np.float64)
     e = np.asarray(energies, dtype=np.float64)
-    stats = {
-        "feat_mean": allf.mean(0), "feat_std": allf.std(0) + 1e-6,
-        "energy_mean": float(e.mean()), "energy_std": float(e.std() + 1e-6),
-        "n_mean": float(n.mean()), "n_std": float(n.std() + 1.0),
-    }
-    model = ProbeModel([], stats, {})
-    data = model._inputs(features, energies)
+    stats = {"feat_mean": allf.mean(0), "feat_std": allf.std(0) + 1e-6,
+             "energy_mean": float(e.mean()), "energy_std": float(e.std() + 1e-6),
+             "n_mean": float(n.mean()), "n_std": float(n.std() + 1.0)}
+    opts = {"target": target, "use_energy": bool(getattr(cfg, "use_energy", True)),
+            "atom_pool": getattr(cfg, "atom_pool", "min"),
+            "features": getattr(cfg, "features", "last")}
+    model = ProbeModel(None, stats, opts)  # type: ignore[arg-type]
+    x, mask, extra = model._inputs(features, energies)
     rng = np.random.default_rng(seed)
-    tr, va = _split(y, cfg.validation_fraction, rng)
-    fits = []
-    for m in range(cfg.members):
-        with torch.random.fork_rng():  # seeded here, global RNG state left untouched
-            torch.manual_seed(seed * 1000 + m)
-            net = ProbeNet(len(stats["feat_mean"]), attention=cfg.attention)
-            fits.append(_fit_one(net, data, y, n, tr, va, cfg, seed * 1000 + m))
-        model.nets.append(net)
+    tr, va = _split(y_struct, cfg.validation_fraction, rng) if counts.min() >= 2 else \
+        _random_split(len(errors), cfg.validation_fraction, rng)
+    if target == "atom":
+        y = np.zeros(mask.shape, dtype=np.int64)
+        for i, a in enumerate(atom_errors):
+            y[i, : len(a)] = (np.asarray(a) <= tau_atom).astype(int)
+        n_examples = int(mask[tr].sum())
+    else:
+        y = y_struct
+        n_examples = len(tr)
+    width = auto_width(n_examples) if getattr(cfg, "width", "auto") == "auto" else int(cfg.width)
+    with torch.random.fork_rng():  # seeded here, global RNG state left untouched
+        torch.manual_seed(seed)
+        net = ProbeEnsemble(x.shape[-1], members=cfg.members, width=width,
+                            attention=cfg.attention, n_extra=extra.shape[1], target=target)
+        fits = _fit(net, (x, mask, extra), y, n, tr, va, cfg, seed)
+    if cfg.temperature_scaling and target == "structure":
+        for f, t in zip(fits, _fit_temperature(net, x[va], mask[va], extra[va],
+                                               torch.as_tensor(y[va]))):
+            f["temperature"] = t
+    model.net = net
     model.meta = {
-        **(meta or {}),
+        **(meta or {}), **opts,
         "error": cfg.error, "threshold": tau, "threshold_rule": cfg.threshold,
         "n_train": int(len(tr)), "n_val": int(len(va)), "n_reliable": int(counts[1]),
+        "n_examples": n_examples, "width": width,
+        "n_parameters": int(sum(p.numel() for p in net.parameters()) // cfg.members),
         "members": fits, "wall_s": time.perf_counter() - t0,
     }
+    if target == "atom":
+        model.meta["atom_threshold"] = tau_atom
     return model
+
+
+def _random_split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    idx = rng.permutation(n)
+    k = max(1, int(round(fraction * n)))
+    return np.sort(idx[k:]), np.sort(idx[:k])

@@ -102,9 +102,11 @@ def walker_task(start: Atoms, model_path: str, probe_path: str | None, settings:
     calc = MaceCalculator(load_model(model_path, device), device=device)
     probe = _probe(probe_path)
 
+    key = "node_features_all" if probe is not None and probe.features == "all" else "node_features"
+
     def score(atoms: Atoms) -> float:
         r = atoms.calc.results
-        return float(probe.score([r["node_features"]], [r["energy"]])[0])
+        return float(probe.score([r[key]], [r["energy"]])[0])
 
     res = run_walker(start, calc, score if probe is not None else None, settings,
                      rng=np.random.default_rng(seed), walker=walker)
@@ -145,7 +147,8 @@ def score_task(model_path: str, probe_path: str | None, frames: list[Atoms],
     t0, c0 = time.time(), cpu_seconds()
     preds = predict(load_model(model_path, device), frames, device=device)
     probe = _probe(probe_path)
-    trust = (probe.score([p.features for p in preds], [p.energy for p in preds])
+    trust = (probe.score([p.probe_features(probe.features) for p in preds],
+                         [p.energy for p in preds])
              if probe is not None and preds else np.full(len(preds), np.nan))
     return {"energy": [p.energy for p in preds], "forces": [p.forces for p in preds],
             "trust": [float(t) for t in trust], "t0": t0, "t1": time.time(),
@@ -166,14 +169,16 @@ def fit_probe_task(model_path: str, frames: list[Atoms], cfg: Any, seed: int, ou
     t0, c0 = time.time(), cpu_seconds()
     model = load_model(model_path, cfg.device)
     preds = predict(model, frames, device=cfg.device)
-    errors = []
+    errors, atom_errors = [], []
     for a, p in zip(frames, preds):
         b = a.copy()
         set_prediction(b, p.energy, p.forces)
         errors.append(structure_errors(b, cfg.error))
+        atom_errors.append(np.linalg.norm(p.forces - a.arrays["ref_forces"], axis=1))
     try:
-        probe = train_probe([p.features for p in preds], [p.energy for p in preds], errors, cfg,
-                            seed=seed, meta=meta)
+        probe = train_probe([p.probe_features(cfg.features) for p in preds],
+                            [p.energy for p in preds], errors, cfg, seed=seed, meta=meta,
+                            atom_errors=atom_errors)
     except ProbeError as exc:
         return {"path": None, "reason": str(exc), "meta": {}, "t0": t0, "t1": time.time(),
             "cpu_s": cpu_seconds() - c0}

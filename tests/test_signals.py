@@ -73,7 +73,7 @@ def test_meanpool_ablation_and_temperature_scaling(tmp_path):
     cfg = ProbeConfig(members=1, epochs=60, patience=20, attention=False,
                       temperature_scaling=True, error="energy")
     m = train_probe(f, e, err, cfg, seed=0)
-    assert not hasattr(m.nets[0], "attention")
+    assert not m.net.use_attention and not hasattr(m.net, "qkv")
     t = m.meta["members"][0]["temperature"]
     assert 0.05 <= t <= 20.0 and t != 1.0  # a temperature was fitted
     s = m.score(ft, et)
@@ -85,4 +85,4 @@ def test_meanpool_ablation_and_temperature_scaling(tmp_path):
     again = load_probe(tmp_path / "p.pt")
     assert np.array_equal(again.score(ft, et), s)  # temperature and ablation survive a reload
     # temperature scaling changes confidence but not the ranking
-    assert float(again.nets[0].temperature) == pytest.approx(t)
+    assert float(again.net.temperature[0]) == pytest.approx(t)
