@@ -512,8 +512,8 @@ class _Campaign:
             return
         t0 = time.perf_counter()
         M = cfg.committee.members
-        if gen > 0 and not cfg.backbone.finetune:
-            members = self.committee_paths(gen - 1)[1:]
+        if gen > 0 and (not cfg.backbone.finetune or gen % cfg.backbone.refresh_every):
+            members = self.committee_paths(gen - 1)[1:]  # frozen with the backbone
         else:
             ids = set(L.stage_info(f"gen{gen:03d}/train")["train_ids"])
             frames = [a for a in L.frames(status="labeled") if a.info["fid"] in ids]
@@ -821,6 +821,63 @@ class _Campaign:
         t = self.ledger.stage_info("gen000/probe").get("threshold")
         return None if t is None else float(t)
 
+    def confidence(self, frames: Sequence[Atoms]) -> np.ndarray | None:
+        """The arm's own trust signal (higher = more trusted) of frames as scored before their
+        labels existed: P(reliable) for the probe arm, minus the committee's sigma for the
+        ensemble arm; None for random."""
+        if self.rule == "probe":
+            return np.array([a.info.get("trust", np.nan) for a in frames], dtype=float)
+        if self.rule == "ensemble":
+            key = "sigma_f" if self.cfg.committee.signal == "force" else "sigma_e"
+            return -np.array([a.info.get(key, np.nan) for a in frames], dtype=float)
+        return None
+
+    def signal_metrics(self, gen: int) -> dict[str, Any]:
+        """The arm's trust signal of generation g-1 (PROBE, or the committee's sigma) measured
+        on generation g: the probe's training pool, the candidates' P(reliable) quantiles, and
+        AUROC / Spearman (errors from the raw predictions, at generation 0's threshold) on the
+        frames the rule picked (a range-restricted sample), on the random audit sample
+        (select.audit_random), and, in a pool, on every candidate (their labels are known)."""
+        from .metrics import spearman
+
+        L, cfg = self.ledger, self.cfg
+        nan = float("nan")
+        row: dict[str, Any] = {
+            "probe_pool": len(L.stage_info(f"gen{gen:03d}/probe").get("train_ids", []))}
+        for q in (10, 25, 50, 75, 90):
+            row[f"trust_q{q}"] = nan
+        for where in ("new", "audit", "candidates"):
+            row[f"trust_auroc_{where}"] = row[f"trust_spearman_{where}"] = nan
+            row[f"n_{where}"] = 0
+        row["probe_auroc_new"] = nan
+        if gen == 0:
+            return row
+        cands = [a for a in L.frames(generation=gen) if "pred_forces" in a.arrays]
+        trust = np.array([a.info.get("trust", np.nan) for a in cands], dtype=float)
+        if np.isfinite(trust).any():
+            for q, v in zip((10, 25, 50, 75, 90), np.nanpercentile(trust, [10, 25, 50, 75, 90])):
+                row[f"trust_q{q}"] = float(v)
+        tau = self.tau()
+        if self.pool is not None:
+            for a in cands:
+                if "ref_forces" not in a.arrays:
+                    a.info["ref_energy"], a.arrays["ref_forces"] = self.pool.label(a.info["fid"])
+        labeled = [a for a in cands if a.info.get("status") == "labeled"]
+        sets = {"new": [a for a in labeled if not a.info.get("audit")],
+                "audit": [a for a in labeled if a.info.get("audit")],
+                "candidates": cands if self.pool is not None else []}
+        for where, frames in sets.items():
+            row[f"n_{where}"] = len(frames)
+            conf = self.confidence(frames)
+            if conf is None or len(frames) < 2 or tau is None or not np.isfinite(conf).all():
+                continue
+            errors = frame_errors(frames, cfg.probe.error)
+            row[f"trust_auroc_{where}"] = auroc_unreliable(conf, errors, tau)
+            row[f"trust_spearman_{where}"] = float(spearman(conf, errors))
+        if self.rule == "probe":
+            row["probe_auroc_new"] = row["trust_auroc_new"]
+        return row
+
     def signal_name(self) -> str | None:
         """The audit row of the signal this arm selects by (None for random)."""
         return {"probe": "probe", "random": None,
@@ -839,14 +896,7 @@ class _Campaign:
         row.update({k: ev.get(k, float("nan")) for k in (
             "energy_mae_eV_per_atom", "force_mae_eV_A", "force_rmse_eV_A", "force_mae_lo_eV_A",
             "force_mae_hi_eV_A", "n_test")})
-        auroc = float("nan")
-        if gen > 0:
-            prev = L.stage_info(f"gen{gen - 1:03d}/probe")
-            new = [a for a in L.frames(generation=gen, status="labeled") if "pred_energy" in a.info]
-            if prev.get("path") and new and self.rule == "probe":
-                auroc = auroc_unreliable(np.array([a.info["trust"] for a in new]),
-                                         frame_errors(new, cfg.probe.error), prev["threshold"])
-        row["probe_auroc_new"] = auroc
+        row.update(self.signal_metrics(gen))
         audits = L.stage_info(f"gen{gen:03d}/audit").get("auroc", {})
         row["probe_auroc_test"] = float(audits.get("test", {}).get("probe", float("nan")))
         name = self.signal_name()
@@ -855,10 +905,11 @@ class _Campaign:
         at_tau0 = L.stage_info(f"gen{gen:03d}/audit").get("auroc_tau0", {})
         row["signal_auroc_test"] = float(at_tau0.get("test", {}).get(name, float("nan")))
         row["signal_auroc_new"] = float(at_tau0.get("new", {}).get(name, float("nan")))
-        # Hit rate: selected frames whose true error under the model that picked them
-        # exceeds generation 0's threshold (the same for every arm).
+        # Hit rate: frames the rule selected (not the random audit sample) whose true error
+        # under the model that picked them exceeds generation 0's threshold (the same for every
+        # arm).
         tau, new = self.tau(), [a for a in L.frames(generation=gen, status="labeled")
-                                if "pred_energy" in a.info and gen > 0]
+                                if "pred_energy" in a.info and gen > 0 and not a.info.get("audit")]
         row["tau"] = float("nan") if tau is None else tau
         row["hit_rate"] = (float(np.mean(frame_errors(new, cfg.probe.error) > tau))
                            if new and tau is not None else float("nan"))
@@ -951,7 +1002,7 @@ class _Campaign:
             L.mark_done(f"{tag}/failures_accepted", failed=n_bad, sent=n_sent)
         if not L.done(f"{tag}/train"):
             t0 = time.perf_counter()
-            if cfg.backbone.finetune:
+            if cfg.backbone.finetune and gen % cfg.backbone.refresh_every == 0:
                 # The probe arm keeps its calibration frames out of backbone training (PROBE
                 # needs out-of-sample errors); the other arms train on all their labels.
                 splits = ("train",) if self.rule == "probe" else ("train", "calib")
@@ -968,7 +1019,7 @@ class _Campaign:
                 infos, wall = [], 0.0
                 info = {"path": prev_model, "train_ids": [], "wall_s": 0.0}
             with L.transaction():
-                if self.rule == "ensemble" and cfg.backbone.finetune:
+                if self.rule == "ensemble" and infos:
                     L.mark_done(f"{tag}/committee", members=[i["path"] for i in infos[1:]],
                                 wall_s=wall)
                 L.mark_done(f"{tag}/train", **info)
@@ -1039,38 +1090,47 @@ class _Campaign:
         sample = np.array([k["sample"] for k in cands], dtype=int)
         rng = self.rng(gen, "select")
         extra: dict[str, Any] = {}
+        budget = cfg.select.budget - cfg.select.audit_random
         if self.rule == "random":
-            pick = select_random(len(cands), cfg.select.budget, rng=rng)
+            pick = select_random(len(cands), budget, rng=rng)
         elif self.rule == "ensemble":
             c = cfg.committee
             sigma = np.array([k.get("sigma_f" if c.signal == "force" else "sigma_e", np.nan)
                               for k in cands], dtype=float)
-            pick = select_by_deviation(sigma, walker, sample, cfg.select.budget,
+            pick = select_by_deviation(sigma, walker, sample, budget,
                                        cfg.select.min_spacing, c.sigma_lo, c.sigma_hi, rng=rng)
             inside = deviation_window(sigma, c.sigma_lo, c.sigma_hi)
             extra = {"in_window": int(inside.sum()),
                      "above_hi": int(np.sum(sigma >= c.sigma_hi)) if c.sigma_hi else 0}
         else:
             trust = np.array([k.get("trust", np.nan) for k in cands], dtype=float)
-            pick = select_least_trusted(trust, walker, sample, cfg.select.budget,
+            pick = select_least_trusted(trust, walker, sample, budget,
                                         cfg.select.min_spacing, rng=rng)
         chosen = sorted(cands[i]["fid"] for i in pick)
+        audit: list[str] = []
+        if cfg.select.audit_random:  # a random sample of the rest, for unbiased audits
+            rest = [k["fid"] for k in cands if k["fid"] not in set(chosen)]
+            audit = [rest[i] for i in select_random(len(rest), cfg.select.audit_random,
+                                                    rng=self.rng(gen, "select", 1))]
+            extra["audit"] = len(audit)
         if self.rule == "probe" and cands and not np.isfinite(trust).any():
             extra["fallback"] = "no probe scores: least-trusted order is random"
             self.say(f"  gen {gen} WARNING: no frame has a probe score (probe {gen - 1} was not "
                      "trained); the probe arm selects at random this generation")
-        if len(chosen) < cfg.select.budget:
+        if len(chosen) < budget:
             self.say(f"  gen {gen} WARNING: only {len(chosen)} frame(s) eligible for a budget "
-                     f"of {cfg.select.budget} ({len(cands)} candidates)")
-        calib = rng.random(len(chosen)) < cfg.initial.calibration_fraction
+                     f"of {budget} ({len(cands)} candidates)")
+        calib = rng.random(len(chosen) + len(audit)) < cfg.initial.calibration_fraction
         if self.rule != "probe":
             calib[:] = False  # only PROBE needs held-out frames
         with L.transaction():
-            for fid, c_ in zip(chosen, calib):
-                L.update(fid, status="selected", split="calib" if c_ else "train")
+            for fid, c_ in zip(chosen + audit, calib):
+                L.update(fid, status="selected", split="calib" if c_ else "train",
+                         audit=fid in audit)
             L.mark_done(f"gen{gen:03d}/select", n=len(chosen), n_candidates=len(cands),
                         rule=self.rule, wall_s=time.perf_counter() - t0, **extra)
         self.say(f"  gen {gen} selected {len(chosen)} of {len(cands)} candidates by {self.rule}"
+                 + (f" and {len(audit)} at random for the audit" if audit else "")
                  + (f" ({int(calib.sum())} held out for the probe)" if self.rule == "probe"
                     else "")
                  + (f" ({extra['in_window']} inside the trust window, {extra['above_hi']} "

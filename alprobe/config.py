@@ -180,6 +180,9 @@ class BackboneConfig(_Section):
     stage_two_energy_weight: float = Field(100.0, ge=0)
     dtype: Literal["float32", "float64"] = "float32"
     device: str = "cpu"
+    refresh_every: int = Field(
+        1, ge=1, description="train the backbone only every K generations; in between it is "
+        "frozen, so every new label is out of sample for the probe")
     retrain: Literal["finetune", "scratch"] = Field(
         "finetune", description="every generation: fine-tune the previous backbone "
         "(finetune_epochs) or train a new one from scratch on all training labels (epochs)")
@@ -268,9 +271,20 @@ class SelectConfig(_Section):
     max_failed_fraction: float = Field(
         0.5, ge=0, le=1, description="pause before training when more labels of a generation "
         "failed than this fraction")
+    audit_random: int = Field(
+        0, ge=0, description="of the budget, this many labels go to candidates drawn at "
+        "random (marked audit), which measure the trust signal without selection bias")
     hit_threshold_force_rmse_eV_A: float | None = Field(
         None, gt=0, description="absolute hit-rate threshold: a new label is a hit when the "
         "force RMSE of the model that picked it exceeds this (eV/A), from its raw predictions")
+
+
+    @model_validator(mode="after")
+    def _audit_fits(self) -> SelectConfig:
+        if self.audit_random > self.budget:
+            raise ValueError(f"audit_random ({self.audit_random}) must not exceed the budget "
+                             f"({self.budget})")
+        return self
 
 
 class CommitteeConfig(_Section):

@@ -14,40 +14,68 @@ _COLUMNS = [
     ("failed", "failed_new", "{:d}"),
     ("E MAE meV/atom", "energy_mae_eV_per_atom", "{:.2f}", 1000.0),
     ("F MAE meV/A", "force_mae_eV_A", "{:.1f}", 1000.0),
+    ("95% CI", ("force_mae_lo_eV_A", "force_mae_hi_eV_A"), "{:.0f}-{:.0f}", 1000.0),
     ("F RMSE meV/A", "force_rmse_eV_A", "{:.1f}", 1000.0),
-    ("AUROC new", "probe_auroc_new", "{:.2f}"),
-    ("AUROC test", "probe_auroc_test", "{:.2f}"),
     ("hit rate", "hit_rate", "{:.2f}"),
+    ("hit abs", "hit_rate_abs", "{:.2f}"),
     ("wall s", "wall_s", "{:.0f}"),
 ]
 
+#: The trust signal per generation: the probe's pool, the candidates' P(reliable), and the
+#: AUROC / Spearman of generation g-1's signal on generation g (picked frames, the random
+#: audit sample, every candidate of a pool), plus the new probe's AUROC on the test set.
+_SIGNAL_COLUMNS = [
+    ("gen", "generation", "{:d}"),
+    ("probe pool", "probe_pool", "{:d}"),
+    ("P(rel) q25", "trust_q25", "{:.2f}"),
+    ("q50", "trust_q50", "{:.2f}"),
+    ("q75", "trust_q75", "{:.2f}"),
+    ("AUROC picked", "trust_auroc_new", "{:.2f}"),
+    ("AUROC audit", "trust_auroc_audit", "{:.2f}"),
+    ("rho audit", "trust_spearman_audit", "{:.2f}"),
+    ("AUROC cands", "trust_auroc_candidates", "{:.2f}"),
+    ("rho cands", "trust_spearman_candidates", "{:.2f}"),
+    ("AUROC test", "probe_auroc_test", "{:.2f}"),
+]
 
-def _cell(row: dict[str, Any], key: str, fmt: str, scale: float = 1.0) -> str:
-    v = row.get(key)
-    if v is None or (isinstance(v, float) and v != v):
+
+def _cell(row: dict[str, Any], key: Any, fmt: str, scale: float = 1.0) -> str:
+    keys = key if isinstance(key, tuple) else (key,)
+    vals = [row.get(k) for k in keys]
+    if any(v is None or (isinstance(v, float) and v != v) for v in vals):
         return "-"
-    return fmt.format(v * scale if scale != 1.0 else v)
+    return fmt.format(*[v * scale if scale != 1.0 else v for v in vals])
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple]) -> list[str]:
+    head = [c[0] for c in columns]
+    body = [[_cell(r, c[1], c[2], *c[3:]) for c in columns] for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
+              for i, h in enumerate(head)]
+    return (["  ".join(h.rjust(w) for h, w in zip(head, widths))]
+            + ["  ".join(v.rjust(w) for v, w in zip(b, widths)) for b in body])
 
 
 def status_table(directory: str | Path) -> str:
-    """One row per finished generation: labels so far, test errors, probe AUROC, wall time.
+    """Two tables, one row per finished generation.
 
-    "labels" counts DFT labels in the training pool (test set excluded); errors are on the
-    fixed held-out test set; "AUROC new" is the previous probe's AUROC on the frames labeled in
-    that generation, with the trust they had before their labels were known; "AUROC test" is
-    this generation's probe on the held-out test set; "hit rate" the fraction of the new labels
-    whose true error exceeded generation 0's unreliability threshold.
+    Accuracy: "labels" counts DFT labels in the training pool (test set excluded); errors are
+    on the fixed held-out test set, with the 95% bootstrap interval of the force MAE over test
+    frames; "hit rate" the fraction of the rule's new labels whose true error exceeded
+    generation 0's threshold ("hit abs": select.hit_threshold_force_rmse_eV_A).
+    Trust signal: the probe's training pool, the candidates' P(reliable) quartiles, and the
+    AUROC / Spearman rho of generation g-1's signal, scored before the labels existed, on the
+    frames the rule picked, on the random audit sample and (pool) on every candidate; "AUROC
+    test" is this generation's probe on the test set. Safe while the campaign runs.
     """
     from .ledger import Ledger
 
     ledger = Ledger(directory, readonly=True)
     rows = ledger.metrics()
-    head = [c[0] for c in _COLUMNS]
-    body = [[_cell(r, c[1], c[2], *c[3:]) for c in _COLUMNS] for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
-              for i, h in enumerate(head)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(b, widths)) for b in body]
+    lines = _table(rows, _COLUMNS)
+    if rows:
+        lines += ["", "trust signal (AUROC at generation 0's threshold; rho: Spearman of trust "
+                  "and error, negative is good):"] + _table(rows, _SIGNAL_COLUMNS)
     n_test = ledger.count(split="test", status="labeled")
     status = {s: ledger.count(status=s) for s in ("candidate", "selected", "labeled", "failed",
                                                   "rejected", "timeout")}

@@ -1,11 +1,16 @@
-"""Cost of PROBE scoring relative to the backbone, and of an M-member committee.
+"""Cost of PROBE scoring relative to the backbone pass it rides on, and of a committee.
 
-On one batch of ethanol frames: (a) one backbone energy+forces pass (which also yields the
-embeddings), (b) the same pass plus PROBE scoring, (c) M backbone passes (the committee).
-Also per single frame, as an MD walker sees it. Models: two MACE sizes, trained for one epoch
-on a few HF/STO-3G labels (timing only). Prints a table and writes JSON.
+What an MD walker pays per sampled frame: one backbone energy + forces pass (``predict`` on one
+frame, which also yields the embeddings), then the probe on those embeddings. Timings on a busy
+shared machine drift by more than the quantity measured, so every ratio here is a *paired*
+one: backbone alone and backbone + probe are timed alternately (A B A B ...), and the table
+reports the median of the per-pair ratios; the probe's own forward on precomputed features is
+timed the same way against the backbone. Models: two MACE sizes (trained for one epoch on a
+few HF/STO-3G ethanol labels: the timing does not depend on the weights). Probe variants:
+several heads in one batched pass, widths, attention on/off, the atom-level target. Prints a
+table and writes JSON.
 
-    python scripts/bench_probe_cost.py [--frames 64] [--members 4] [--repeats 5]
+    python scripts/bench_probe_cost.py [--pairs 200] [--members 4]
 """
 
 from __future__ import annotations
@@ -19,21 +24,27 @@ from pathlib import Path
 import numpy as np
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = []
-    for _ in range(repeats):
+def _paired(a, b, pairs: int) -> tuple[float, float, float]:
+    """Median time of a, of b (s), and median of the per-pair ratios b / a (A B A B ...)."""
+    for _ in range(5):
+        a(), b()
+    ta, tb, r = [], [], []
+    for _ in range(pairs):
         t0 = time.perf_counter()
-        fn()
-        best.append(time.perf_counter() - t0)
-    return float(np.median(best))
+        a()
+        t1 = time.perf_counter()
+        b()
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+        r.append((t2 - t1) / (t1 - t0))
+    return float(np.median(ta)), float(np.median(tb)), float(np.median(r))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=64)
-    ap.add_argument("--members", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--pairs", type=int, default=200)
+    ap.add_argument("--members", type=int, default=4, help="committee size")
     ap.add_argument("--out", default="runs/bench_probe_cost.json")
     args = ap.parse_args()
 
@@ -55,67 +66,71 @@ def main() -> None:
         a.positions += rng.normal(0, 0.05, a.positions.shape)
         r = label_atoms(a, level)
         labeled.append(set_reference(a, r.energy, r.forces))
-    batch = []
-    for _ in range(args.frames):
+    frames = []
+    for _ in range(64):
         a = molecule("CH3CH2OH")
         a.positions += rng.normal(0, 0.05, a.positions.shape)
-        batch.append(a)
-
+        frames.append(a)
+    one = frames[:1]
+    variants = [  # name, ProbeConfig overrides, training examples (sets the auto width)
+        ("1 head, width 64", {"members": 1, "width": 64}),
+        ("5 heads, width 64", {"members": 5, "width": 64}),
+        ("5 heads, width 128", {"members": 5, "width": 128}),
+        ("5 heads, width 64, no attention", {"members": 5, "width": 64, "attention": False}),
+        ("5 heads, width 64, atom target", {"members": 5, "width": 64, "target": "atom"}),
+        ("5 heads, width 256 (reference size)", {"members": 5, "width": 256}),
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, channels, max_l in [("32x0e", 32, 0), ("64x0e+64x1o", 64, 1)]:
+        for model_name, channels, max_l in [("32x0e", 32, 0), ("64x0e+64x1o", 64, 1)]:
             paths = []
             for m in range(args.members):
                 cfg = BackboneConfig(channels=channels, max_L=max_l, epochs=1)
-                out = Path(tmp) / f"{name}_{m}.model"
+                out = Path(tmp) / f"{model_name}_{m}.model"
                 paths.append(train_backbone(labeled[:10], labeled[10:], out, cfg, seed=m)["path"])
             models = [load_model(p) for p in paths]
-            preds = predict(models[0], batch)
-            errs = rng.random(len(batch))
-            probe = train_probe([p.features for p in preds], [p.energy for p in preds], errs,
-                                ProbeConfig(members=1, epochs=2, error="energy"), seed=0)
-            probe3 = train_probe([p.features for p in preds], [p.energy for p in preds], errs,
-                                 ProbeConfig(members=3, epochs=2, error="energy"), seed=0)
+            preds = predict(models[0], frames)
+            errs = rng.random(len(frames))
+            atom_errs = [rng.random(len(a)) for a in frames]
+            for vname, over in variants:
+                pc = ProbeConfig(epochs=2, error="energy", **over)
+                pm = train_probe([p.features for p in preds], [p.energy for p in preds], errs,
+                                 pc, seed=0, atom_errors=atom_errs)
+                feats, energy = [preds[0].features], [preds[0].energy]
 
-            def backbone(frames=batch):
-                return predict(models[0], frames)
+                def backbone() -> object:
+                    return predict(models[0], one, batch_size=1)
 
-            def with_probe(frames=batch, pm=probe):
-                p = predict(models[0], frames)
-                return pm.score([q.features for q in p], [q.energy for q in p])
+                def backbone_probe() -> object:
+                    (p,) = predict(models[0], one, batch_size=1)
+                    return pm.score([p.features], [p.energy])
 
-            def committee(frames=batch):
-                return [predict(m, frames) for m in models]
-
-            one = batch[:1]
-            t = {
-                "backbone_batch": _time(backbone, args.repeats),
-                "probe_batch": _time(with_probe, args.repeats),
-                "probe3_batch": _time(lambda: with_probe(batch, probe3), args.repeats),
-                "committee_batch": _time(committee, args.repeats),
-                "backbone_single": _time(lambda: backbone(one), args.repeats * 4),
-                "probe_single": _time(lambda: with_probe(one), args.repeats * 4),
-                "committee_single": _time(lambda: committee(one), args.repeats * 4),
-            }
-            rows.append({"model": name, **t,
-                         "probe_overhead_batch": t["probe_batch"] / t["backbone_batch"] - 1,
-                         "probe3_overhead_batch": t["probe3_batch"] / t["backbone_batch"] - 1,
-                         "committee_ratio_batch": t["committee_batch"] / t["backbone_batch"],
-                         "probe_overhead_single": t["probe_single"] / t["backbone_single"] - 1,
-                         "committee_ratio_single": t["committee_single"] / t["backbone_single"]})
-
-    print(f"\n{args.frames} ethanol frames per batch; median of {args.repeats} runs; 1 CPU thread;"
-          f" committee of {args.members}")
-    head = ("model", "backbone ms", "+PROBE ms", "PROBE overhead", "+PROBE(3 heads)",
-            "committee ms", "committee / backbone", "single: PROBE overhead",
-            "single: committee / backbone")
-    print(" | ".join(head))
+                tb, tbp, ratio = _paired(backbone, backbone_probe, args.pairs)
+                _, tp, probe_ratio = _paired(backbone, lambda: pm.score(feats, energy),
+                                             args.pairs)
+                rows.append({"model": model_name, "variant": vname,
+                             "params_per_head": int(pm.meta["n_parameters"]),
+                             "backbone_ms": 1000 * tb, "backbone_probe_ms": 1000 * tbp,
+                             "paired_ratio": ratio, "probe_only_ms": 1000 * tp,
+                             "probe_over_backbone": probe_ratio})
+                print(f"  {model_name:12s} {vname:36s} ratio {ratio:.3f}  probe alone "
+                      f"{1000 * tp:.2f} ms = {100 * probe_ratio:.1f}% of the backbone", flush=True)
+            _, tc, cratio = _paired(lambda: predict(models[0], one, batch_size=1),
+                                    lambda: [predict(m, one, batch_size=1) for m in models],
+                                    args.pairs // 2)
+            rows.append({"model": model_name, "variant": f"committee of {args.members}",
+                         "params_per_head": 0, "backbone_ms": float("nan"),
+                         "backbone_probe_ms": 1000 * tc, "paired_ratio": cratio,
+                         "probe_only_ms": float("nan"), "probe_over_backbone": cratio - 1})
+    print(f"\nOne ethanol frame per call, as an MD walker scores it; 1 CPU thread; median of "
+          f"{args.pairs} paired (A B A B) timings")
+    print("| backbone | variant | params/head | backbone ms | backbone+probe ms | "
+          "(backbone+probe)/backbone, median paired | probe alone ms | probe alone / backbone |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(" | ".join([
-            r["model"], f"{1000 * r['backbone_batch']:.1f}", f"{1000 * r['probe_batch']:.1f}",
-            f"{100 * r['probe_overhead_batch']:.1f}%", f"{100 * r['probe3_overhead_batch']:.1f}%",
-            f"{1000 * r['committee_batch']:.1f}", f"{r['committee_ratio_batch']:.2f}x",
-            f"{100 * r['probe_overhead_single']:.1f}%", f"{r['committee_ratio_single']:.2f}x"]))
+        print(f"| {r['model']} | {r['variant']} | {r['params_per_head']} | "
+              f"{r['backbone_ms']:.2f} | {r['backbone_probe_ms']:.2f} | {r['paired_ratio']:.3f}x | "
+              f"{r['probe_only_ms']:.2f} | {100 * r['probe_over_backbone']:.1f}% |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1))
     print(f"wrote {args.out}")

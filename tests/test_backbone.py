@@ -108,3 +108,15 @@ def test_first_pass_equals_later_passes(tmp_path, water_frames):
         "print(all(np.array_equal(f[0], x) for x in f))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_all_layer_invariants_come_from_the_same_pass(tiny_model, water_frames):
+    """features_all holds the invariant channels of every interaction layer: the last layer's
+    are its tail, and they equal the last-layer features."""
+    from alprobe.backbone import load_model, predict
+
+    model = load_model(tiny_model)
+    (p,) = predict(model, water_frames[:1])
+    assert p.features.shape == (3, 8) and p.features_all.shape == (3, 16)  # 2 layers x 8x0e
+    np.testing.assert_array_equal(p.features_all[:, -8:], p.features)
+    assert p.probe_features("all") is p.features_all and p.probe_features("last") is p.features

@@ -422,8 +422,9 @@ def test_worker_killed_on_every_attempt_fails_only_that_frame(reference, tmp_pat
     # the labels are the reference's (same frames, same DFT level)
     ref = {a.info["fid"]: a for a in reference["labeled_frames"]}
     for a in L.frames(status="labeled"):
-        assert a.info["ref_energy"] == pytest.approx(ref[a.info["fid"]].info["ref_energy"],
-                                                     abs=1e-6)
+        if a.info["fid"] not in test:  # this run's own test walkers sampled other frames
+            assert a.info["ref_energy"] == pytest.approx(ref[a.info["fid"]].info["ref_energy"],
+                                                         abs=1e-6)
     assert not (set(L.fids(split="test")) & {poisoned})
     assert _stages(d)["gen000/label_rattle"]["failed"] == 1
     assert any(poisoned in ln and "KilledWorker" in ln for ln in lines)
