@@ -276,9 +276,12 @@ class _Campaign:
         rep = [self.cfg.replica] if self.cfg.replica else []
         return np.random.default_rng([self.cfg.seed, gen, _RNG[stage], *extra, *rep])
 
-    def seed(self, gen: int, base: int, member: int = 0) -> int:
-        """Integer seed of a training run (backbone member ``member``, or a probe)."""
-        return base + gen + 1000 * member + 100_000 * self.cfg.replica
+    def seed(self, gen: int, stage: str, *extra: int) -> int:
+        """Integer seed (0 <= s < 2**31) of a training run of ``stage`` ("train" for backbone
+        members, "probe"), drawn from the same SeedSequence as rng(gen, stage, *extra)."""
+        rep = [self.cfg.replica] if self.cfg.replica else []
+        state = np.random.SeedSequence([self.cfg.seed, gen, _RNG[stage], *extra, *rep])
+        return int(state.generate_state(1)[0] % 2**31)
 
     def committee_paths(self, gen: int) -> list[str]:
         """Model files of the committee of generation ``gen``: the backbone first."""
@@ -481,7 +484,7 @@ class _Campaign:
                      + (" (fine-tune)" if foundation else " (from scratch)"))
             futures.append(self._submit(
                 train_task, train, valid, str(out), self.cfg.backbone,
-                self.seed(gen, self.cfg.seed, member) + 7_919 * reseed, foundation, epochs,
+                self.seed(gen, "train", *extra), foundation, epochs,
                 kind="train", key=f"train-{name}-g{gen}" + (f"-s{reseed}" if reseed else ""),
                 tag=(name, foundation, frames, str(out))))
         out_info: dict[str, dict[str, Any]] = {}
@@ -721,7 +724,7 @@ class _Campaign:
             self.say(f"  gen {gen} training probe on {len(pool)} out-of-sample frames")
             futures.append(self._submit(fit_probe_task, model_path,
                                         [bare_with_ref(a) for a in pool], cfg.probe,
-                                        self.seed(gen, cfg.seed * 100), out, meta, kind="probe",
+                                        self.seed(gen, "probe"), out, meta, kind="probe",
                                         key=f"probe-g{gen}-{len(pool)}", tag="probe"))
         if not L.done(f"gen{gen:03d}/evaluate"):
             test = L.frames(status="labeled", split="test")
