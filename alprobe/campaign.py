@@ -55,7 +55,7 @@ class CampaignResult:
 def check_campaign(cfg: CampaignConfig) -> list[str]:
     """Problems a schema cannot see: seeds or a pool that cannot be read, elements, the DFT
     level, a pool too small for its splits."""
-    from .label import check_level
+    from .dft import check_level
 
     problems = []
     if cfg.pool is not None:
@@ -156,7 +156,7 @@ def _drop(data: dict[str, Any], loc: list[str]) -> None:
 
 
 def _level(cfg: CampaignConfig) -> Any:
-    from .label import DFTLevel
+    from .dft import DFTLevel
 
     d = cfg.dft
     charge, spin = (cfg.system.charge, cfg.system.spin) if cfg.system else (0, 0)

@@ -131,7 +131,7 @@ def sample_trajectory(molecule: str, temperature_K: float, md_level: Any, *, fra
             _mb(atoms, temperature_K=temperature_K, rng=rng)
 
     from .frames import bare_copy, load_seeds
-    from .label import pyscf_calculator
+    from .dft import pyscf_calculator
 
     rng = np.random.default_rng(seed)
     atoms = bare_copy(load_seeds([molecule])[0])
@@ -157,7 +157,7 @@ def label_frame(frame: Atoms, level: Any) -> tuple[Atoms | None, str]:
     """``frame`` with its reference label at ``level`` (alprobe's labeler: checks, rescue
     ladder), or (None, reason) when the label failed."""
     from .frames import set_reference
-    from .label import label_atoms
+    from .dft import label_atoms
 
     r = label_atoms(frame, level)
     if not r.ok:

@@ -40,7 +40,7 @@ def label_task(atoms: Atoms, level: Any, spool: str | None = None) -> dict[str, 
     import os
 
     from .frames import frame_id
-    from .label import label_atoms
+    from .dft import label_atoms
 
     fid = frame_id(atoms)
     _fault_injection(fid)

@@ -54,7 +54,7 @@ def main() -> None:
     from alprobe.backbone import load_model, predict, train_backbone
     from alprobe.config import BackboneConfig, ProbeConfig
     from alprobe.frames import set_reference
-    from alprobe.label import DFTLevel, label_atoms
+    from alprobe.dft import DFTLevel, label_atoms
     from alprobe.probe import train_probe
 
     torch.set_num_threads(1)

@@ -34,7 +34,7 @@ def main() -> None:
 
     from ase.build import molecule
 
-    from alprobe.label import DFTLevel, label_atoms
+    from alprobe.dft import DFTLevel, label_atoms
     from alprobe.sandbox import call
 
     from bench_sandbox import _noop as noop  # importable by name in the child

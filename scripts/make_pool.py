@@ -27,7 +27,7 @@ from typing import Any
 
 
 def _trajectory(job: dict[str, Any]) -> list[Any]:
-    from alprobe.label import DFTLevel
+    from alprobe.dft import DFTLevel
     from alprobe.pool import sample_trajectory
 
     return sample_trajectory(job["molecule"], job["T"], DFTLevel(**job["md_level"]),
@@ -38,7 +38,7 @@ def _trajectory(job: dict[str, Any]) -> list[Any]:
 
 
 def _label(frame: Any, level: dict[str, Any]) -> tuple[Any, str]:
-    from alprobe.label import DFTLevel
+    from alprobe.dft import DFTLevel
     from alprobe.pool import label_frame
 
     return label_frame(frame, DFTLevel(**level))
@@ -114,7 +114,7 @@ def main() -> None:
                "stride_steps": args.stride, "thermostat": "ASE Langevin"},
         "labels": {"level": f"{args.level} (density fitting, grid level 1)"
                    if label_level["method"] == "dft" else args.level,
-                   "code": "PySCF via alprobe.label.label_atoms", "units": "eV, eV/A"},
+                   "code": "PySCF via alprobe.dft.label_atoms", "units": "eV, eV/A"},
         "keys": {"energy": "ref_energy", "forces": "ref_forces", "group": "traj_id"},
         "seed": args.seed, "wall_s": time.time() - t0,
         "versions": {p: version(p) for p in ("pyscf", "ase", "alprobe")},

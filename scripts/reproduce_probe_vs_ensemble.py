@@ -113,7 +113,7 @@ def main() -> None:
     from alprobe.cluster import open_client
     from alprobe.config import BackboneConfig, ClusterConfig, ProbeConfig
     from alprobe.frames import set_reference
-    from alprobe.label import DFTLevel
+    from alprobe.dft import DFTLevel
     from alprobe.metrics import auroc
     from alprobe.tasks import fit_probe_task, train_task
 

@@ -27,7 +27,7 @@ def water_frames():
     from ase.build import molecule
 
     from alprobe.frames import set_reference
-    from alprobe.label import DFTLevel, label_atoms
+    from alprobe.dft import DFTLevel, label_atoms
 
     rng = np.random.default_rng(0)
     level = DFTLevel(method="hf", basis="sto-3g", density_fit=False)

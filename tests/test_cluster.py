@@ -293,7 +293,7 @@ def test_label_task_through_a_real_tls_scheduler_and_worker(tmp_path):
 
     from alprobe.cluster import make_tls_files, open_client
     from alprobe.config import ClusterConfig
-    from alprobe.label import DFTLevel
+    from alprobe.dft import DFTLevel
     from alprobe.tasks import label_task
 
     tls = make_tls_files(tmp_path / "tls")

@@ -23,7 +23,7 @@ from .conftest import TINY_CAMPAIGN
 @pytest.fixture(scope="session")
 def water_pool(tmp_path_factory):
     """48 water frames: 2 temperatures x 3 trajectories x 8 frames, HF/STO-3G."""
-    from alprobe.label import DFTLevel
+    from alprobe.dft import DFTLevel
     from alprobe.pool import label_frame, sample_trajectory
 
     level = DFTLevel(method="hf", basis="sto-3g", density_fit=False)

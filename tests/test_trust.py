@@ -17,7 +17,7 @@ from alprobe.cli import main
 def unseen(tmp_path_factory):
     """36 rattled water frames the tiny model never saw, HF/STO-3G labels (extxyz)."""
     from alprobe.frames import set_reference
-    from alprobe.label import DFTLevel, label_atoms
+    from alprobe.dft import DFTLevel, label_atoms
 
     rng = np.random.default_rng(11)
     level = DFTLevel(method="hf", basis="sto-3g", density_fit=False)
