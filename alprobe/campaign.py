@@ -674,7 +674,7 @@ class _Campaign:
         from .dataset import random_subset
         from .tasks import score_task
 
-        L, cfg = self.ledger, self.cfg
+        cfg = self.cfg
         taken = {k["fid"] for k in self.ledger.keys() if k["status"] != "candidate"}
         unlabeled = [a for a in self.pool.frames if a.info["fid"] not in taken]
         cands = [unlabeled[i] for i in random_subset(len(unlabeled), cfg.pool.candidates,
@@ -962,8 +962,9 @@ class _Campaign:
             L.mark_done("cpu_pending")
         self.say(f"gen {gen}: {row['labels']} labels, test E MAE "
                  f"{1000 * row['energy_mae_eV_per_atom']:.1f} meV/atom, F MAE "
-                 f"{1000 * row['force_mae_eV_A']:.0f} meV/A, probe AUROC (new frames) "
-                 f"{auroc:.2f}")
+                 f"{1000 * row['force_mae_eV_A']:.0f} meV/A (95% CI "
+                 f"{1000 * row['force_mae_lo_eV_A']:.0f}-{1000 * row['force_mae_hi_eV_A']:.0f}), "
+                 f"trust AUROC on the picked frames {row['trust_auroc_new']:.2f}")
 
     # ----- generation g >= 1 ------------------------------------------------------------------
     def generation(self, gen: int) -> None:
