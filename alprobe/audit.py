@@ -8,7 +8,6 @@ the table (bootstrap 95% CIs) and plots. Confidence convention: higher = more tr
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,8 @@ from ase import Atoms
 
 from .frames import read_labeled, set_prediction, structure_errors
 
-__all__ = ["PLOT_LOCK", "compute_signals", "draw_importance", "read_labeled", "write_audit"]
+__all__ = ["compute_signals", "read_labeled", "write_audit"]
 
-#: matplotlib's pyplot is not thread-safe; arms of a comparison plot from several threads.
-PLOT_LOCK = threading.RLock()
 
 
 def compute_signals(frames: Sequence[Atoms], *, backbone: str, error: str,
@@ -90,8 +87,9 @@ def write_audit(out_dir: str | Path, prefix: str, signals: dict[str, np.ndarray]
                 rng: np.random.Generator, n_boot: int = 1000, plots: bool = True
                 ) -> dict[str, Any]:
     """Write ``<prefix>_audit.txt`` / ``.json`` (+ PNG plots) into ``out_dir``; return the rows."""
-    from .ledger import atomic_write_text
-    from .metrics import audit_table, format_table, plot_audit
+    from .files import atomic_write
+    from .metrics import audit_table, format_table
+    from .plots import plot_audit
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -104,48 +102,12 @@ def write_audit(out_dir: str | Path, prefix: str, signals: dict[str, np.ndarray]
     text = (f"reliability audit: {len(errors)} frames, tau = {tau:.4g}, "
             f"{int(np.sum(np.asarray(errors) > tau))} unreliable\n"
             + format_table(rows) + "\n" + verdict + "\n")
-    atomic_write_text(out_dir / f"{prefix}_audit.txt", text)
-    atomic_write_text(out_dir / f"{prefix}_audit.json", json.dumps(
+    atomic_write(out_dir / f"{prefix}_audit.txt", text)
+    atomic_write(out_dir / f"{prefix}_audit.json", json.dumps(
         {"tau": tau, "n": int(len(errors)), "rows": rows, "verdict": verdict},
         indent=1, default=float))
     paths = []
     if plots and len(errors) >= 2:
-        with PLOT_LOCK:
-            paths = plot_audit(signals, errors, tau, str(out_dir / prefix),
-                               probabilities=set(probabilities))
+        paths = plot_audit(signals, errors, tau, str(out_dir / prefix),
+                           probabilities=set(probabilities))
     return {"rows": rows, "text": text, "plots": [str(p) for p in paths]}
-
-
-def draw_importance(atoms: Atoms, importance: np.ndarray, path: str | Path, title: str = "") -> None:
-    """Draw a molecule (projection on its two main axes) with atoms coloured by importance."""
-    with PLOT_LOCK:
-        _draw_importance(atoms, importance, path, title)
-
-
-def _draw_importance(atoms: Atoms, importance: np.ndarray, path: str | Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from ase.data import covalent_radii
-
-    pos = atoms.positions - atoms.positions.mean(0)
-    axes = np.linalg.svd(pos, full_matrices=False)[2][:2]
-    xy = pos @ axes.T
-    r = covalent_radii[atoms.numbers]
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
-    for i, j in zip(*np.nonzero(np.triu(d < 1.2 * (r[:, None] + r[None]), 1))):
-        ax.plot(*xy[[i, j]].T, color="0.6", lw=2, zorder=1)
-    sc = ax.scatter(*xy.T, s=900 * r, c=importance, cmap="viridis", edgecolors="k", zorder=2,
-                    vmin=0, vmax=max(float(np.max(importance)), 1e-9))
-    for (x, y), s in zip(xy, atoms.get_chemical_symbols()):
-        ax.annotate(s, (x, y), ha="center", va="center", color="w", fontsize=8, zorder=3)
-    fig.colorbar(sc, ax=ax, label="attention received (sums to 1)")
-    ax.set_aspect("equal")
-    ax.margins(0.25)
-    ax.axis("off")
-    ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)

@@ -44,6 +44,7 @@ from .errors import AlprobeError
 # an uninterrupted one bit for bit; without it the passes agree (and were faster here).
 if hasattr(torch._C, "_jit_set_profiling_executor"):
     torch._C._jit_set_profiling_executor(False)
+from .files import atomic_path
 from .sandbox import run_module
 from .frames import REF_ENERGY, REF_FORCES, write_extxyz
 
@@ -170,9 +171,8 @@ def train_backbone(
             f"mace training failed (exit {code}); see {log_path}: "
             + " | ".join(t.strip() for t in tail)
         )
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    shutil.copyfile(produced, tmp)
-    os.replace(tmp, out_path)
+    with atomic_path(out_path) as tmp:
+        shutil.copyfile(produced, tmp)
     shutil.rmtree(work, ignore_errors=True)
     return {
         "path": str(out_path),

@@ -11,7 +11,7 @@ from typing import Any
 
 from .config import ClusterConfig, TLSConfig
 from .errors import AlprobeError
-from .ledger import atomic_write_bytes
+from .files import atomic_write
 
 __all__ = ["ResourceError", "jobqueue_cluster", "make_tls_files", "open_client", "resolve_tls",
            "wait_for_resources"]
@@ -74,12 +74,9 @@ def make_tls_files(folder: str | Path, days: int = 365) -> TLSConfig:
     pem = serialization.Encoding.PEM
     key_bytes = key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption())
-    fd = os.open(folder / ".key.pem.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key_bytes)
-    os.replace(folder / ".key.pem.tmp", paths.key)
-    atomic_write_bytes(paths.cert, cert.public_bytes(pem))
-    atomic_write_bytes(paths.ca_file, ca.public_bytes(pem))
+    atomic_write(paths.key, key_bytes, mode=0o600)
+    atomic_write(paths.cert, cert.public_bytes(pem))
+    atomic_write(paths.ca_file, ca.public_bytes(pem))
     return paths
 
 

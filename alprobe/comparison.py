@@ -220,41 +220,9 @@ def parse_comparison(data: Any, source_dir: str | Path = ".",
     arms: dict[str, CampaignConfig] = {}
     overrides: dict[str, dict[str, Any]] = {}
     for arm, over in arms_in.items():
-        arm = str(arm)
-        over = {} if over is None else over
-        where = f"arms.{arm}"
-        if not _NAME.match(arm) or arm.startswith("shared") or re.search(r"-r\d+$", arm):
-            problems.append(f"{where}: arm names are letters, digits, '_', '-', '.' (not "
-                            "'shared...', not ending in -r<number>)")
-            continue
-        if not isinstance(over, dict):
-            problems.append(f"{where}: expected a mapping of settings, got {type(over).__name__}")
-            continue
-        bad = []
-        for k, v in over.items():
-            if k == "replica":
-                bad.append(f"{where}.replica: replicas are a property of the comparison: set "
-                           "`replicas: N` at the top of the file")
-            elif k not in ARM_KEYS:
-                bad.append(f"{where}.{k}: shared by all arms (set it in the shared campaign); "
-                           f"an arm may set only {sorted(ARM_KEYS)}")
-            elif ARM_KEYS[k] is not None:
-                if not isinstance(v, dict):
-                    bad.append(f"{where}.{k}: expected a mapping")
-                    continue
-                bad += [f"{where}.{k}.{kk}: shared by all arms (an arm may set only "
-                        f"{k}.{sorted(ARM_KEYS[k])[0]})" for kk in v if kk not in ARM_KEYS[k]]
-        if bad:
-            problems += bad
-            continue
-        merged = _deep_merge(base.model_dump(mode="json", exclude={"source_dir"}),
-                             {**over, "name": arm})
-        try:
-            arms[arm] = parse_campaign(merged, base_dir, where)
-        except ConfigError as exc:
-            problems += [f"{where}.{p}" for p in exc.problems]
-            continue
-        overrides[arm] = over
+        cfg = _parse_arm(str(arm), {} if over is None else over, base, base_dir, problems)
+        if cfg is not None:
+            arms[str(arm)], overrides[str(arm)] = cfg, over or {}
     seen: dict[str, str] = {}
     for arm, cfg in arms.items():
         key = strategy(cfg)
@@ -269,12 +237,50 @@ def parse_comparison(data: Any, source_dir: str | Path = ".",
                       noise_floor_seeds=seeds)
 
 
+def _parse_arm(arm: str, over: Any, base: CampaignConfig, base_dir: Path, problems: list[str]
+               ) -> CampaignConfig | None:
+    """One arm's campaign (the shared one with the arm's settings), or None after adding its
+    problems to ``problems``."""
+    where = f"arms.{arm}"
+    if not _NAME.match(arm) or arm.startswith("shared") or re.search(r"-r\d+$", arm):
+        problems.append(f"{where}: arm names are letters, digits, '_', '-', '.' (not "
+                        "'shared...', not ending in -r<number>)")
+        return None
+    if not isinstance(over, dict):
+        problems.append(f"{where}: expected a mapping of settings, got {type(over).__name__}")
+        return None
+    bad = []
+    for k, v in over.items():
+        if k == "replica":
+            bad.append(f"{where}.replica: replicas are a property of the comparison: set "
+                       "`replicas: N` at the top of the file")
+        elif k not in ARM_KEYS:
+            bad.append(f"{where}.{k}: shared by all arms (set it in the shared campaign); "
+                       f"an arm may set only {sorted(ARM_KEYS)}")
+        elif ARM_KEYS[k] is not None:
+            if not isinstance(v, dict):
+                bad.append(f"{where}.{k}: expected a mapping")
+                continue
+            bad += [f"{where}.{k}.{kk}: shared by all arms (an arm may set only "
+                    f"{k}.{sorted(ARM_KEYS[k])[0]})" for kk in v if kk not in ARM_KEYS[k]]
+    if bad:
+        problems += bad
+        return None
+    merged = _deep_merge(base.model_dump(mode="json", exclude={"source_dir"}),
+                         {**over, "name": arm})
+    try:
+        return parse_campaign(merged, base_dir, where)
+    except ConfigError as exc:
+        problems += [f"{where}.{p}" for p in exc.problems]
+        return None
+
+
 def strategy(cfg: CampaignConfig) -> str:
-    """What makes an arm's strategy: the rule, and the committee settings for the ensemble
-    rule only."""
-    if cfg.select.rule == "ensemble":
-        return f"ensemble {cfg.committee.model_dump(mode='json')}"
-    return cfg.select.rule
+    """What makes an arm's strategy (see arms.Arm.strategy): two arms with the same one are
+    the same arm."""
+    from .arms import make_arm
+
+    return make_arm(cfg).strategy()
 
 
 def load_comparison(path: str | Path) -> Comparison:
@@ -297,12 +303,12 @@ def seed_run(shared: Path, run_dir: Path) -> None:
     """Start a run from its generation 0: a copy of the shared ledger (frames, stage records
     and metrics, through SQLite's backup), whose model paths keep pointing at the shared
     models."""
-    from .ledger import Ledger
+    from .ledger import copy_ledger
 
     tmp = run_dir.with_name(f".{run_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    Ledger(shared, readonly=True).copy_to(tmp)
+    copy_ledger(shared, tmp)
     for name in ("metrics.json", "metrics.csv"):
         if (shared / name).is_file():
             shutil.copyfile(shared / name, tmp / name)
@@ -342,7 +348,7 @@ def run_comparison(comparison: Comparison | str | Path, directory: str | Path, *
     curves, costs and summary (also when a run stopped; ComparisonError then names it).
     """
     from .campaign import check_campaign, noise_floor, prepare_folder, run_in_folder
-    from .ledger import atomic_write_text
+    from .files import atomic_write
 
     cmp = comparison if isinstance(comparison, Comparison) else load_comparison(comparison)
     problems = check_campaign(cmp.base)
@@ -356,7 +362,7 @@ def run_comparison(comparison: Comparison | str | Path, directory: str | Path, *
         return (lambda m: say(f"[{name}] {m}")) if log else None
 
     def work(c: Any) -> ComparisonResult:
-        atomic_write_text(directory / "comparison.yaml", yaml.safe_dump(
+        atomic_write(directory / "comparison.yaml", yaml.safe_dump(
             {"name": cmp.name, "replicas": cmp.replicas,
              "target_force_mae_meV_A": cmp.target_force_mae_meV_A,
              "noise_floor_seeds": cmp.noise_floor_seeds,
@@ -413,8 +419,10 @@ def write_comparison_outputs(cmp: Comparison, directory: str | Path) -> Comparis
     """Learning curves (CSV + PNG), costs (CSV) and summary.md from the runs' metrics."""
     import json
 
-    from .ledger import Ledger, atomic_write_text
-    from .report import comparison_summary, cost_rows, learning_curve_rows, plot_learning_curves
+    from .files import atomic_write
+    from .ledger import Ledger
+    from .plots import plot_learning_curves
+    from .report import comparison_summary, cost_rows, learning_curve_rows
 
     directory = Path(directory)
     metrics, runs = {}, {}
@@ -433,14 +441,14 @@ def write_comparison_outputs(cmp: Comparison, directory: str | Path) -> Comparis
     out = {"learning_curves_csv": directory / "learning_curves.csv",
            "learning_curves_png": directory / "learning_curves.png",
            "costs_csv": directory / "costs.csv", "summary_md": directory / "summary.md"}
-    atomic_write_text(out["learning_curves_csv"], _csv(curves))
-    atomic_write_text(out["costs_csv"], _csv(costs))
+    atomic_write(out["learning_curves_csv"], _csv(curves))
+    atomic_write(out["costs_csv"], _csv(costs))
     plot_learning_curves(curves, out["learning_curves_png"], title=cmp.name)
     text = comparison_summary(cmp.name, curves, costs, budget=cmp.base.select.budget,
                               generations=cmp.base.generations,
                               target=cmp.target_force_mae_meV_A, noise_floor=floor,
                               plot=out["learning_curves_png"].name, pool=cmp.pool_mode)
-    atomic_write_text(out["summary_md"], text)
+    atomic_write(out["summary_md"], text)
     return ComparisonResult(directory, metrics, out, text)
 
 

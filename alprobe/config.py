@@ -262,10 +262,12 @@ class SelectConfig(_Section):
 
     ``probe``: the least trusted by PROBE (lowest P(reliable)); ``ensemble``: the largest
     committee disagreement inside the committee's trust window (see CommitteeConfig);
-    ``random``: uniform among the candidates (the control).
+    ``random``: uniform among the candidates (the control); ``latent``: the farthest from the
+    training set in the backbone's embedding space. See alprobe.arms.
     """
 
-    rule: Literal["probe", "ensemble", "random"] = "probe"
+    rule: str = Field("probe", description="the arm's strategy: probe, ensemble, random, "
+                      "latent (any name registered in alprobe.arms.ARMS)")
     budget: int = Field(16, gt=0, description="labels per generation")
     min_spacing: int = Field(2, ge=0, description="samples between two picks of one walker")
     max_failed_fraction: float = Field(
@@ -278,6 +280,15 @@ class SelectConfig(_Section):
         None, gt=0, description="absolute hit-rate threshold: a new label is a hit when the "
         "force RMSE of the model that picked it exceeds this (eV/A), from its raw predictions")
 
+
+    @field_validator("rule")
+    @classmethod
+    def _known_rule(cls, v: str) -> str:
+        from .arms import ARMS
+
+        if v not in ARMS:
+            raise ValueError(f"Input should be {', '.join(repr(r) for r in ARMS)}")
+        return v
 
     @model_validator(mode="after")
     def _audit_fits(self) -> SelectConfig:

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["calibration_mask", "group_split", "random_subset", "spread_pick"]
+__all__ = ["bootstrap_resample", "calibration_mask", "group_split", "hit_rate", "random_subset",
+           "spread_pick"]
 
 
 def group_split(groups: Sequence[object], test_fraction: float, rng: np.random.Generator
@@ -62,3 +63,16 @@ def spread_pick(n: int, k: int) -> np.ndarray:
     if k <= 0:
         return np.zeros(0, dtype=int)
     return np.unique(np.round(np.linspace(n - 1, (n - 1) / k, k)).astype(int))
+
+
+def hit_rate(errors: Sequence[float], tau: float | None) -> float:
+    """Fraction of ``errors`` above ``tau`` (NaN when there are none or tau is None)."""
+    errors = np.asarray(errors, dtype=float)
+    if tau is None or len(errors) == 0:
+        return float("nan")
+    return float(np.mean(errors > tau))
+
+
+def bootstrap_resample(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of a bootstrap resample (with replacement) of range(n)."""
+    return np.sort(rng.integers(0, n, n))

@@ -131,14 +131,12 @@ def n_fragments(atoms: Atoms, bond_distance: float) -> int:
 
 def write_extxyz(path: str | Path, frames: Iterable[Atoms]) -> None:
     """Write frames to extxyz atomically (temporary file, then os.replace)."""
-    import os
-
     from ase.io import write
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp, list(frames), format="extxyz")
-    os.replace(tmp, path)
+    from .files import atomic_path
+
+    with atomic_path(path) as tmp:
+        write(tmp, list(frames), format="extxyz")
 
 
 def structure_errors(atoms: Atoms, kind: str) -> float:

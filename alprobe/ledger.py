@@ -16,7 +16,7 @@ A stage's rows and its record are written in one transaction (``Ledger.transacti
 stop between the two cannot happen: after a crash either both are there or neither is.
 Folders written by alprobe before the stage table existed (``state.json``) are migrated on
 first open by a writer. Only the driver writes; every other file write goes through a
-temporary file and ``os.replace`` (:func:`atomic_write_text`).
+temporary file and ``os.replace`` (:func:`alprobe.files.atomic_write`).
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ import numpy as np
 from ase import Atoms
 
 from .errors import AlprobeError
+from .files import atomic_path, atomic_write
 from .frames import PRED_FORCES, REF_FORCES, frame_id
 
-__all__ = ["Ledger", "LedgerError", "atomic_write_bytes", "atomic_write_text", "read_stages"]
+__all__ = ["Ledger", "LedgerError", "copy_ledger", "export_metrics", "read_stages"]
 
 _ARRAY_KEYS = (REF_FORCES, PRED_FORCES)
 _SCALAR = (bool, int, float, str, np.integer, np.floating, np.bool_)
@@ -53,22 +54,6 @@ CRASH_ENV = "ALPROBE_FAULT_CRASH_BEFORE_RECORD"
 
 class LedgerError(AlprobeError):
     """The campaign folder's state is missing or damaged (the message says which file)."""
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file (fsync) and os.replace."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and os.replace."""
-    atomic_write_bytes(path, text.encode())
 
 
 def _read_json(path: Path, default: Any) -> Any:
@@ -155,23 +140,11 @@ class Ledger:
                 con.execute(statement)
             n_stages = con.execute("SELECT COUNT(*) FROM alprobe_stages").fetchone()[0]
             if legacy_state.is_file() and n_stages == 0:
-                self._migrate(con, legacy_state)
+                _migrate(con, legacy_state, self.dir / "metrics.json")
             self._load(con)
         if legacy_state.is_file():  # migrated now, or before a crash
             os.replace(legacy_state, legacy_state.with_name("state.json.migrated"))
         self._export_metrics()
-
-    def _migrate(self, con: sqlite3.Connection, legacy_state: Path) -> None:
-        """Copy a legacy folder's state.json (and metrics.json) into the ledger's tables."""
-        state = _read_json(legacy_state, None)
-        if not isinstance(state, dict) or not isinstance(state.get("stages"), dict):
-            raise LedgerError(f"{legacy_state} is damaged (no 'stages' mapping); refusing to "
-                              "reset it")
-        con.executemany("INSERT INTO alprobe_stages VALUES (?, ?)",
-                        [(k, json.dumps(v)) for k, v in state["stages"].items()])
-        rows = _read_json(self.dir / "metrics.json", [])
-        con.executemany("INSERT OR REPLACE INTO alprobe_metrics VALUES (?, ?)",
-                        [(int(r["generation"]), json.dumps(r)) for r in rows])
 
     def _load(self, con: sqlite3.Connection, legacy_ok: bool = False) -> None:
         """(Re)read the id index, stage records and metrics from the database."""
@@ -354,32 +327,46 @@ class Ledger:
 
     def _export_metrics(self) -> None:
         self._metrics_dirty = False
-        rows = self.metrics()
-        if not rows and not (self.dir / "metrics.json").is_file():
-            return
-        atomic_write_text(self.dir / "metrics.json", json.dumps(rows, indent=1))
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(self.dir / "metrics.csv", buf.getvalue())
+        export_metrics(self.dir, self.metrics())
 
-    # ----- copies -------------------------------------------------------------------------
-    def copy_to(self, directory: str | Path) -> None:
-        """A consistent copy of this ledger (frames, stages, metrics) as ``directory``/ledger.db
-        (SQLite's online backup: the WAL is included), written atomically."""
-        dest = Path(directory) / "ledger.db"
-        tmp = dest.with_name(".ledger.db.tmp")
-        tmp.unlink(missing_ok=True)
-        src = sqlite3.connect(str(self.path), timeout=20)
+def _migrate(con: sqlite3.Connection, legacy_state: Path, legacy_metrics: Path) -> None:
+    """Copy a legacy folder's state.json (and metrics.json) into the ledger's tables."""
+    state = _read_json(legacy_state, None)
+    if not isinstance(state, dict) or not isinstance(state.get("stages"), dict):
+        raise LedgerError(f"{legacy_state} is damaged (no 'stages' mapping); refusing to "
+                          "reset it")
+    con.executemany("INSERT INTO alprobe_stages VALUES (?, ?)",
+                    [(k, json.dumps(v)) for k, v in state["stages"].items()])
+    rows = _read_json(legacy_metrics, [])
+    con.executemany("INSERT OR REPLACE INTO alprobe_metrics VALUES (?, ?)",
+                    [(int(r["generation"]), json.dumps(r)) for r in rows])
+
+
+def export_metrics(directory: Path, rows: list[dict[str, Any]]) -> None:
+    """metrics.json and metrics.csv of ``rows`` (one per generation) in ``directory``."""
+    if not rows and not (directory / "metrics.json").is_file():
+        return
+    atomic_write(directory / "metrics.json", json.dumps(rows, indent=1))
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(directory / "metrics.csv", buf.getvalue())
+
+
+def copy_ledger(source: str | Path, directory: str | Path) -> None:
+    """A consistent copy of the ledger in ``source`` (frames, stages, metrics) as
+    ``directory``/ledger.db (SQLite's online backup: the WAL is included), written
+    atomically."""
+    with atomic_path(Path(directory) / "ledger.db") as tmp:
+        src = sqlite3.connect(str(Path(source) / "ledger.db"), timeout=20)
         out = sqlite3.connect(str(tmp))
         try:
             src.backup(out)
         finally:
             out.close()
             src.close()
-        os.replace(tmp, dest)
 
 
 def _crash() -> None:

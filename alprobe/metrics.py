@@ -19,7 +19,7 @@ from .frames import PRED_ENERGY, PRED_FORCES, REF_ENERGY, REF_FORCES, structure_
 __all__ = [
     "audit_table", "aurc", "auprc", "auroc", "auroc_unreliable", "bootstrap_ci", "brier",
     "e_aurc", "ece", "enrichment_at_k", "error_by_decile", "format_table", "frame_errors",
-    "plot_audit", "regression_errors", "reliability_diagram", "risk_coverage", "spearman",
+    "regression_errors", "reliability_diagram", "risk_coverage", "spearman",
 ]
 
 
@@ -358,69 +358,3 @@ def format_table(rows: Sequence[dict]) -> str:
                        for j, (c, w) in enumerate(zip(r, widths))) for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def plot_audit(signals: dict[str, np.ndarray], e: np.ndarray, tau: float, path_prefix: str,
-               probabilities: AbstractSet[str] = frozenset()) -> list[str]:
-    """Write the audit figures (Agg backend, no pyplot state) and return their paths.
-
-    ``<prefix>_risk_coverage.png``: selective risk with loss = e vs coverage for every signal
-    plus the oracle; ``<prefix>_reliability.png``: reliability diagram (10 bins) of the
-    ``probabilities`` signals with the diagonal; ``<prefix>_deciles.png``: mean error per
-    confidence decile (least to most trusted) for every signal, with tau marked.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    e = _vec(e, "e")
-    paths = []
-
-    def save(fig: Figure, suffix: str) -> None:
-        FigureCanvasAgg(fig)
-        fig.tight_layout()
-        path = f"{path_prefix}_{suffix}.png"
-        fig.savefig(path, dpi=120)
-        paths.append(path)
-
-    fig = Figure(figsize=(5.5, 4))
-    ax = fig.add_subplot()
-    for name, s in signals.items():
-        cov, risk = risk_coverage(s, e)
-        ax.plot(cov, risk, label=f"{name} (AURC {risk.mean():.3g})")
-    cov, risk = risk_coverage(-e, e)
-    ax.plot(cov, risk, "k--", label=f"oracle (AURC {risk.mean():.3g})")
-    ax.set_xlabel("coverage (fraction kept, most trusted first)")
-    ax.set_ylabel("selective risk (mean error of kept)")
-    ax.set_xlim(0, 1)
-    ax.legend(fontsize=8)
-    save(fig, "risk_coverage")
-
-    fig = Figure(figsize=(4.5, 4.5))
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], "k:", label="perfect calibration")
-    for name in signals:
-        if name in probabilities:
-            d = reliability_diagram(signals[name], e, tau)
-            m = d["count"] > 0
-            ax.plot(d["p_mean"][m], d["frac_reliable"][m], "o-",
-                    label=f"{name} (ECE {ece(signals[name], e, tau):.3f})")
-    if not probabilities:
-        ax.text(0.5, 0.5, "no probability signals", ha="center", va="center")
-    ax.set_xlabel("predicted P(reliable)")
-    ax.set_ylabel(f"observed fraction with error <= {tau:g}")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    save(fig, "reliability")
-
-    fig = Figure(figsize=(5.5, 4))
-    ax = fig.add_subplot()
-    for name, s in signals.items():
-        d = error_by_decile(s, e)
-        ax.plot(np.arange(1, len(d["e_mean"]) + 1), d["e_mean"], "o-", label=name)
-    ax.axhline(tau, color="k", ls=":", label=f"tau = {tau:g}")
-    ax.set_xlabel("confidence decile (1 = least trusted)")
-    ax.set_ylabel("mean error")
-    ax.legend(fontsize=8)
-    save(fig, "deciles")
-    return paths

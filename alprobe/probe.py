@@ -251,16 +251,14 @@ class ProbeModel:
 
     def save(self, path: str | Path) -> None:
         """Write a checkpoint atomically (tensors and plain values only)."""
-        import os
+        from .files import atomic_path
 
-        path = Path(path)
         blob = {"config": self.net.config(), "state": self.net.state_dict(),
                 "stats": {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v)
                           for k, v in self.stats.items()},
                 "meta": json.loads(json.dumps(self.meta, default=_plain))}
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(blob, tmp)
 
 
 def _extra(features: Sequence[np.ndarray], energies: Sequence[float], s: dict[str, Any],

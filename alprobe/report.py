@@ -113,11 +113,20 @@ def learning_curve_rows(metrics: dict[str, list[dict[str, Any]]],
                 "hit_rate": float(m.get("hit_rate", _NAN)),
                 "hit_rate_abs": float(m.get("hit_rate_abs", _NAN)),
                 "hit_base_rate_abs": float(m.get("hit_base_rate_abs", _NAN)),
+                "unbiased_selection": bool(m.get("unbiased_selection", _unbiased(rule))),
                 "signal_auroc_test": float(m.get("signal_auroc_test", _NAN)),
                 "signal_auroc_new": float(m.get("signal_auroc_new", _NAN)),
                 "wall_s": float(m.get("wall_s", _NAN)),
                 "cpu_s": float(m.get("cpu_s", _NAN))})
     return rows
+
+
+def _unbiased(rule: str) -> bool:
+    """Whether an arm's selection is blind to the errors (for rows written before the metrics
+    carried it)."""
+    from .arms import ARMS
+
+    return bool(getattr(ARMS.get(rule), "unbiased", False))
 
 
 def cost_rows(metrics: dict[str, list[dict[str, Any]]],
@@ -143,52 +152,6 @@ def cost_rows(metrics: dict[str, list[dict[str, Any]]],
     for arm, ms in metrics.items():
         add(arm, [m for m in ms if m["generation"] > 0])
     return out
-
-
-def plot_learning_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Test force MAE (meV/A, with each point's 95% interval over test frames) and energy MAE
-    (meV/atom) against DFT labels: thin lines per replica, bold the mean of an arm's replicas."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 4.2))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    arms = list(dict.fromkeys(r["arm"] for r in rows))
-    for i, arm in enumerate(arms):
-        color = f"C{i % 10}"
-        mine = [r for r in rows if r["arm"] == arm]
-        runs = list(dict.fromkeys(r["run"] for r in mine))
-        for run in runs:
-            rs = sorted((r for r in mine if r["run"] == run), key=lambda r: r["generation"])
-            x = [r["labels"] for r in rs]
-            f = np.array([r["force_mae_meV_A"] for r in rs])
-            lo = np.array([r["force_mae_lo_meV_A"] for r in rs])
-            hi = np.array([r["force_mae_hi_meV_A"] for r in rs])
-            err = np.vstack([f - lo, hi - f]) if np.isfinite(lo).all() else None
-            alpha = 0.35 if len(runs) > 1 else 1.0
-            axes[0].errorbar(x, f, yerr=err, color=color, alpha=alpha, lw=1, marker="o",
-                             ms=3, capsize=2, label=None if len(runs) > 1 else arm)
-            axes[1].plot(x, [r["energy_mae_meV_atom"] for r in rs], color=color, alpha=alpha,
-                         lw=1, marker="o", ms=3, label=None if len(runs) > 1 else arm)
-        if len(runs) > 1:
-            gens = sorted({r["generation"] for r in mine})
-            at = [[r for r in mine if r["generation"] == g] for g in gens]
-            x = [np.mean([r["labels"] for r in a]) for a in at]
-            for ax, key in zip(axes, ("force_mae_meV_A", "energy_mae_meV_atom")):
-                ax.plot(x, [np.mean([r[key] for r in a]) for a in at], color=color, lw=2.5,
-                        label=f"{arm} (mean of {len(runs)})")
-    for ax, lab in zip(axes, ("test force MAE (meV/Å)", "test energy MAE (meV/atom)")):
-        ax.set_xlabel("DFT labels used (training pool, test set excluded)")
-        ax.set_ylabel(lab)
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title + " (bars: 95% bootstrap interval over test frames)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return Path(path)
 
 
 def _curve(rows: list[dict[str, Any]], run: str, key: str = "force_mae_meV_A"
@@ -284,9 +247,55 @@ def comparison_summary(name: str, curves: list[dict[str, Any]], costs: list[dict
              "±95% test CI (last) | E MAE meV/atom (last) | hit rate rel / abs | base rate abs "
              "| signal AUROC test (last) | wall s | CPU s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows, hit_abs = _arm_rows(curves, total)
+    lines += rows
+    shared = [c for c in costs if c["stage"] == "total" and c["arm"].endswith("(gen 0)")]
+    for c in shared:
+        lines.append(f"| {c['arm']} | - | - | 0 | | | | | | | | {c['wall_s']:.0f} | "
+                     f"{c['cpu_s']:.0f} |")
+    lines += ["", "Hit rate: fraction of an arm's new labels whose true error under the model "
+              "that picked them exceeds generation 0's threshold (rel) or "
+              "select.hit_threshold_force_rmse_eV_A (abs); base rate: the same fraction over "
+              "all candidates (known in a pool). Wall s: the run's own generations (runs share "
+              "the workers); CPU s: its tasks plus its driver thread (`costs.csv`).", ""]
+    unbiased = [a for a in arms if any(r.get("unbiased_selection") for r in curves
+                                       if r["arm"] == a)]
+    for a in unbiased:
+        if np.isfinite(hit_abs[a]) and hit_abs[a] >= 0.95:
+            lines += [f"Note: {a} (a selection blind to the errors) has an absolute hit rate of "
+                      f"{hit_abs[a]:.2f}: the threshold is below almost every candidate's error, "
+                      "so no hit rate here says anything about a strategy; raise "
+                      "select.hit_threshold_force_rmse_eV_A.", ""]
+    if len(arms) >= 2:
+        lines += _paired_section(curves, target)
+    if noise_floor:
+        m = noise_floor["force_mae_meV_A"]
+        lines += ["## Noise floor", "",
+                  f"{noise_floor['run']}'s final training set ({noise_floor['labels']} labels, "
+                  f"generation {noise_floor['generation']}, backbone.retrain: "
+                  f"{noise_floor.get('retrain', '?')}) trained {len(m)} times with different "
+                  f"seeds: test force MAE {', '.join(f'{v:.1f}' for v in m)} meV/Å (sd "
+                  f"{noise_floor['sd_meV_A']:.1f}, range {noise_floor['range_meV_A']:.1f}). "
+                  f"A difference between strategies smaller than about "
+                  f"{noise_floor['range_meV_A']:.1f} meV/Å at one label count is within the "
+                  "training noise of a single run: this comparison cannot detect it from one "
+                  "replica; paired replicas average it down by about 1/sqrt(replicas).", ""]
+    lines += [f"Learning curves: `{plot}` (CSV: `learning_curves.csv`, with each point's 95% "
+              "test interval); costs per stage: `costs.csv`; each run's audits: "
+              "`arms/<run>/audits/`.", ""]
+    return "\n".join(lines)
+
+
+def _arm_rows(curves: list[dict[str, Any]], total: dict[str, dict[str, Any]]
+              ) -> tuple[list[str], dict[str, float]]:
+    """The summary table's row per arm (means over its replicas), and each arm's absolute
+    hit rate."""
+    import numpy as np
+
+    lines: list[str] = []
     hit_abs: dict[str, float] = {}
     base_abs: dict[str, float] = {}
-    for arm in arms:
+    for arm in dict.fromkeys(r["arm"] for r in curves):
         mine = [r for r in curves if r["arm"] == arm]
         runs = list(dict.fromkeys(r["run"] for r in mine))
         ends = [max((r for r in mine if r["run"] == run), key=lambda r: r["generation"])
@@ -318,40 +327,7 @@ def comparison_summary(name: str, curves: list[dict[str, Any]], costs: list[dict
             f"{num(hit_abs[arm])} | {num(base_abs[arm])} | {num(auc)} | "
             f"{sum(c.get('wall_s', 0.0) for c in cost):.0f} | "
             f"{sum(c.get('cpu_s', 0.0) for c in cost):.0f} |")
-    shared = [c for c in costs if c["stage"] == "total" and c["arm"].endswith("(gen 0)")]
-    for c in shared:
-        lines.append(f"| {c['arm']} | - | - | 0 | | | | | | | | {c['wall_s']:.0f} | "
-                     f"{c['cpu_s']:.0f} |")
-    lines += ["", "Hit rate: fraction of an arm's new labels whose true error under the model "
-              "that picked them exceeds generation 0's threshold (rel) or "
-              "select.hit_threshold_force_rmse_eV_A (abs); base rate: the same fraction over "
-              "all candidates (known in a pool). Wall s: the run's own generations (runs share "
-              "the workers); CPU s: its tasks plus its driver thread (`costs.csv`).", ""]
-    rnd = [a for a in arms if next(r["rule"] for r in curves if r["arm"] == a) == "random"]
-    for a in rnd:
-        if np.isfinite(hit_abs[a]) and hit_abs[a] >= 0.95:
-            lines += [f"Note: {a} (random selection) has an absolute hit rate of "
-                      f"{hit_abs[a]:.2f}: the threshold is below almost every candidate's error, "
-                      "so no hit rate here says anything about a strategy; raise "
-                      "select.hit_threshold_force_rmse_eV_A.", ""]
-    if len(arms) >= 2:
-        lines += _paired_section(curves, target)
-    if noise_floor:
-        m = noise_floor["force_mae_meV_A"]
-        lines += ["## Noise floor", "",
-                  f"{noise_floor['run']}'s final training set ({noise_floor['labels']} labels, "
-                  f"generation {noise_floor['generation']}, backbone.retrain: "
-                  f"{noise_floor.get('retrain', '?')}) trained {len(m)} times with different "
-                  f"seeds: test force MAE {', '.join(f'{v:.1f}' for v in m)} meV/Å (sd "
-                  f"{noise_floor['sd_meV_A']:.1f}, range {noise_floor['range_meV_A']:.1f}). "
-                  f"A difference between strategies smaller than about "
-                  f"{noise_floor['range_meV_A']:.1f} meV/Å at one label count is within the "
-                  "training noise of a single run: this comparison cannot detect it from one "
-                  "replica; paired replicas average it down by about 1/sqrt(replicas).", ""]
-    lines += [f"Learning curves: `{plot}` (CSV: `learning_curves.csv`, with each point's 95% "
-              "test interval); costs per stage: `costs.csv`; each run's audits: "
-              "`arms/<run>/audits/`.", ""]
-    return "\n".join(lines)
+    return lines, hit_abs
 
 
 def _paired_section(curves: list[dict[str, Any]], target: float | None) -> list[str]:
@@ -384,6 +360,16 @@ def _paired_section(curves: list[dict[str, Any]], target: float | None) -> list[
     for a, b in pairs:
         lines.append(f"- {t['to_target'][(a, b)].verdict(a, b, 'labels')}")
     lines += ["", "## Verdict", ""]
+    g_last = max(t["generations"])
+    last = {a: [float(r["force_mae_meV_A"]) for r in curves
+                if r["arm"] == a and int(r["generation"]) == g_last] for a in t["arms"]}
+    last = {a: float(np.mean(v)) for a, v in last.items() if v}
+    if last:
+        best = min(last, key=last.get)
+        lines.append(f"Lowest test force MAE at generation {g_last}: {best} "
+                     f"({last[best]:.1f} meV/Å, mean over replicas); the paired intervals "
+                     "below say whether that is a difference or noise.")
+        lines.append("")
     wins = [a for a in t["arms"] if all(
         (t["aulc"][p].resolved and ((p[0] == a) == (t["aulc"][p].mean < 0)))
         for p in pairs if a in p)]

@@ -18,8 +18,8 @@ from ase import Atoms
 
 from .explore import WalkerSettings
 
-__all__ = ["audit_task", "environment_task", "fit_probe_task", "label_task", "predict_task",
-           "score_task", "train_task", "walker_task"]
+__all__ = ["audit_task", "environment_task", "fit_probe_task", "label_task",
+           "latent_distance_task", "predict_task", "score_task", "train_task", "walker_task"]
 
 
 def cpu_seconds() -> float:
@@ -37,7 +37,6 @@ def label_task(atoms: Atoms, level: Any, spool: str | None = None) -> dict[str, 
     atomically) the moment it exists, so a driver that dies before recording it loses nothing.
     """
     import json
-    import os
 
     from .frames import frame_id
     from .dft import label_atoms
@@ -52,10 +51,9 @@ def label_task(atoms: Atoms, level: Any, spool: str | None = None) -> dict[str, 
            "attempts": list(r.attempts), "t0": t0, "t1": time.time(),
             "cpu_s": cpu_seconds() - c0}
     if spool is not None:
-        path = Path(spool) / f"{fid}.json"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(out))
-        os.replace(tmp, path)
+        from .files import atomic_write
+
+        atomic_write(Path(spool) / f"{fid}.json", json.dumps(out))
     return out
 
 
@@ -152,6 +150,22 @@ def score_task(model_path: str, probe_path: str | None, frames: list[Atoms],
              if probe is not None and preds else np.full(len(preds), np.nan))
     return {"energy": [p.energy for p in preds], "forces": [p.forces for p in preds],
             "trust": [float(t) for t in trust], "t0": t0, "t1": time.time(),
+            "cpu_s": cpu_seconds() - c0}
+
+
+def latent_distance_task(model_path: str, train: list[Atoms], frames: list[Atoms],
+                         device: str = "cpu") -> dict[str, Any]:
+    """Each frame's distance to ``train`` in the backbone's embedding space (the latent arm's
+    signal): {"distance": [...]} (standardised feature units, larger = farther)."""
+    from .backbone import load_model, predict
+    from .baselines import knn_confidence
+
+    t0, c0 = time.time(), cpu_seconds()
+    model = load_model(model_path, device)
+    ref = [p.features for p in predict(model, train, device=device)]
+    query = [p.features for p in predict(model, frames, device=device)]
+    dist = -knn_confidence(ref, query, reduce="mean") if query else np.zeros(0)
+    return {"distance": [float(d) for d in dist], "t0": t0, "t1": time.time(),
             "cpu_s": cpu_seconds() - c0}
 
 

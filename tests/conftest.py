@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import numpy as np
 import pytest
 
@@ -19,6 +20,22 @@ TINY_CAMPAIGN = {
     "select": {"budget": 5, "min_spacing": 2},
     "cluster": {"n_workers": 2, "threads_per_worker": 1},
 }
+
+
+@pytest.fixture(scope="session")
+def tiny_finished(tmp_path_factory):
+    """One uninterrupted TINY_CAMPAIGN run (2 generations), shared by the campaign and fault
+    tests (read-only for them): (directory, CampaignResult, log lines)."""
+    from alprobe import run
+    from alprobe.config import parse_campaign
+
+    directory = tmp_path_factory.mktemp("campaign") / "tiny"
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith("ALPROBE_FAULT_")]:
+            mp.delenv(key)
+        result = run(parse_campaign(TINY_CAMPAIGN), directory, log=lines.append)
+    return directory, result, lines
 
 
 @pytest.fixture(scope="session")

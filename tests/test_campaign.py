@@ -19,12 +19,8 @@ from .conftest import TINY_CAMPAIGN
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("campaign") / "tiny"
-    cfg = parse_campaign(TINY_CAMPAIGN)
-    lines: list[str] = []
-    result = run(cfg, directory, log=lines.append)
-    return directory, result, lines
+def finished(tiny_finished):
+    return tiny_finished
 
 
 def _stage(directory: Path, name: str) -> dict:

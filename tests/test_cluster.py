@@ -130,6 +130,7 @@ def test_placement_on_external_scheduler(scheduler_and_workers, tmp_path):
     assert placed["label"] == {"cpu"}
 
 
+@pytest.mark.slow  # about 2-4 min on 2 cores: kept out of the default run (pytest -m slow)
 def test_elastic_workers_lose_no_label(tmp_path):
     """Workers join and leave during a campaign against a real `dask scheduler`: one worker at
     the start, a second joins while generation 0 is being labeled, the first then leaves
@@ -207,8 +208,10 @@ def test_elastic_workers_lose_no_label(tmp_path):
         L = open_ledger(d)
         fids = [k["fid"] for k in L.keys()]
         assert len(fids) == len(set(fids))
-        n0 = cfg["initial"]["n_rattle"] + cfg["initial"]["n_md"]
+        # generation 0: the initial labels plus the held-out test frames (test walkers)
+        n0 = cfg["initial"]["n_rattle"] + cfg["initial"]["n_md"] + cfg["initial"]["test_size"]
         assert L.count(generation=0, status="labeled") == n0
+        assert L.count(generation=0, status="labeled", split="test") == cfg["initial"]["test_size"]
         assert L.count(generation=1, status="labeled") == cfg["select"]["budget"]
         assert L.count(status="failed") == 0
         assert len(list(spool.glob("*.json"))) == n0 + cfg["select"]["budget"]

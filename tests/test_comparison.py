@@ -126,7 +126,8 @@ def _curve(arm, replica, rule, maes, labels0=20, step=10):
              "force_mae_hi_meV_A": 1.05 * m, "force_rmse_meV_A": m,
              "energy_mae_meV_atom": m / 10, "hit_rate": 0.5 if g else math.nan,
              "hit_rate_abs": (0.99 if rule == "random" else 0.6) if g else math.nan,
-             "hit_base_rate_abs": math.nan, "signal_auroc_test": 0.7,
+             "hit_base_rate_abs": math.nan, "unbiased_selection": rule == "random",
+             "signal_auroc_test": 0.7,
              "signal_auroc_new": math.nan, "wall_s": 1.0, "cpu_s": 1.0}
             for g, m in enumerate(maes)]
 
@@ -244,7 +245,9 @@ def test_outputs_exist_and_cover_every_arm(compared):
 def test_arms_share_generation_0_and_the_test_set_byte_for_byte(compared):
     directory, _, _, _ = compared
     shared = _gen0(directory / "shared")
-    assert len(shared) == TINY_CAMPAIGN["initial"]["n_rattle"] + TINY_CAMPAIGN["initial"]["n_md"]
+    ini = TINY_CAMPAIGN["initial"]
+    assert len(shared) == ini["n_rattle"] + ini["n_md"] + ini["test_size"]
+    assert sum(1 for row in shared if row[2] == "test") == ini["test_size"]
     for arm in ARMS:
         assert _gen0(directory / "arms" / arm) == shared
     state = read_stages(directory / "arms" / "random")

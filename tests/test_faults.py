@@ -237,12 +237,9 @@ def campaign_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict[str, Any]:
-    """An uninterrupted TINY_CAMPAIGN run (2 generations) and its summary."""
-    d = tmp_path_factory.mktemp("faults_ref") / "reference"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv(KILL_ENV, raising=False)
-        alprobe.run(parse_campaign(TINY_CAMPAIGN), d, log=None)
+def reference(tiny_finished) -> dict[str, Any]:
+    """The shared uninterrupted TINY_CAMPAIGN run (2 generations) and its summary."""
+    d = tiny_finished[0]
     ref = _summary(d)
     ref["dir"] = d
     L = alprobe.open_ledger(d)
@@ -436,6 +433,7 @@ def _poison_this_worker(fid: str) -> int:
     return os.getpid()
 
 
+@pytest.mark.slow  # about 1.5-3 min on 2 cores: kept out of the default run (pytest -m slow)
 def test_transient_worker_deaths_are_retried(reference, tmp_path, monkeypatch):
     """A worker dies while labeling a frame (once per original worker) and the worker running
     the backbone training is SIGKILLed mid-training: the tasks rerun on other workers and the

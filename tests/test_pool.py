@@ -92,30 +92,50 @@ def test_pool_campaign_end_to_end(water_pool, tmp_path):
 
 
 def test_pool_comparison_pairs_replicas(water_pool, tmp_path):
-    """Two strategies x two replicas: replica r of both strategies starts from the same
+    """Three strategies x two replicas: replica r of every strategy starts from the same
     generation 0 (initial set, test split), the two replicas from different ones; the summary
-    has the paired intervals and the noise floor."""
+    has the paired intervals and the noise floor. The latent arm (added through the arm
+    protocol alone) runs beside the others: its candidates carry their latent distance and it
+    picks the farthest."""
     from distributed import Client, LocalCluster
 
     shared = _pool_campaign(water_pool, generations=1)
     data = {"name": "pcmp", "shared": shared, "replicas": 2, "noise_floor_seeds": 2,
             "arms": {"random": {"select": {"rule": "random"}},
-                     "probe": {}}}
+                     "probe": {},
+                     "latent": {"select": {"rule": "latent"}}}}
     d = tmp_path / "cmp"
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as lc, Client(lc) as client:
         res = run_comparison(parse_comparison(data), d, log=None, client=client)
     gen0 = {}
-    for run in ("random-r0", "probe-r0", "random-r1", "probe-r1"):
-        L = open_ledger(d / "arms" / run)
-        gen0[run] = sorted((k["fid"], k.get("split")) for k in L.keys(generation=0))
+    for name in ("random-r0", "probe-r0", "random-r1", "probe-r1"):
+        L = open_ledger(d / "arms" / name)
+        gen0[name] = sorted((k["fid"], k.get("split")) for k in L.keys(generation=0))
     assert gen0["random-r0"] == gen0["probe-r0"] and gen0["random-r1"] == gen0["probe-r1"]
     assert gen0["random-r0"] != gen0["random-r1"]
     rows = list(csv.DictReader(open(d / "learning_curves.csv")))
-    assert {(r["arm"], r["replica"]) for r in rows} == {(a, str(k)) for a in ("random", "probe")
-                                                          for k in (0, 1)}
+    assert {(r["arm"], r["replica"]) for r in rows} == {
+        (a, str(k)) for a in ("random", "probe", "latent") for k in (0, 1)}
+    for k in (0, 1):
+        L = open_ledger(d / "arms" / f"latent-r{k}")
+        assert L.keys(generation=0) and sorted(
+            (x["fid"], x.get("split")) for x in L.keys(generation=0)) == gen0[f"random-r{k}"]
+        st = read_stages(d / "arms" / f"latent-r{k}")
+        assert st["gen001/latent"]["n"] == st["gen001/explore"]["n_frames"] > 0
+        scored = L.keys(generation=1)
+        dist = {x["fid"]: x["latent_dist"] for x in scored}
+        assert len(dist) == st["gen001/latent"]["n"]
+        assert all(np.isfinite(v) and v >= 0 for v in dist.values())
+        picked = [x["fid"] for x in scored if x["status"] == "labeled"]
+        rest = [v for f, v in dist.items() if f not in picked]
+        assert len(picked) == shared["select"]["budget"]
+        # the farthest candidate of all is always picked; the rest follow min_spacing per group
+        assert max(dist, key=dist.get) in picked
+        assert np.mean([dist[f] for f in picked]) > np.mean(rest)
     floor = json.loads((d / "noise_floor.json").read_text())
     assert len(floor["force_mae_meV_A"]) == 3 and floor["sd_meV_A"] >= 0
     text = res.summary
     assert "## Paired differences" in text and "random − probe" in text
+    assert "| latent |" in text and "probe − latent" in text
     assert "## Noise floor" in text and "## Verdict" in text

@@ -19,7 +19,6 @@ from alprobe.metrics import (
     enrichment_at_k,
     error_by_decile,
     format_table,
-    plot_audit,
     reliability_diagram,
     risk_coverage,
     spearman,
@@ -314,6 +313,8 @@ def test_format_table():
 
 
 def test_plot_audit_writes_pngs(tmp_path):
+    from alprobe.plots import plot_audit
+
     signals, e, tau = _signals(n=120)
     prefix = str(tmp_path / "audit")
     paths = plot_audit(signals, e, tau, prefix, probabilities={"probe"})

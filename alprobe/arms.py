@@ -1,0 +1,220 @@
+"""Acquisition strategies ("arms"): one class each behind one small protocol.
+
+An arm says how walkers are scored (and stopped), what extra per-candidate work it needs
+(stages run between explore and select), how it selects under a budget, whether it holds a
+calibration share of its new labels out of backbone training, how many models it trains, which
+trust signal its audits report, and that signal's value on frames. The orchestrator asks the
+arm and never branches on the rule. Add a strategy by writing a class and registering it in
+:data:`ARMS`; ``select.rule`` accepts every registered name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .acquire import deviation_window, select_by_deviation, select_least_trusted, select_random
+
+__all__ = ["ARMS", "Arm", "EnsembleArm", "LatentArm", "ProbeArm", "RandomArm", "make_arm"]
+
+
+class Arm:
+    """The protocol, with the defaults of a strategy that needs nothing extra.
+
+    ``cfg`` is the campaign's CampaignConfig. Frames passed in are ``ase.Atoms`` with their
+    ledger keys in ``info``; candidate keys are dicts of those keys.
+    """
+
+    rule = ""
+    #: the selection is independent of the candidates' errors (its hit rate is the base rate)
+    unbiased = False
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+
+    # ----- exploring and scoring
+    def walker_probe(self, ctx: Any, gen: int) -> str | None:
+        """The probe checkpoint that scores (and may stop) generation ``gen``'s walkers."""
+        return None
+
+    def extra_stages(self) -> list[Any]:
+        """Stages of per-candidate work run after explore, before select."""
+        return []
+
+    # ----- selecting
+    def select(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Indices of up to ``budget`` candidates, and what the select stage records."""
+        raise NotImplementedError
+
+    def describe(self, info: dict[str, Any]) -> str:
+        """Extra words for the selection's log line."""
+        return ""
+
+    def holds_calibration(self) -> bool:
+        """A share of the new labels is kept out of backbone training (for the probe)."""
+        return False
+
+    # ----- training
+    def training_splits(self) -> tuple[str, ...]:
+        return ("train", "calib")
+
+    def committee_size(self) -> int:
+        """Models trained per generation (the backbone is model 0)."""
+        return 1
+
+    def trains_probe(self) -> bool:
+        return False
+
+    # ----- auditing
+    def audit_signal(self) -> str | None:
+        """The row of the audit tables that is this arm's own signal (None: none)."""
+        return None
+
+    def confidence(self, frames: Sequence[Any]) -> np.ndarray | None:
+        """The arm's trust in frames (higher = more trusted) as scored before their labels
+        existed; None when the arm has no signal."""
+        return None
+
+    def strategy(self) -> str:
+        """What makes the strategy (two arms with the same one are the same arm)."""
+        return self.rule
+
+
+def _walker_sample(cands: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    return (np.array([k["walker"] for k in cands], dtype=int),
+            np.array([k["sample"] for k in cands], dtype=int))
+
+
+class ProbeArm(Arm):
+    """PROBE: walkers scored every stride steps and stopped when trust stays low; the least
+    trusted candidates, ``min_spacing`` apart per walker; a calibration share kept out of
+    backbone training so that the probe learns from out-of-sample errors."""
+
+    rule = "probe"
+
+    def walker_probe(self, ctx: Any, gen: int) -> str | None:
+        return ctx.ledger.stage_info(f"gen{gen - 1:03d}/probe").get("path")
+
+    def select(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, dict[str, Any]]:
+        trust = np.array([k.get("trust", np.nan) for k in cands], dtype=float)
+        walker, sample = _walker_sample(cands)
+        pick = select_least_trusted(trust, walker, sample, budget, self.cfg.select.min_spacing,
+                                    rng=rng)
+        info = {}
+        if len(cands) and not np.isfinite(trust).any():
+            info["fallback"] = "no probe scores: least-trusted order is random"
+        return pick, info
+
+    def describe(self, info: dict[str, Any]) -> str:
+        return ""
+
+    def holds_calibration(self) -> bool:
+        return True
+
+    def training_splits(self) -> tuple[str, ...]:
+        return ("train",)
+
+    def trains_probe(self) -> bool:
+        return True
+
+    def audit_signal(self) -> str | None:
+        return "probe"
+
+    def confidence(self, frames: Sequence[Any]) -> np.ndarray | None:
+        return np.array([a.info.get("trust", np.nan) for a in frames], dtype=float)
+
+
+class EnsembleArm(Arm):
+    """A committee of ``committee.members`` backbones (member 0 is the arm's backbone): the
+    largest disagreement (eps_F or energy std per atom) inside the trust window
+    sigma_lo <= sigma < sigma_hi, ``min_spacing`` apart per walker."""
+
+    rule = "ensemble"
+
+    @property
+    def _key(self) -> str:
+        return "sigma_f" if self.cfg.committee.signal == "force" else "sigma_e"
+
+    def extra_stages(self) -> list[Any]:
+        from .stages.deviation import Deviation
+
+        return [Deviation()]
+
+    def select(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, dict[str, Any]]:
+        c = self.cfg.committee
+        sigma = np.array([k.get(self._key, np.nan) for k in cands], dtype=float)
+        walker, sample = _walker_sample(cands)
+        pick = select_by_deviation(sigma, walker, sample, budget, self.cfg.select.min_spacing,
+                                   c.sigma_lo, c.sigma_hi, rng=rng)
+        inside = deviation_window(sigma, c.sigma_lo, c.sigma_hi)
+        return pick, {"in_window": int(inside.sum()),
+                      "above_hi": int(np.sum(sigma >= c.sigma_hi)) if c.sigma_hi else 0}
+
+    def describe(self, info: dict[str, Any]) -> str:
+        return (f" ({info['in_window']} inside the trust window, {info['above_hi']} above it)"
+                if "in_window" in info else "")
+
+    def committee_size(self) -> int:
+        return self.cfg.committee.members
+
+    def audit_signal(self) -> str | None:
+        return "ensemble_epsF" if self.cfg.committee.signal == "force" else "ensemble_Estd"
+
+    def confidence(self, frames: Sequence[Any]) -> np.ndarray | None:
+        return -np.array([a.info.get(self._key, np.nan) for a in frames], dtype=float)
+
+    def strategy(self) -> str:
+        return f"ensemble {self.cfg.committee.model_dump(mode='json')}"
+
+
+class RandomArm(Arm):
+    """Uniform among the candidates: the control."""
+
+    rule = "random"
+    unbiased = True
+
+    def select(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, dict[str, Any]]:
+        return select_random(len(cands), budget, rng=rng), {}
+
+
+class LatentArm(Arm):
+    """Latent-space distance: the candidates farthest from the backbone's training set in its
+    own embedding space (mean over atoms of the distance to the 5 nearest training atoms,
+    features standardised), ``min_spacing`` apart per walker. One backbone, no probe: the cheap
+    single-model baseline."""
+
+    rule = "latent"
+
+    def extra_stages(self) -> list[Any]:
+        from .stages.deviation import LatentDistance
+
+        return [LatentDistance()]
+
+    def select(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, dict[str, Any]]:
+        dist = np.array([k.get("latent_dist", np.nan) for k in cands], dtype=float)
+        walker, sample = _walker_sample(cands)
+        pick = select_by_deviation(dist, walker, sample, budget, self.cfg.select.min_spacing,
+                                   0.0, None, rng=rng)
+        return pick, {"scored": int(np.isfinite(dist).sum())}
+
+    def audit_signal(self) -> str | None:
+        return "knn_mean"
+
+    def confidence(self, frames: Sequence[Any]) -> np.ndarray | None:
+        return -np.array([a.info.get("latent_dist", np.nan) for a in frames], dtype=float)
+
+
+#: Every strategy by its ``select.rule`` name.
+ARMS: dict[str, type[Arm]] = {a.rule: a for a in (ProbeArm, EnsembleArm, RandomArm, LatentArm)}
+
+
+def make_arm(cfg: Any) -> Arm:
+    """The arm of a campaign (its ``select.rule``)."""
+    return ARMS[cfg.select.rule](cfg)

@@ -1,0 +1,156 @@
+"""The only holder of Dask futures: submit jobs, gather them as they complete, turn task
+failures into data, account CPU and wall time, show progress.
+
+A stage describes its tasks as :class:`Job` values (function, arguments, kind, key, tag) and
+hands them to :meth:`Executor.run` with a callback per result; nothing outside this module sees
+a future. Task keys are the campaign's prefix plus the job's key (content hashes for labels),
+so a resubmission after a restart is harmless.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import AlprobeError
+
+__all__ = ["ACCOUNTS", "Executor", "Job", "Progress", "TaskError", "span"]
+
+#: Where task CPU time is booked (metrics columns <account>_cpu_s).
+ACCOUNTS = ("explore", "deviation", "label", "train", "probe", "evaluate", "audit")
+
+
+class TaskError(AlprobeError):
+    """A task failed and its stage cannot go on (a training or evaluation task); resumable."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One task: ``fn(*args)`` on a worker offering the resources of ``kind`` (md, label,
+    train, probe, evaluate), keyed ``key`` (unique per campaign), identified by ``tag`` in the
+    result callback, CPU booked to ``account`` (default: the kind; md books to explore)."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kind: str
+    key: str
+    tag: Any = None
+    retries: int = 1
+    account: str | None = None
+
+
+class Progress:
+    """One status line per batch: rewritten in place on a terminal, a few lines otherwise."""
+
+    def __init__(self, log: Callable[[str], None] | None, label: str, total: int):
+        self.log, self.label, self.total, self.done, self.failed = log, label, total, 0, 0
+        self.tty = log is print and sys.stdout.isatty()
+        self.t0 = time.perf_counter()
+        self._last_pct = -1
+        self._show()
+
+    def step(self, failed: bool = False) -> None:
+        self.done += 1
+        self.failed += int(failed)
+        self._show()
+
+    def _show(self) -> None:
+        if self.log is None:
+            return
+        msg = (f"  {self.label}: {self.done}/{self.total}"
+               + (f" ({self.failed} failed)" if self.failed else "")
+               + f"  [{time.perf_counter() - self.t0:.0f} s]")
+        if self.tty:
+            print("\r" + msg, end="\n" if self.done == self.total else "", flush=True)
+            return
+        pct = 100 * self.done // max(1, self.total)
+        if self.done in (0, self.total) or pct >= self._last_pct + 25:
+            self._last_pct = pct
+            self.log(msg)
+
+
+class Executor:
+    """Runs :class:`Job` batches on a ``distributed.Client``.
+
+    ``resources``: worker resources per task kind (cluster.resources), checked to exist before
+    the first task of a kind (waiting up to ``wait_s``). ``cpu``: task CPU seconds per account
+    since the last :meth:`take_cpu`; ``spans``: task wall intervals per batch label.
+    """
+
+    def __init__(self, client: Any, *, key_prefix: str = "",
+                 resources: dict[str, dict[str, float]] | None = None, wait_s: float = 60.0,
+                 log: Callable[[str], None] | None = None, cpu: dict[str, float] | None = None):
+        self.client, self.key_prefix, self.log = client, key_prefix, log
+        self.resources, self.wait_s = dict(resources or {}), wait_s
+        self.cpu: dict[str, float] = dict(cpu or {})
+        self.spans: dict[str, list[tuple[float, float]]] = {}
+        self._checked: set[str] = set()
+
+    def run(self, jobs: Sequence[Job], label: str, on_result: Callable[[Any, Any], bool],
+            on_error: Callable[[Any, BaseException], Any] | None = None) -> None:
+        """Submit ``jobs`` and consume their results as they complete:
+        ``on_result(tag, result) -> failed?`` (for the progress line). A task that raised (or
+        whose workers kept dying: KilledWorker) goes to ``on_error(tag, exc)``, which turns it
+        into a result; without on_error the batch stops with a one-line TaskError."""
+        from distributed import as_completed
+
+        futures = {}
+        for job in jobs:
+            fut = self._submit(job)
+            futures[fut.key] = (fut, job)
+        bar = Progress(self.log, label, len(futures))
+        for fut in as_completed([f for f, _ in futures.values()]):
+            job = futures[fut.key][1]
+            try:
+                res = fut.result()
+            except Exception as exc:  # noqa: BLE001 - task failures are data or a clean stop
+                if on_error is None:
+                    for f, _ in futures.values():
+                        f.cancel()
+                    raise TaskError(f"{label}: task {fut.key} failed: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+                res = on_error(job.tag, exc)
+            if isinstance(res, dict) and "t0" in res:
+                self.spans.setdefault(label.split()[-1], []).append((res["t0"], res["t1"]))
+            if isinstance(res, dict) and "cpu_s" in res:
+                acc = job.account or {"md": "explore"}.get(job.kind, job.kind)
+                self.cpu[acc] = self.cpu.get(acc, 0.0) + float(res["cpu_s"])
+            bar.step(bool(on_result(job.tag, res)))
+
+    def _submit(self, job: Job) -> Any:
+        from .cluster import wait_for_resources
+
+        resources = dict(self.resources.get(job.kind, {}))
+        if job.kind not in self._checked:
+            wait_for_resources(self.client, job.kind, resources, self.wait_s)
+            self._checked.add(job.kind)
+        return self.client.submit(job.fn, *job.args, key=self.key_prefix + job.key,
+                                  retries=job.retries, pure=False, resources=resources or None)
+
+    def take_cpu(self) -> dict[str, float]:
+        """The CPU seconds per account so far; the account starts again from zero."""
+        out, self.cpu = self.cpu, {}
+        return out
+
+    def take_spans(self) -> float:
+        """Seconds during which some task of each batch label ran (union of intervals, summed
+        over labels) since the last call."""
+        total = float(sum(span(v) for v in self.spans.values()))
+        self.spans = {}
+        return total
+
+
+def span(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of [t0, t1] intervals (s)."""
+    total, end = 0.0, float("-inf")
+    for t0, t1 in sorted(intervals):
+        if t0 > end:
+            total += t1 - t0
+            end = t1
+        elif t1 > end:
+            total += t1 - end
+            end = t1
+    return total

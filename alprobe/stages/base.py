@@ -1,0 +1,72 @@
+"""Stage, Commit and execute: the pattern "unless done: do it; record it with its rows"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import AlprobeError
+
+if TYPE_CHECKING:
+    from ..ledger import Ledger
+    from .context import Context
+
+__all__ = ["CampaignError", "CampaignPaused", "Commit", "Stage", "execute"]
+
+
+class CampaignError(AlprobeError):
+    """A stage could not finish (a training or evaluation task failed); resumable."""
+
+
+class CampaignPaused(AlprobeError):
+    """Too many labels of a generation failed; the campaign stopped before training on the rest."""
+
+
+@dataclass
+class Commit:
+    """What a stage produced: its record (plain JSON values), the rows to write with it
+    (``rows(ledger)``, called inside the same transaction), and records of other keys that
+    belong to the same step (e.g. the committee trained with the backbone)."""
+
+    record: dict[str, Any] = field(default_factory=dict)
+    rows: Callable[[Ledger], None] | None = None
+    also: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Stage:
+    """One step of a generation. ``name`` makes the key ``genNNN/<name>``; ``offset`` shifts
+    the generation it records (-1: a step for the previous generation, run at the start of
+    this one). ``run(ctx, gen)`` does the work (tasks through ``ctx.run``) and returns a
+    Commit; it may write rows itself only where each row must land the moment it exists
+    (labels). ``applies(ctx, gen)``: False skips the stage for this campaign or generation."""
+
+    name = ""
+    offset = 0
+
+    def key(self, gen: int) -> str:
+        return f"gen{gen + self.offset:03d}/{self.name}"
+
+    def applies(self, ctx: Context, gen: int) -> bool:
+        return True
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        raise NotImplementedError
+
+
+def execute(stage: Stage, ctx: Context, gen: int) -> dict[str, Any]:
+    """Run ``stage`` for generation ``gen`` unless its record exists; commit its rows and
+    records in one transaction. Returns the record."""
+    key = stage.key(gen)
+    if ctx.ledger.done(key):
+        return ctx.ledger.stage_info(key)
+    if not stage.applies(ctx, gen):
+        return {}
+    out = stage.run(ctx, gen)
+    with ctx.ledger.transaction():
+        if out.rows is not None:
+            out.rows(ctx.ledger)
+        for other, record in out.also.items():
+            ctx.ledger.mark_done(other, **record)
+        ctx.ledger.mark_done(key, **out.record)
+    return out.record

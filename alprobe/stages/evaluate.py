@@ -1,0 +1,117 @@
+"""Evaluation on the fixed held-out test set, and the reliability audit of every trust
+signal (test set; and the frames just labeled, scored before their labels existed)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from ..executor import Job
+from ..frames import bare_copy, set_prediction
+from .base import Commit, Stage
+from .context import Context, bare_with_ref
+
+__all__ = ["Audit", "Evaluate", "evaluate_job", "evaluate_record"]
+
+
+def evaluate_job(ctx: Context, gen: int, tag: Any = "eval") -> Job:
+    """Backbone g's predictions on the test set."""
+    from ..tasks import predict_task
+
+    test = ctx.ledger.frames(status="labeled", split="test")
+    return Job(predict_task, (ctx.model(gen), [bare_copy(a) for a in test],
+                              ctx.cfg.backbone.device), kind="evaluate", key=f"eval-g{gen}",
+               tag=tag)
+
+
+def evaluate_record(ctx: Context, gen: int, r: dict[str, Any]) -> dict[str, Any]:
+    """Test errors (energy MAE per atom eV/atom, force MAE and RMSE eV/A) and the 95%
+    bootstrap interval of the force MAE over test frames."""
+    from ..metrics import regression_errors
+    from ..paired import bootstrap_mae_ci
+
+    test = ctx.ledger.frames(status="labeled", split="test")
+    for a, e, f in zip(test, r["energy"], r["forces"]):
+        set_prediction(a, e, f)
+    _, lo, hi = bootstrap_mae_ci(
+        [np.abs(a.arrays["pred_forces"] - a.arrays["ref_forces"]).ravel() for a in test],
+        ctx.rng(gen, "evaluate"))
+    return {**regression_errors(test), "force_mae_lo_eV_A": lo, "force_mae_hi_eV_A": hi,
+            "n_test": len(test), "wall_s": r["t1"] - r["t0"]}
+
+
+class Evaluate(Stage):
+    """Backbone g on the test set (when the probe stage did not already do it)."""
+
+    name = "evaluate"
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        return Commit(evaluate_record(ctx, gen, ctx.one(evaluate_job(ctx, gen),
+                                                        f"gen {gen} evaluate")))
+
+
+class Audit(Stage):
+    """Probe g (and every other signal) on the test set, and probe g-1 on the frames labeled
+    in generation g: audits/gen_NNN_{test,new}_audit.{txt,json,png}, importance pictures of
+    the least trusted test frames. Both sets are out of sample for the probe audited."""
+
+    name = "audit"
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        from ..audit import write_audit
+        from ..metrics import auroc_unreliable
+        from ..plots import draw_importance
+        from ..tasks import audit_task
+
+        L, cfg = ctx.ledger, ctx.cfg
+        t0 = time.perf_counter()
+        out_dir = ctx.dir / "audits"
+        sets = {"test": (gen, L.frames(status="labeled", split="test"))}
+        if gen > 0:
+            sets["new"] = (gen - 1, L.frames(generation=gen, status="labeled"))
+        jobs = []
+        labeled = L.frames(status="labeled")  # read once for both audits
+        for name, (g, frames) in sets.items():
+            if len(frames) < 2:
+                continue
+            probe = L.stage_info(f"gen{g:03d}/probe").get("path")
+            tinfo = L.stage_info(f"gen{g:03d}/train")
+            ids = set(tinfo["train_ids"])
+            train = [bare_with_ref(a) for a in labeled if a.info["fid"] in ids]
+            committee = (ctx.committee_paths(g) if ctx.arm.committee_size() > 1
+                         and L.done(f"gen{g:03d}/committee") else [])
+            jobs.append(Job(audit_task, ([bare_with_ref(a) for a in frames], tinfo["path"], probe,
+                                         train, cfg.probe.error, 3 if name == "test" and probe
+                                         else 0, cfg.backbone.device, committee),
+                            kind="evaluate", account="audit", key=f"audit-{name}-g{gen}",
+                            tag=(name, frames)))
+        summary: dict[str, Any] = {}
+        shared: dict[str, Any] = {}
+        tau0 = ctx.tau()
+
+        def record(tag: tuple[str, list[Atoms]], r: dict[str, Any]) -> bool:
+            name, frames = tag
+            errors = r["errors"]
+            tau = r["tau_probe"] if r["tau_probe"] is not None else tau0
+            tau = float(np.median(errors)) if tau is None else tau
+            res = write_audit(out_dir, f"gen_{gen:03d}_{name}", r["signals"], errors, tau,
+                              r["probabilities"], rng=ctx.rng(gen, "probe"), n_boot=500)
+            summary[name] = {row["signal"]: row["auroc"] for row in res["rows"]}
+            # the same AUROC at generation 0's threshold, comparable between arms
+            shared[name] = {sig: (float(auroc_unreliable(np.asarray(conf), errors, tau0))
+                                  if tau0 is not None else float("nan"))
+                            for sig, conf in r["signals"].items()}
+            for i, imp in r["importance"].items():
+                a = frames[i]
+                draw_importance(a, imp, out_dir / f"gen_{gen:03d}_importance_{a.info['fid']}.png",
+                                title=f"gen {gen} {a.info['fid']}: P(reliable) "
+                                      f"{r['signals']['probe'][i]:.2f}, error {errors[i]:.3f}")
+            return False
+
+        if jobs:
+            ctx.run(jobs, f"gen {gen} audit", record)
+        return Commit({"auroc": summary, "auroc_tau0": shared,
+                       "wall_s": time.perf_counter() - t0})

@@ -1,0 +1,116 @@
+"""Exploration: MD walkers on the backbone (scored by the arm's probe), or, in a pool
+campaign, the pool's unlabeled non-test frames scored by the backbone and the probe."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ase import Atoms
+
+from ..executor import Job
+from ..explore import WalkerSettings
+from ..frames import bare_copy, set_prediction
+from .base import Commit, Stage
+from .context import Context
+
+__all__ = ["Explore", "run_walkers"]
+
+
+def run_walkers(ctx: Context, gen: int, model: str, probe: str | None, steps: int, stream: str,
+                n_walkers: int | None = None) -> tuple[list[Atoms], dict[str, Any]]:
+    """``n_walkers`` (default explore.walkers) MD walkers of seed stream ``stream`` (explore,
+    bootstrap_md, test_md) on ``model``, scored by ``probe``; their frames and what the stage
+    records (wall, MD and scoring seconds, why each walker stopped)."""
+    from ..tasks import walker_task
+
+    ex = ctx.cfg.explore
+    mtime = Path(model).stat().st_mtime_ns
+    jobs = []
+    for w in range(ex.walkers if n_walkers is None else n_walkers):
+        settings = WalkerSettings(
+            temperature_K=ex.temperatures_K[w % len(ex.temperatures_K)],
+            timestep_fs=ex.timestep_fs, steps=steps, stride=ex.stride,
+            friction_per_fs=ex.friction_per_fs, trust_floor=ex.trust_floor,
+            patience=ex.patience, min_distance_A=ex.min_distance_A,
+            fragment_distance_A=ex.fragment_distance_A)
+        start = ctx.seeds[w % len(ctx.seeds)]
+        jobs.append(Job(walker_task, (start, model, probe, settings,
+                                      ctx.walker_seed(gen, stream, w), w, ctx.cfg.backbone.device),
+                        kind="md", key=f"walk-{stream}-g{gen}-w{w}-{mtime}", tag=w))
+    results: dict[int, Any] = {}
+
+    def record(w: int, r: dict[str, Any]) -> bool:
+        results[w] = r
+        return not r["stop_reason"].startswith("completed")
+
+    def crashed(w: int, exc: BaseException) -> dict[str, Any]:
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        return {"frames": [], "stop_reason": f"walker task failed: {why}", "steps": 0,
+                "md_s": 0.0, "score_s": 0.0}
+
+    t0 = time.perf_counter()
+    ctx.run(jobs, f"gen {gen} {stream}", record, on_error=crashed)
+    frames: list[Atoms] = []
+    for w in sorted(results):
+        r = results[w]
+        ctx.say(f"  walker {w} ({r['frames'][0].info['temperature_K'] if r['frames'] else '-'}"
+                f" K): {len(r['frames'])} frames, {r['stop_reason']}")
+        frames += r["frames"]
+    info = {"wall_s": time.perf_counter() - t0,
+            "md_s": float(sum(r["md_s"] for r in results.values())),
+            "score_s": float(sum(r["score_s"] for r in results.values())),
+            "stops": [results[w]["stop_reason"] for w in sorted(results)],
+            "n_frames": len(frames)}
+    return frames, info
+
+
+def _score_pool(ctx: Context, gen: int, model: str, probe: str | None
+                ) -> tuple[list[Atoms], dict[str, Any]]:
+    """The pool's unlabeled non-test frames (or a seeded random subset), with the raw
+    predictions of backbone g-1 and the trust of probe g-1."""
+    from ..dataset import random_subset
+    from ..tasks import score_task
+
+    taken = {k["fid"] for k in ctx.ledger.keys() if k["status"] != "candidate"}
+    unlabeled = [a for a in ctx.pool.frames if a.info["fid"] not in taken]
+    cands = [unlabeled[i] for i in random_subset(len(unlabeled), ctx.cfg.pool.candidates,
+                                                 ctx.rng(gen, "explore"))]
+    chunk = 500
+    jobs = [Job(score_task, (model, probe, [bare_copy(a) for a in cands[i:i + chunk]],
+                             ctx.cfg.backbone.device), kind="md", key=f"score-g{gen}-c{i}", tag=i)
+            for i in range(0, len(cands), chunk)]
+    t0 = time.perf_counter()
+    out: list[Atoms] = []
+
+    def record(i: int, r: dict[str, Any]) -> bool:
+        for k, a in enumerate(cands[i:i + chunk]):
+            b = bare_copy(a)
+            b.info.update({key: a.info[key] for key in ("fid", "group", "walker", "sample")})
+            set_prediction(b, r["energy"][k], r["forces"][k])
+            b.info["trust"] = float(r["trust"][k])
+            out.append(b)
+        return False
+
+    ctx.run(jobs, f"gen {gen} score", record)
+    out.sort(key=lambda a: a.info["fid"])
+    return out, {"wall_s": time.perf_counter() - t0, "n_frames": len(out),
+                 "n_unlabeled": len(unlabeled), "source": "pool"}
+
+
+class Explore(Stage):
+    """The generation's candidates, from MD walkers on backbone g-1 (scored and stopped by
+    the arm's probe) or, in a pool campaign, from the pool."""
+
+    name = "explore"
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        model, probe = ctx.model(gen - 1), ctx.arm.walker_probe(ctx, gen)
+        if ctx.pool is not None:
+            frames, info = _score_pool(ctx, gen, model, probe)
+            return Commit(info, rows=lambda L: L.put(frames, generation=gen, origin="pool",
+                                                     status="candidate"))
+        frames, info = run_walkers(ctx, gen, model, probe, ctx.cfg.explore.steps, "explore")
+        return Commit(info, rows=lambda L: L.add(frames, generation=gen, origin="explore",
+                                                 status="candidate"))

@@ -1,0 +1,216 @@
+"""Generation 0: the initial labels, the held-out test set and backbone 0.
+
+Prospective: rattled seeds (labeled) train a bootstrap backbone, which drives short MD:
+training walkers give ``n_md`` training frames, separate test walkers the test set (no frame
+of a test walker's trajectory is ever trained on, selected or seen by a probe). Pool mode: the
+test set (a separate file, or whole groups of the pool) and the initial labels drawn from the
+rest, with no DFT. Then backbone 0 is trained (or a user's model file is taken as it is).
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from ase import Atoms
+
+from ..frames import bare_copy
+from .base import Commit, Stage
+from .context import Context
+from .explore import run_walkers
+from .label import LABEL_OUTCOMES
+from .train import Spec, train_models
+
+__all__ = ["Bootstrap", "BootstrapTrain", "InitialLabels", "PoolStart", "Rattle", "Split",
+           "TrainBackbone0"]
+
+
+class _Gen0(Stage):
+    def applies(self, ctx: Context, gen: int) -> bool:
+        return ctx.pool is None
+
+
+class Rattle(_Gen0):
+    """``n_rattle`` copies of the seeds, each displaced by Gaussian noise of increasing width
+    (up to ``rattle_A``), to be labeled."""
+
+    name = "rattle"
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        ini = ctx.cfg.initial
+        rng = ctx.rng(0, "rattle")
+        frames = []
+        for i in range(ini.n_rattle):
+            a = bare_copy(ctx.seeds[i % len(ctx.seeds)])
+            sigma = ini.rattle_A * (i + 1) / ini.n_rattle
+            a.positions += rng.normal(0.0, sigma, a.positions.shape)
+            frames.append(a)
+        return Commit({"n": len(frames)}, rows=lambda L: L.add(
+            frames, generation=0, origin="initial", status="selected"))
+
+
+class BootstrapTrain(_Gen0):
+    """The backbone that drives generation 0's MD, from scratch on the labeled rattled
+    frames (unless the user's model file drives it)."""
+
+    name = "bootstrap_train"
+
+    def applies(self, ctx: Context, gen: int) -> bool:
+        return (super().applies(ctx, gen) and not ctx.cfg.backbone.model_file
+                and not ctx.ledger.done("gen000/bootstrap"))
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        boot = ctx.ledger.frames(generation=0, status="labeled")
+        (info,) = train_models(ctx, 0, [Spec("bootstrap", None,
+                                             max(10, ctx.cfg.backbone.epochs // 2), boot)])
+        return Commit(info)
+
+
+def _driver(ctx: Context) -> str:
+    cfg = ctx.cfg
+    if cfg.backbone.model_file:
+        return str(cfg.resolve(cfg.backbone.model_file))
+    return ctx.ledger.stage_info("gen000/bootstrap_train")["path"]
+
+
+def _test_walkers(ctx: Context, model: str) -> tuple[list[Atoms], dict[str, Any]]:
+    """``initial.test_size`` frames spread evenly over the trajectories of
+    ``initial.test_walkers`` walkers of their own (seed stream ``test_md``)."""
+    from ..dataset import spread_pick
+
+    ini, ex = ctx.cfg.initial, ctx.cfg.explore
+    n = ini.test_walkers
+    per = [ini.test_size // n + (1 if w < ini.test_size % n else 0) for w in range(n)]
+    steps = ini.test_md_steps or max(ini.md_steps, max(per) * ex.stride)
+    frames, info = run_walkers(ctx, 0, model, None, steps, "test_md", n_walkers=n)
+    out = []
+    for w in range(n):
+        mine = [a for a in frames if a.info["walker"] == w]
+        for i in spread_pick(len(mine), per[w]):
+            b = bare_copy(mine[i])
+            b.info.update(test_walker=w, step=mine[i].info["step"],
+                          temperature_K=mine[i].info["temperature_K"])
+            out.append(b)
+    return out, {"steps": steps, "stops": info.get("stops", []), "wall_s": info["wall_s"]}
+
+
+class Bootstrap(_Gen0):
+    """Short MD on the bootstrap backbone: ``n_md`` training frames drawn at random from the
+    training walkers, and the test set from the test walkers, both to be labeled."""
+
+    name = "bootstrap"
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        ini = ctx.cfg.initial
+        driver = _driver(ctx)
+        frames, info = ([], {})
+        if ini.n_md > 0:
+            frames, info = run_walkers(ctx, 0, driver, None, ini.md_steps, "bootstrap_md")
+        rng = ctx.rng(0, "bootstrap_md")
+        pick = rng.choice(len(frames), size=min(ini.n_md, len(frames)), replace=False)
+        chosen = [bare_copy(frames[i]) for i in sorted(pick)]
+        test, tinfo = _test_walkers(ctx, driver)
+        if len(chosen) < ini.n_md or len(test) < ini.test_size:
+            ctx.say(f"  gen 0 WARNING: {len(chosen)} of {ini.n_md} MD training frames and "
+                    f"{len(test)} of {ini.test_size} test frames (walkers stopped early)")
+
+        def rows(L: Any) -> None:
+            L.add(chosen, generation=0, origin="initial", status="selected")
+            L.add(test, generation=0, origin="test_walker", status="selected", split="test")
+
+        return Commit({"n": len(chosen), "n_test": len(test), **info, "test_walkers": tinfo},
+                      rows=rows)
+
+
+class InitialLabels(_Gen0):
+    """Generation 0's label counts: the rattled and the MD labels together."""
+
+    name = "label"
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        parts = [ctx.ledger.stage_info(f"gen000/label_{p}") for p in ("rattle", "md")]
+        return Commit({k: sum(p.get(k, 0) for p in parts)
+                       for k in (*LABEL_OUTCOMES, "wall_s", "dft_s")})
+
+
+class Split(_Gen0):
+    """The labeled non-test frames of generation 0 into training and calibration frames."""
+
+    name = "split"
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        L = ctx.ledger
+        test = sorted(L.fids(generation=0, status="labeled", split="test"))
+        rest = sorted(set(L.fids(generation=0, status="labeled")) - set(test))
+        rest = [rest[i] for i in ctx.rng(0, "split").permutation(len(rest))]
+        n_cal = max(2, int(round(ctx.cfg.initial.calibration_fraction * len(rest))))
+
+        def rows(L: Any) -> None:
+            L.update_many(rest[:n_cal], split="calib")
+            L.update_many(rest[n_cal:], split="train")
+
+        return Commit({"test": len(test), "calib": n_cal, "train": len(rest) - n_cal},
+                      rows=rows)
+
+
+class PoolStart(Stage):
+    """Pool mode: the test set and the initial labels (train + calibration), all from the
+    pool, in one transaction with both records."""
+
+    name = "split"
+
+    def applies(self, ctx: Context, gen: int) -> bool:
+        return ctx.pool is not None
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        from ..dataset import calibration_mask, group_split, random_subset
+
+        cfg, pool = ctx.cfg, ctx.pool
+        rng = ctx.rng(0, "split")
+        if pool.test is not None:
+            test, rest = pool.test, pool.frames
+        else:
+            mask = group_split(pool.groups, cfg.pool.test_fraction, rng)
+            test = [a for a, m in zip(pool.frames, mask) if m]
+            rest = [a for a, m in zip(pool.frames, mask) if not m]
+        init = [rest[i] for i in random_subset(len(rest), cfg.pool.initial_size, rng)]
+        calib = calibration_mask(len(init), cfg.initial.calibration_fraction, rng, minimum=2)
+        train = [a for a, c in zip(init, calib) if not c]
+        held = [a for a, c in zip(init, calib) if c]
+
+        def rows(L: Any) -> None:
+            L.add(test, generation=0, origin="pool", status="labeled", split="test")
+            L.add(train, generation=0, origin="pool", status="labeled", split="train")
+            L.add(held, generation=0, origin="pool", status="labeled", split="calib")
+
+        ctx.say(f"  gen 0: pool of {len(pool.frames)} frames; {len(test)} test frames, "
+                f"{len(init)} initial labels ({len(held)} held out for the probe)")
+        labels = {"labeled": len(init), "failed": 0, "rejected": 0, "timeout": 0,
+                  "wall_s": 0.0, "dft_s": 0.0}
+        return Commit({"test": len(test), "calib": len(held), "train": len(train),
+                       "pool": len(pool.frames),
+                       "test_groups": len({a.info["group"] for a in test})},
+                      rows=rows, also={"gen000/label": labels})
+
+
+class TrainBackbone0(Stage):
+    """Backbone 0: from scratch on generation 0's training frames, fine-tuned from the user's
+    model file, or that file as it is (backbone.finetune off)."""
+
+    name = "train"
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        cfg = ctx.cfg
+        train = ctx.ledger.frames(status="labeled", split="train")
+        user = cfg.resolve(cfg.backbone.model_file) if cfg.backbone.model_file else None
+        if user is not None and not cfg.backbone.finetune:
+            from ..backbone import load_model
+
+            load_model(user)  # clear error now if the file is unusable
+            dest = ctx.model_dir(0) / "backbone.model"
+            shutil.copyfile(user, dest)
+            return Commit({"path": str(dest), "train_ids": [], "wall_s": 0.0})
+        (info,) = train_models(ctx, 0, [Spec("backbone", str(user) if user else None,
+                                             cfg.backbone.finetune_epochs if user else None,
+                                             train)])
+        return Commit(info)

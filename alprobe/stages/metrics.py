@@ -1,0 +1,166 @@
+"""The generation's metrics row: labels, test errors with their interval, the trust signal's
+audits, hit rates, and where the time and CPU went."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from ..dataset import hit_rate
+from ..executor import ACCOUNTS
+from ..metrics import auroc_unreliable, frame_errors, spearman
+from .base import Commit, Stage
+from .context import Context
+from .label import LABEL_OUTCOMES
+
+__all__ = ["Metrics", "signal_metrics"]
+
+_NAN = float("nan")
+
+
+def _with_pool_labels(ctx: Context, frames: Sequence[Atoms]) -> None:
+    """Pool candidates get their reference labels (known, though not bought) in place."""
+    if ctx.pool is None:
+        return
+    for a in frames:
+        if "ref_forces" not in a.arrays:
+            a.info["ref_energy"], a.arrays["ref_forces"] = ctx.pool.label(a.info["fid"])
+
+
+def signal_metrics(ctx: Context, gen: int) -> dict[str, Any]:
+    """The arm's trust signal of generation g-1 (PROBE, or the committee's sigma) measured on
+    generation g: the probe's training pool, the candidates' P(reliable) quantiles, and AUROC
+    and Spearman rho (errors from the raw predictions, at generation 0's threshold) on the
+    frames the rule picked (a range-restricted sample), on the random audit sample
+    (select.audit_random) and, in a pool, on every candidate (their labels are known)."""
+    L = ctx.ledger
+    row: dict[str, Any] = {
+        "probe_pool": len(L.stage_info(f"gen{gen:03d}/probe").get("train_ids", []))}
+    row.update({f"trust_q{q}": _NAN for q in (10, 25, 50, 75, 90)})
+    for where in ("new", "audit", "candidates"):
+        row.update({f"trust_auroc_{where}": _NAN, f"trust_spearman_{where}": _NAN,
+                    f"n_{where}": 0})
+    row["probe_auroc_new"] = _NAN
+    if gen == 0:
+        return row
+    cands = [a for a in L.frames(generation=gen) if "pred_forces" in a.arrays]
+    trust = np.array([a.info.get("trust", np.nan) for a in cands], dtype=float)
+    if np.isfinite(trust).any():
+        for q, v in zip((10, 25, 50, 75, 90), np.nanpercentile(trust, [10, 25, 50, 75, 90])):
+            row[f"trust_q{q}"] = float(v)
+    tau = ctx.tau()
+    _with_pool_labels(ctx, cands)
+    labeled = [a for a in cands if a.info.get("status") == "labeled"]
+    sets = {"new": [a for a in labeled if not a.info.get("audit")],
+            "audit": [a for a in labeled if a.info.get("audit")],
+            "candidates": cands if ctx.pool is not None else []}
+    for where, frames in sets.items():
+        row[f"n_{where}"] = len(frames)
+        conf = ctx.arm.confidence(frames)
+        if conf is None or len(frames) < 2 or tau is None or not np.isfinite(conf).all():
+            continue
+        errors = frame_errors(frames, ctx.cfg.probe.error)
+        row[f"trust_auroc_{where}"] = auroc_unreliable(conf, errors, tau)
+        row[f"trust_spearman_{where}"] = float(spearman(conf, errors))
+    if ctx.arm.trains_probe():
+        row["probe_auroc_new"] = row["trust_auroc_new"]
+    return row
+
+
+def _audit_columns(ctx: Context, gen: int) -> dict[str, Any]:
+    audit = ctx.ledger.stage_info(f"gen{gen:03d}/audit")
+    name = ctx.arm.audit_signal()
+    at_tau0 = audit.get("auroc_tau0", {})
+    return {"probe_auroc_test": float(audit.get("auroc", {}).get("test", {}).get("probe", _NAN)),
+            "rule": ctx.arm.rule, "signal": name or "random",
+            "unbiased_selection": ctx.arm.unbiased,
+            "signal_auroc_test": float(at_tau0.get("test", {}).get(name, _NAN)),
+            "signal_auroc_new": float(at_tau0.get("new", {}).get(name, _NAN))}
+
+
+def _hit_rates(ctx: Context, gen: int) -> dict[str, Any]:
+    """Frames the rule selected (not the audit sample) whose true error under the model that
+    picked them exceeds generation 0's threshold (relative, the same for every arm) or
+    select.hit_threshold_force_rmse_eV_A (absolute), and that fraction over every candidate
+    where their labels are known (a pool: the base rate)."""
+    L, cfg = ctx.ledger, ctx.cfg
+    tau, hit = ctx.tau(), cfg.select.hit_threshold_force_rmse_eV_A
+    new = [a for a in L.frames(generation=gen, status="labeled")
+           if "pred_energy" in a.info and gen > 0 and not a.info.get("audit")]
+    row = {"tau": _NAN if tau is None else tau,
+           "hit_rate": hit_rate(frame_errors(new, cfg.probe.error), tau) if new else _NAN,
+           "hit_threshold_force_rmse_eV_A": _NAN if hit is None else hit,
+           "hit_rate_abs": hit_rate(frame_errors(new, "force_rmse"), hit) if new else _NAN,
+           "hit_base_rate_abs": _NAN}
+    if ctx.pool is not None and hit is not None and gen > 0:
+        cands = [a for a in L.frames(generation=gen) if "pred_forces" in a.arrays]
+        for a in cands:
+            a.info["ref_energy"], a.arrays["ref_forces"] = ctx.pool.label(a.info["fid"])
+        if cands:
+            row["hit_base_rate_abs"] = hit_rate(frame_errors(cands, "force_rmse"), hit)
+    return row
+
+
+def _costs(ctx: Context, gen: int) -> dict[str, Any]:
+    """Task CPU per account, the driver's own CPU, and wall time per stage."""
+    L = ctx.ledger
+    cpu = ctx.executor.take_cpu()
+    row: dict[str, Any] = {f"{acc}_cpu_s": float(cpu.get(acc, 0.0)) for acc in ACCOUNTS}
+    row["driver_cpu_s"] = time.thread_time() - ctx.driver_cpu
+    ctx.driver_cpu = time.thread_time()
+    row["cpu_s"] = float(sum(cpu.values())) + row["driver_cpu_s"]
+    for s in ("explore", "deviation", "select", "label", "train", "probe", "evaluate", "audit"):
+        row[f"{s}_s"] = float(L.stage_info(f"gen{gen:03d}/{s}").get("wall_s", 0.0))
+    # generation 0's committee is trained at the start of generation 1 (ensemble arm)
+    row["committee_s"] = (float(L.stage_info("gen000/committee").get("wall_s", 0.0))
+                          if gen == 1 else 0.0)
+    ex = L.stage_info(f"gen{gen:03d}/explore")
+    row["md_s"] = float(ex.get("md_s", 0.0))
+    row["score_s"] = float(ex.get("score_s", 0.0))
+    row["dft_s"] = float(L.stage_info(f"gen{gen:03d}/label").get("dft_s", 0.0))
+    gen_t = L.stage_info(f"gen{gen:03d}/start").get("t", None)
+    row["wall_s"] = float(time.time() - gen_t) if gen_t else _NAN
+    row["task_span_s"] = ctx.executor.take_spans()
+    row["overhead_fraction"] = (float(max(0.0, 1 - row["task_span_s"] / row["wall_s"]))
+                                if row["wall_s"] == row["wall_s"] and row["wall_s"] > 0
+                                else _NAN)
+    return row
+
+
+class Metrics(Stage):
+    """The generation's row (metrics.csv / .json), committed with its record and the emptied
+    CPU account; written once (a resume after it never overwrites it)."""
+
+    name = "metrics"
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        L = ctx.ledger
+        ev = L.stage_info(f"gen{gen:03d}/evaluate")
+        row: dict[str, Any] = {"generation": gen}
+        row["labels"] = L.count(status="labeled") - L.count(status="labeled", split="test")
+        row["labels_new"] = L.count(generation=gen, status="labeled")
+        row["failed_new"] = sum(L.count(generation=gen, status=s) for s in LABEL_OUTCOMES[1:])
+        row.update({k: ev.get(k, _NAN) for k in (
+            "energy_mae_eV_per_atom", "force_mae_eV_A", "force_rmse_eV_A", "force_mae_lo_eV_A",
+            "force_mae_hi_eV_A", "n_test")})
+        row.update(signal_metrics(ctx, gen))
+        row.update(_audit_columns(ctx, gen))
+        row.update(_hit_rates(ctx, gen))
+        row["dft_calls"] = sum(L.count(status=s) for s in LABEL_OUTCOMES) - L.count(
+            status="labeled", split="test")
+        row.update(_costs(ctx, gen))
+
+        def rows(L: Any) -> None:
+            L.add_metrics(row)
+            L.mark_done("cpu_pending")
+
+        ctx.say(f"gen {gen}: {row['labels']} labels, test E MAE "
+                f"{1000 * row['energy_mae_eV_per_atom']:.1f} meV/atom, F MAE "
+                f"{1000 * row['force_mae_eV_A']:.0f} meV/A (95% CI "
+                f"{1000 * row['force_mae_lo_eV_A']:.0f}-{1000 * row['force_mae_hi_eV_A']:.0f}), "
+                f"trust AUROC on the picked frames {row['trust_auroc_new']:.2f}")
+        return Commit({}, rows=rows)

@@ -1,0 +1,201 @@
+"""Training the backbone and the committee with mace-torch's trainer, and the noise floor."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from ..dataset import bootstrap_resample
+from ..executor import Job
+from ..files import atomic_write
+from ..frames import bare_copy, set_prediction
+from .base import Commit, Stage
+from .context import Context, bare_with_ref
+
+__all__ = ["Committee", "Spec", "Train", "noise_floor", "start_point", "train_models"]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One model to train: its ``name`` (file stem), the model it starts from (None: from
+    scratch), epochs (None: backbone.epochs), frames, and its committee ``member`` index
+    (0: the backbone)."""
+
+    name: str
+    foundation: str | None
+    epochs: int | None
+    frames: Sequence[Atoms]
+    member: int = 0
+
+
+def train_models(ctx: Context, gen: int, specs: Sequence[Spec], reseed: int = 0,
+                 folder: Path | None = None) -> list[dict[str, Any]]:
+    """Train several models at once, each with 10% of its frames for validation.
+
+    Member k > 0 (a committee member) gets its own seed and validation split and, with
+    committee.bootstrap, a bootstrap resample of the frames. ``reseed`` > 0: the same models
+    with other seeds (the noise floor), written to ``folder``. Writes ``<name>.json`` (training
+    ids) beside each model; returns one {"path", "train_ids", "wall_s"} per spec.
+    """
+    from ..tasks import train_task
+
+    jobs = []
+    for spec in specs:
+        extra = ([spec.member] if spec.member else []) + ([10_000 + reseed] if reseed else [])
+        rng = ctx.rng(gen, "train", *extra)
+        frames = list(spec.frames)
+        if spec.member and ctx.cfg.committee.bootstrap:
+            frames = [frames[i] for i in bootstrap_resample(len(frames), rng)]
+        idx = rng.permutation(len(frames))
+        n_val = max(1, len(frames) // 10)
+        valid = [bare_with_ref(frames[i]) for i in idx[:n_val]]
+        train = [bare_with_ref(frames[i]) for i in idx[n_val:]]
+        out = (folder or ctx.model_dir(gen)) / f"{spec.name}.model"
+        ctx.say(f"  gen {gen} training {spec.name} on {len(train)} + {n_val} validation frames"
+                + (" (fine-tune)" if spec.foundation else " (from scratch)"))
+        jobs.append(Job(train_task, (train, valid, str(out), ctx.cfg.backbone,
+                                     ctx.seed(gen, "train", *extra), spec.foundation,
+                                     spec.epochs),
+                        kind="train", key=f"train-{spec.name}-g{gen}"
+                        + (f"-s{reseed}" if reseed else ""),
+                        tag=(spec.name, spec.foundation, frames, str(out))))
+    done: dict[str, dict[str, Any]] = {}
+
+    def record(tag: tuple[str, str | None, list[Atoms], str], res: dict[str, Any]) -> bool:
+        name, foundation, frames, out = tag
+        ids = sorted({a.info["fid"] for a in frames})
+        atomic_write(Path(out).with_suffix(".json"), json.dumps(
+            {"train_ids": ids, "foundation": foundation, "epochs": res["epochs"],
+             "wall_s": res["wall_s"]}, indent=1))
+        done[name] = {"path": out, "train_ids": ids, "wall_s": res["wall_s"]}
+        return False
+
+    ctx.run(jobs, f"gen {gen} train", record)
+    return [done[s.name] for s in specs]
+
+
+def start_point(ctx: Context, previous: str) -> tuple[str | None, int | None]:
+    """(foundation model, epochs) of a generation's training run: fine-tune ``previous``
+    (backbone.retrain: finetune), or start again from the user's model file or from scratch
+    (retrain: scratch)."""
+    bb = ctx.cfg.backbone
+    if bb.retrain == "finetune":
+        return previous, bb.finetune_epochs
+    if bb.model_file:
+        return str(ctx.cfg.resolve(bb.model_file)), bb.finetune_epochs
+    return None, None
+
+
+def _refreshes(ctx: Context, gen: int) -> bool:
+    """Generation ``gen`` (>= 1) trains its backbone (not frozen, not a user model as is)."""
+    bb = ctx.cfg.backbone
+    return bb.finetune and gen % bb.refresh_every == 0
+
+
+class Train(Stage):
+    """Generation g's backbone (and committee members 1..M-1 of an ensemble arm, at the same
+    time) on every training label, from the start point of backbone.retrain; a frozen
+    generation (backbone.finetune off, or between refresh_every) keeps backbone g-1."""
+
+    name = "train"
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        t0 = time.perf_counter()
+        prev_model = ctx.model(gen - 1)
+        if not _refreshes(ctx, gen):
+            return Commit({"path": prev_model, "train_ids": [], "wall_s": 0.0})
+        frames = [a for sp in ctx.arm.training_splits()
+                  for a in ctx.ledger.frames(status="labeled", split=sp)]
+        prev = ctx.committee_paths(gen - 1) if ctx.arm.committee_size() > 1 else [prev_model]
+        names = ["backbone", *(f"member{k}" for k in range(1, len(prev)))]
+        infos = train_models(ctx, gen, [Spec(name, *start_point(ctx, prev[k]), frames, k)
+                                        for k, name in enumerate(names)])
+        wall = time.perf_counter() - t0
+        also = ({f"gen{gen:03d}/committee": {"members": [i["path"] for i in infos[1:]],
+                                             "wall_s": wall}}
+                if ctx.arm.committee_size() > 1 else {})
+        return Commit({**infos[0], "wall_s": wall}, also=also)
+
+
+class Committee(Stage):
+    """Members 1..M-1 of a generation's committee (arms with more than one model), where the
+    Train stage did not make them: generation 0's (trained like backbone 0 on its training
+    frames, with other seeds), and a frozen generation's (the previous members).
+    ``offset=-1``: the previous generation's, made at the start of this one."""
+
+    name = "committee"
+
+    def __init__(self, offset: int = 0):
+        self.offset = offset
+
+    def applies(self, ctx: Context, gen: int) -> bool:
+        return ctx.arm.committee_size() > 1
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        cfg, L = ctx.cfg, ctx.ledger
+        g = gen + self.offset
+        t0 = time.perf_counter()
+        if g > 0 and not _refreshes(ctx, g):
+            return Commit({"members": ctx.committee_paths(g - 1)[1:],
+                           "wall_s": time.perf_counter() - t0})
+        ids = set(L.stage_info(f"gen{g:03d}/train")["train_ids"])
+        frames = [a for a in L.frames(status="labeled") if a.info["fid"] in ids]
+        if not frames:  # a user model used as is: members fine-tune it on the gen-0 data
+            frames = L.frames(status="labeled", split="train")
+        user = str(cfg.resolve(cfg.backbone.model_file)) if cfg.backbone.model_file else None
+        epochs = cfg.backbone.finetune_epochs if user else None
+        infos = train_models(ctx, g, [Spec(f"member{k}", user, epochs, frames, k)
+                                      for k in range(1, ctx.arm.committee_size())])
+        return Commit({"members": [i["path"] for i in infos],
+                       "wall_s": time.perf_counter() - t0})
+
+
+def noise_floor(ctx: Context, seeds: int) -> dict[str, Any]:
+    """Training noise of a finished campaign: its last generation's backbone trained again,
+    from the same starting point on the same frames, with ``seeds`` other seeds, each
+    evaluated on the test set. Recorded as stage ``noise_floor/<seeds>``: {"run",
+    "generation", "labels", "force_mae_meV_A": [original, reseeded...], "sd_meV_A",
+    "range_meV_A", "retrain"}."""
+    from ..metrics import regression_errors
+    from ..tasks import predict_task
+    from .base import CampaignError
+
+    L, cfg = ctx.ledger, ctx.cfg
+    stage = f"noise_floor/{seeds}"
+    if L.done(stage):
+        return L.stage_info(stage)
+    rows = L.metrics()
+    gen = int(rows[-1]["generation"])
+    ids = set(L.stage_info(f"gen{gen:03d}/train")["train_ids"])
+    frames = [a for a in L.frames(status="labeled") if a.info["fid"] in ids]
+    if gen == 0 or not frames:
+        raise CampaignError(f"{ctx.dir}: no trained generation to measure the noise of")
+    foundation, epochs = start_point(ctx, ctx.model(gen - 1))
+    folder = ctx.dir / "models" / "noise_floor"
+    folder.mkdir(parents=True, exist_ok=True)
+    infos = [train_models(ctx, gen, [Spec(f"seed{k}", foundation, epochs, frames)], reseed=k,
+                          folder=folder)[0] for k in range(1, seeds + 1)]
+    test = L.frames(status="labeled", split="test")
+    got: dict[int, float] = {}
+
+    def record(k: int, r: dict[str, Any]) -> bool:
+        for a, e, f in zip(test, r["energy"], r["forces"]):
+            set_prediction(a, e, f)
+        got[k] = 1000 * regression_errors(test)["force_mae_eV_A"]
+        return False
+
+    ctx.run([Job(predict_task, (i["path"], [bare_copy(a) for a in test], cfg.backbone.device),
+                 kind="evaluate", key=f"eval-noise-{k}", tag=k) for k, i in enumerate(infos)],
+            "noise floor evaluate", record)
+    maes = [1000 * float(rows[-1]["force_mae_eV_A"])] + [got[k] for k in sorted(got)]
+    L.mark_done(stage, run=cfg.name, generation=gen, labels=int(rows[-1]["labels"]),
+                force_mae_meV_A=maes, sd_meV_A=float(np.std(maes, ddof=1)),
+                range_meV_A=float(np.ptp(maes)), retrain=cfg.backbone.retrain)
+    return L.stage_info(stage)
