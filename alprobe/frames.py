@@ -158,6 +158,21 @@ def structure_errors(atoms: Atoms, kind: str) -> float:
     raise ValueError(f"unknown error kind {kind!r}")
 
 
+def prediction_errors(frames: Sequence[Atoms], energies: Sequence[float],
+                      forces: Sequence[np.ndarray], kind: str
+                      ) -> tuple[list[float], list[np.ndarray]]:
+    """Errors of raw predictions (energy eV, forces (n_atoms, 3) eV/A per frame) against the
+    frames' references: the structure error of ``kind`` (see structure_errors) per frame, and
+    each atom's force-vector error norm (eV/A, shape (n_atoms,)) per frame."""
+    errors, atom_errors = [], []
+    for a, e, f in zip(frames, energies, forces):
+        b = a.copy()
+        set_prediction(b, e, f)
+        errors.append(structure_errors(b, kind))
+        atom_errors.append(np.linalg.norm(np.asarray(f) - a.arrays[REF_FORCES], axis=1))
+    return errors, atom_errors
+
+
 def read_labeled(path: str | Path, energy_key: str = "ref_energy", forces_key: str = "ref_forces",
                  keep_info: bool = False) -> list[Atoms]:
     """Labeled frames from an extxyz file: reference energy (eV) in info[energy_key] and forces

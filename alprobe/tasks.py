@@ -177,18 +177,14 @@ def fit_probe_task(model_path: str, frames: list[Atoms], cfg: Any, seed: int, ou
     (too few frames of a class) is reported, not raised.
     """
     from .backbone import load_model, predict
-    from .frames import set_prediction, structure_errors
+    from .frames import prediction_errors
     from .probe import ProbeError, train_probe
 
     t0, c0 = time.time(), cpu_seconds()
     model = load_model(model_path, cfg.device)
     preds = predict(model, frames, device=cfg.device)
-    errors, atom_errors = [], []
-    for a, p in zip(frames, preds):
-        b = a.copy()
-        set_prediction(b, p.energy, p.forces)
-        errors.append(structure_errors(b, cfg.error))
-        atom_errors.append(np.linalg.norm(p.forces - a.arrays["ref_forces"], axis=1))
+    errors, atom_errors = prediction_errors(frames, [p.energy for p in preds],
+                                            [p.forces for p in preds], cfg.error)
     try:
         probe = train_probe([p.probe_features(cfg.features) for p in preds],
                             [p.energy for p in preds], errors, cfg, seed=seed, meta=meta,

@@ -43,7 +43,7 @@ def fit_probe(frames: Sequence[Atoms], backbone: str | Path, out: str | Path, cf
     """
     from .backbone import load_model, predict
     from .config import ProbeConfig
-    from .frames import frame_id, set_prediction, structure_errors
+    from .frames import frame_id, prediction_errors
     from .probe import train_probe
 
     cfg = cfg or ProbeConfig()
@@ -56,12 +56,8 @@ def fit_probe(frames: Sequence[Atoms], backbone: str | Path, out: str | Path, cf
                            "the backbone never saw: remove them")
     model = load_model(backbone, device)
     preds = predict(model, frames, device=device)
-    errors, atom_errors = [], []
-    for a, p in zip(frames, preds):
-        b = a.copy()
-        set_prediction(b, p.energy, p.forces)
-        errors.append(structure_errors(b, cfg.error))
-        atom_errors.append(np.linalg.norm(p.forces - a.arrays["ref_forces"], axis=1))
+    errors, atom_errors = prediction_errors(frames, [p.energy for p in preds],
+                                            [p.forces for p in preds], cfg.error)
     probe = train_probe([p.probe_features(cfg.features) for p in preds],
                         [p.energy for p in preds], errors, cfg, seed=seed,
                         meta={"backbone": str(backbone), "train_ids": sorted(ids)},
