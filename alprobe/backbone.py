@@ -1,7 +1,8 @@
 """The only MACE / torch adapter for the backbone MLIP.
 
-Training and fine-tuning run mace-torch's own trainer (``mace.cli.run_train``) in a subprocess;
-loading, prediction (energy eV, forces eV/A) and per-atom invariant embeddings run in process.
+Training and fine-tuning run mace-torch's own trainer (``mace.cli.run_train``) in a sandboxed
+child forked from a fork server that has mace-torch imported already (:mod:`alprobe.sandbox`,
+:mod:`alprobe._warm`), so a training does not pay mace's ~8 s import each time; loading, prediction (energy eV, forces eV/A) and per-atom invariant embeddings run in process.
 Model files are pickles: loading one runs code. Load only files this campaign wrote or the user
 named.
 """
@@ -45,7 +46,7 @@ from .errors import AlprobeError
 if hasattr(torch._C, "_jit_set_profiling_executor"):
     torch._C._jit_set_profiling_executor(False)
 from .files import atomic_path
-from .sandbox import run_module
+from . import sandbox
 from .frames import REF_ENERGY, REF_FORCES, write_extxyz
 
 __all__ = [
@@ -156,19 +157,19 @@ def train_backbone(
         args += ["--foundation_model", str(foundation), "--multiheads_finetuning", "False",
                  "--E0s", "foundation"]
     log_path = out_path.with_suffix(".log")
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     # The trainer dies with its worker (no orphan writes) and at the time limit.
-    code, timed_out = run_module("mace.cli.run_train", args, log=log_path, cwd=work, env=env,
-                                 timeout_s=getattr(settings, "train_timeout_s", None))
-    if timed_out:
+    outcome = sandbox.call(_train_child, args, str(log_path), str(work), torch.get_num_threads(),
+                           timeout_s=getattr(settings, "train_timeout_s", None))
+    if outcome.status == "timeout":
         raise BackboneError(f"mace training exceeded backbone.train_timeout_s "
                             f"({settings.train_timeout_s} s) and was killed; see {log_path}")
+    code = 0 if outcome.status == "ok" else (outcome.detail or outcome.status)
     candidates = [work / "model_stagetwo.model", work / "model.model"]
     produced = next((p for p in candidates if p.is_file()), None)
     if code != 0 or produced is None:
         tail = log_path.read_text().strip().splitlines()[-5:]
         raise BackboneError(
-            f"mace training failed (exit {code}); see {log_path}: "
+            f"mace training failed ({code}); see {log_path}: "
             + " | ".join(t.strip() for t in tail)
         )
     with atomic_path(out_path) as tmp:
@@ -181,6 +182,36 @@ def train_backbone(
         "n_train": len(train),
         "n_valid": len(valid),
     }
+
+
+def _train_child(emit: Any, args: list[str], log: str, work: str, threads: int) -> None:
+    """In the sandbox child: ``mace_run_train ARGS`` in ``work``, its output to ``log``, with
+    the caller's torch thread count."""
+    with open(log, "w") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+    import sys
+
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    warnings.simplefilter("ignore")
+    os.chdir(work)
+    torch.set_num_threads(max(1, int(threads)))
+    from mace.cli import run_train
+    from mace.tools import build_default_arg_parser
+
+    if hasattr(run_train, "jit"):
+        # The trainer also writes a TorchScript copy of each model (``*_compiled.model``, about
+        # 1.3 s of compiling per stage); alprobe never reads it, and the trainer skips that copy
+        # when compiling fails, so make compiling fail at once in this child.
+        run_train.jit = _NoTorchScript()
+    run_train.run(build_default_arg_parser().parse_args(args))
+
+
+class _NoTorchScript:
+    @staticmethod
+    def compile(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("TorchScript copy not wanted")
 
 
 def _hidden_irreps(channels: int, max_L: int) -> str:

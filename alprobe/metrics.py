@@ -109,15 +109,21 @@ def auprc(s: np.ndarray, e: np.ndarray, tau: float) -> float:
     """Average precision for detecting unreliable structures (positive: e > tau, score: -s).
 
     Chance level is the prevalence mean(y). NaN when there is no unreliable structure or any s
-    is NaN.
+    is NaN. Same value as scikit-learn's ``average_precision_score(y, -s)`` (sum over distinct
+    thresholds of recall gain times precision), without its input checks: the audit
+    bootstraps it thousands of times.
     """
-    from sklearn.metrics import average_precision_score
-
     s, e = _pair(s, e)
     y = _unreliable(e, tau)
     if len(s) == 0 or y.sum() == 0 or np.isnan(s).any():
         return float("nan")
-    return float(average_precision_score(y, -s))
+    order = np.argsort(s, kind="mergesort")  # least trusted first
+    score, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(score)), len(score) - 1]  # end of each tie group
+    tps = np.cumsum(y)[last]
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def risk_coverage(s: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,13 +155,18 @@ def e_aurc(s: np.ndarray, loss: np.ndarray) -> float:
 
 
 def spearman(s: np.ndarray, e: np.ndarray) -> float:
-    """Spearman rank correlation of s and e (should be negative); NaN if either is constant."""
-    from scipy.stats import spearmanr
+    """Spearman rank correlation of s and e (should be negative); NaN if either is constant.
+
+    Pearson correlation of the average ranks, as ``scipy.stats.spearmanr``."""
+    from scipy.stats import rankdata
 
     s, e = _pair(s, e)
     if len(s) < 2 or np.ptp(s) == 0 or np.ptp(e) == 0 or np.isnan(s).any() or np.isnan(e).any():
         return float("nan")
-    return float(spearmanr(s, e).statistic)
+    rs, re = rankdata(s), rankdata(e)
+    rs -= rs.mean()
+    re -= re.mean()
+    return float(np.dot(rs, re) / np.sqrt(np.dot(rs, rs) * np.dot(re, re)))
 
 
 def error_by_decile(s: np.ndarray, e: np.ndarray, n_bins: int = 10) -> dict[str, np.ndarray]:

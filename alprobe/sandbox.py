@@ -6,12 +6,14 @@ Python's documentation says can deadlock in a threaded process).
 
 * :func:`call` runs a Python function in a child forked from a *fork server*: multiprocessing's
   ``forkserver``, a fresh interpreter started once per process, single-threaded, with PySCF
-  imported and warmed up (:mod:`alprobe._warm`), so forking it is safe and a child starts warm.
-  Measured on 2 cores (``scripts/bench_sandbox.py``): about 1.3 s to start the server, once per
-  worker process; then about 15 ms per call, against about 0.8 s for a fresh interpreter.
+  imported and warmed up and mace-torch's trainer imported (:mod:`alprobe._warm`), so forking
+  it is safe and a child starts warm. DFT labels and MACE training both run this way. Start the
+  server once per worker process (about 10 s on 2 cores, mostly importing mace); then each call
+  costs tens of milliseconds, against about 1.4 s for a fresh interpreter importing PySCF and
+  about 8 s for one importing mace (``scripts/bench_sandbox.py``).
 * :func:`run_module` runs ``python -m alprobe.sandbox PARENT_PID MODULE ARGS...``: a fresh
   interpreter that first asks Linux to kill it when its parent dies, then runs MODULE as
-  ``__main__`` (how MACE training starts; its 10 s start-up dwarfs the interpreter's).
+  ``__main__`` (for programs that must start clean).
 
 Every child dies with its caller (a :func:`call` child watches the caller's end of a pipe;
 a :func:`run_module` child asks Linux for SIGKILL when the thread that started it exits,

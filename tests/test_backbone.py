@@ -120,3 +120,34 @@ def test_all_layer_invariants_come_from_the_same_pass(tiny_model, water_frames):
     assert p.features.shape == (3, 8) and p.features_all.shape == (3, 16)  # 2 layers x 8x0e
     np.testing.assert_array_equal(p.features_all[:, -8:], p.features)
     assert p.probe_features("all") is p.features_all and p.probe_features("last") is p.features
+
+
+def _pid(emit):
+    import os
+
+    return os.getpid()
+
+
+def test_training_runs_in_a_sandbox_child_with_a_time_limit_and_reports_failures(
+        water_frames, tmp_path):
+    """mace-torch's trainer runs in a child of the sandbox's fork server: killed at
+    backbone.train_timeout_s (no model written), and a trainer that fails (here: a negative
+    learning rate) is reported with its log, while the calling process carries on."""
+    import os
+
+    from alprobe import sandbox
+
+    assert sandbox.call(_pid).status == "ok"  # the fork server is up (its start counts too)
+    slow = BackboneConfig(channels=8, epochs=500, dtype="float64", train_timeout_s=8)
+    with pytest.raises(BackboneError, match="exceeded backbone.train_timeout_s"):
+        train_backbone(water_frames[:12], water_frames[12:14], tmp_path / "slow.model", slow,
+                       seed=0)
+    assert not (tmp_path / "slow.model").exists()
+    assert (tmp_path / "slow.log").stat().st_size > 0  # the trainer's own log
+    assert sandbox.server_pid() not in (None, os.getpid())
+    bad = BackboneConfig.model_construct(**{**BackboneConfig(channels=8, epochs=1).model_dump(),
+                                           "lr": -1.0})
+    with pytest.raises(BackboneError, match="mace training failed"):
+        train_backbone(water_frames[:12], water_frames[12:14], tmp_path / "bad.model", bad,
+                       seed=0)
+    assert not (tmp_path / "bad.model").exists()
