@@ -43,7 +43,6 @@ from .conftest import TINY_CAMPAIGN
 
 KILL_ENV = "ALPROBE_FAULT_KILL_LABEL"
 N_RATTLE = TINY_CAMPAIGN["initial"]["n_rattle"]
-MACE_TRAINER = "mace.cli.run_train"
 
 # Generation 0 only, no bootstrap MD: the same rattled frames (same fids) as TINY_CAMPAIGN,
 # for the worker-death tests.
@@ -94,13 +93,22 @@ def _group_members(pgid: int) -> list[psutil.Process]:
     return out
 
 
+def _is_trainer(p: psutil.Process, d: Path) -> bool:
+    """A MACE trainer working in campaign folder ``d``: a child of the sandbox's fork server
+    that runs mace's trainer in a model's work folder (``*_work_<pid>``) under ``d``."""
+    try:
+        cwd = p.cwd()
+        return "_work_" in cwd and Path(cwd).is_relative_to(d)
+    except psutil.Error:
+        return False
+
+
 def _mace_trainers(d: Path) -> list[psutil.Process]:
-    """Live MACE trainer processes whose work dir is in campaign folder ``d``."""
+    """Live MACE trainer processes working in campaign folder ``d``."""
     out = []
     for p in psutil.process_iter():
         try:
-            cmd = " ".join(p.cmdline())
-            if MACE_TRAINER in cmd and str(d) in cmd and p.status() != psutil.STATUS_ZOMBIE:
+            if _is_trainer(p, d) and p.status() != psutil.STATUS_ZOMBIE:
                 out.append(p)
         except psutil.Error:
             pass
@@ -465,7 +473,7 @@ def test_transient_worker_deaths_are_retried(reference, tmp_path, monkeypatch):
                 if any(str(k).startswith("train-backbone-g0") for k in keys) and _training(d, 0):
                     pid = client.run(os.getpid, workers=[addr])[addr]
                     trainers = [c for c in psutil.Process(pid).children(recursive=True)
-                                if MACE_TRAINER in " ".join(c.cmdline())]
+                                if _is_trainer(c, d)]
                     if trainers:
                         os.kill(pid, signal.SIGKILL)
                         killed_pid = pid
