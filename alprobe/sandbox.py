@@ -44,6 +44,7 @@ PRELOAD = ["alprobe._warm"]
 
 _LOCK = threading.Lock()
 _CTX: Any = None
+_CTX_PID: int | None = None  # the process whose fork server _CTX uses
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -79,10 +80,28 @@ class Outcome:
 _STARTING = threading.local()
 
 
+def _forget_parents_server() -> None:
+    """In a process forked from one that started a fork server (a script's process pool, for
+    example): that server belongs to the parent, and multiprocessing would fail to reach it
+    (``ChildProcessError``), so give this process a fork server of its own."""
+    from multiprocessing import forkserver
+
+    server = forkserver.ForkServer()
+    forkserver._forkserver = server  # noqa: SLF001
+    for name in ("ensure_running", "get_inherited_fds", "connect_to_new_process",
+                 "set_forkserver_preload"):
+        setattr(forkserver, name, getattr(server, name))
+
+
 def _context() -> Any:
-    global _CTX
+    global _CTX, _CTX_PID
     with _LOCK:
+        if _CTX is not None and _CTX_PID != os.getpid():
+            _forget_parents_server()
+            _CTX.set_forkserver_preload(PRELOAD)
+            _CTX_PID = os.getpid()
         if _CTX is None:
+            _CTX_PID = os.getpid()
             from multiprocessing import spawn
 
             ctx = multiprocessing.get_context("forkserver")

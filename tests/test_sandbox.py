@@ -121,3 +121,35 @@ def test_timed_label_inside_a_real_dask_worker():
     assert r["status"] == "ok", r["reason"]
     assert r["energy"] == pytest.approx(ref.energy, abs=1e-8)
     assert quick["status"] == "timeout"
+
+
+def _pid_child(emit):
+    return os.getpid()
+
+
+def _call_in_forked_process(queue) -> None:
+    from alprobe.sandbox import call, server_pid
+
+    out = call(_pid_child)
+    queue.put((out.status, out.detail, server_pid()))
+
+
+def test_call_works_in_a_process_forked_after_the_server_started():
+    """A script that used the sandbox (a training, a timed label) and then forks workers (a
+    process pool): each forked process gets a fork server of its own instead of failing on
+    its parent's (ChildProcessError)."""
+    import multiprocessing
+
+    from alprobe.sandbox import server_pid
+
+    assert call(_pid_child).status == "ok"
+    parent_server = server_pid()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_call_in_forked_process, args=(queue,))
+    proc.start()
+    status, detail, child_server = queue.get(timeout=120)
+    proc.join(30)
+    assert (status, detail) == ("ok", "")
+    assert child_server not in (None, parent_server)
+    assert call(_pid_child).status == "ok" and server_pid() == parent_server
