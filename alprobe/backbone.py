@@ -2,7 +2,8 @@
 
 Training and fine-tuning run mace-torch's own trainer (``mace.cli.run_train``) in a sandboxed
 child forked from a fork server that has mace-torch imported already (:mod:`alprobe.sandbox`,
-:mod:`alprobe._warm`), so a training does not pay mace's ~8 s import each time; loading, prediction (energy eV, forces eV/A) and per-atom invariant embeddings run in process.
+:mod:`alprobe._warm`), so a training does not pay mace's ~8 s import each time; loading,
+prediction (energy eV, forces eV/A) and per-atom invariant embeddings run in process.
 Model files are pickles: loading one runs code. Load only files this campaign wrote or the user
 named.
 """
@@ -163,13 +164,13 @@ def train_backbone(
     if outcome.status == "timeout":
         raise BackboneError(f"mace training exceeded backbone.train_timeout_s "
                             f"({settings.train_timeout_s} s) and was killed; see {log_path}")
-    code = 0 if outcome.status == "ok" else (outcome.detail or outcome.status)
+    failure = "" if outcome.status == "ok" else (outcome.detail or outcome.status)
     candidates = [work / "model_stagetwo.model", work / "model.model"]
     produced = next((p for p in candidates if p.is_file()), None)
-    if code != 0 or produced is None:
+    if failure or produced is None:
         tail = log_path.read_text().strip().splitlines()[-5:]
         raise BackboneError(
-            f"mace training failed ({code}); see {log_path}: "
+            f"mace training failed ({failure or 'no model written'}); see {log_path}: "
             + " | ".join(t.strip() for t in tail)
         )
     with atomic_path(out_path) as tmp:
