@@ -180,6 +180,7 @@ def train_backbone(
         "path": str(out_path),
         "wall_s": time.perf_counter() - t0,
         "epochs": epochs,
+        "cpu_s": outcome.cpu_s,  # the trainer child's CPU (not in this process's rusage)
         "n_train": len(train),
         "n_valid": len(valid),
     }

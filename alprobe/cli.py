@@ -1,5 +1,5 @@
-"""Command line: alprobe run / resume / compare / status / validate / evaluate / probe fit /
-probe score. Each command calls a function of the Python API."""
+"""Command line: alprobe run / resume / compare / status / export / validate / evaluate /
+probe fit / probe score. Each command calls a function of the Python API."""
 
 from __future__ import annotations
 
@@ -59,10 +59,49 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status_json(d: Path) -> dict:
+    """Metrics rows (one per finished generation) and stage names of a campaign folder; of
+    every run of a comparison folder."""
+    from .errors import AlprobeError
+    from .ledger import Ledger, LedgerError
+
+    def one(path: Path) -> dict:
+        try:
+            L = Ledger(path, readonly=True)
+        except LedgerError as exc:
+            raise AlprobeError(str(exc)) from None
+        return {"folder": str(path), "generations": L.metrics(), "stages_done": sorted(L.stages())}
+
+    if (d / "comparison.yaml").is_file():
+        arms = sorted(p for p in (d / "arms").iterdir() if p.is_dir()) \
+            if (d / "arms").is_dir() else []
+        return {"comparison": str(d), "runs": {p.name: one(p) for p in arms
+                                                if (p / "ledger.db").is_file()},
+                "summary": str(d / "summary.md") if (d / "summary.md").is_file() else None}
+    if not (d / "ledger.db").is_file():
+        raise AlprobeError(f"{d} is not a campaign or comparison folder (no ledger.db)")
+    return one(d)
+
+
 def _status(args: argparse.Namespace) -> int:
     from .report import status_table
 
     d = Path(args.dir)
+    if args.json:
+        import json
+        import math
+
+        def clean(x: object) -> object:  # NaN is not JSON: null
+            if isinstance(x, float) and not math.isfinite(x):
+                return None
+            if isinstance(x, dict):
+                return {k: clean(v) for k, v in x.items()}
+            if isinstance(x, list):
+                return [clean(v) for v in x]
+            return x
+
+        print(json.dumps(clean(_status_json(d)), indent=1))
+        return 0
     if (d / "comparison.yaml").is_file():  # a comparison folder: every arm, then the summary
         for arm in sorted(p.name for p in (d / "arms").iterdir() if p.is_dir()) \
                 if (d / "arms").is_dir() else []:
@@ -178,6 +217,18 @@ def _probe_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_campaign
+
+    info = export_campaign(args.dir, args.out, energy_key=args.energy_key,
+                           forces_key=args.forces_key)
+    c = info["counts"]
+    print(f"exported {info['campaign']!r} to {args.out}: {c['train']} train, {c['calib']} calib, "
+          f"{c['test']} test frames ({info['level_of_theory']}); "
+          + ", ".join(info["models"]) + "; README.md")
+    return 0
+
+
 def _folder_flags(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--dir", help=f"{what} (default: runs/<name>)")
     p.add_argument("--allow-changes", action="store_true",
@@ -207,7 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="per-generation table of a campaign (or comparison) "
                         "folder")
     st.add_argument("dir")
+    st.add_argument("--json", action="store_true", help="machine-readable: every metrics row")
     st.set_defaults(fn=_status)
+    x = sub.add_parser("export", help="labeled frames by split (extxyz, mace-torch's keys), the "
+                       "final backbone and probe, and a README")
+    x.add_argument("dir", help="campaign folder (or one run of a comparison: DIR/arms/<run>)")
+    x.add_argument("-o", "--out", required=True, help="output folder")
+    x.add_argument("--energy-key", default="REF_energy", help="info key of the energy (eV)")
+    x.add_argument("--forces-key", default="REF_forces", help="arrays key of the forces (eV/A)")
+    x.set_defaults(fn=_export)
     e = sub.add_parser("evaluate", help="reliability audit of trust signals on labeled frames")
     e.add_argument("frames", help="extxyz with reference energy (eV) and forces (eV/A)")
     e.add_argument("--backbone", required=True, help="MACE model file")

@@ -136,6 +136,9 @@ class Ledger:
             # ASE deletes rows of these tables by id on every update: index them.
             for table in ("keys", "text_key_values", "number_key_values", "species"):
                 con.execute(f"CREATE INDEX IF NOT EXISTS alprobe_{table}_id ON {table}(id)")
+            # queries by key and value (status="candidate", generation=3)
+            for table in ("text_key_values", "number_key_values"):
+                con.execute(f"CREATE INDEX IF NOT EXISTS alprobe_{table}_kv ON {table}(key, value)")
             for statement in _TABLES:
                 con.execute(statement)
             n_stages = con.execute("SELECT COUNT(*) FROM alprobe_stages").fetchone()[0]
@@ -211,22 +214,30 @@ class Ledger:
     def add(self, frames: Iterable[Atoms], **common: Any) -> list[str]:
         """Insert frames (skipping ids already present) in one transaction; return their ids.
 
-        Scalar ``atoms.info`` entries become searchable keys; ref/pred forces go to data.
+        Scalar ``atoms.info`` entries become searchable keys; ref/pred forces go to data. The
+        rows are ASE database rows (``ase db ledger.db`` reads them), written in bulk
+        (:func:`_ase_rows`, executemany) rather than one ``db.write`` each.
         """
-        fids = []
+        fids, rows, seen = [], [], set()
+        for atoms in frames:
+            fid = atoms.info.get("fid") or frame_id(atoms)
+            fids.append(fid)
+            if fid in self._ids or fid in seen:
+                continue
+            seen.add(fid)
+            kvp = {k: _plain(v) for k, v in atoms.info.items() if isinstance(v, _SCALAR)}
+            kvp.update({k: _plain(v) for k, v in common.items()})
+            kvp["fid"] = fid
+            data = {k: np.asarray(atoms.arrays[k]) for k in _ARRAY_KEYS if k in atoms.arrays}
+            rows.append((atoms, kvp, data))
         with self.transaction():
-            for atoms in frames:
-                fid = atoms.info.get("fid") or frame_id(atoms)
-                fids.append(fid)
-                if fid in self._ids:
-                    continue
-                kvp = {k: _plain(v) for k, v in atoms.info.items() if isinstance(v, _SCALAR)}
-                kvp.update({k: _plain(v) for k, v in common.items()})
-                kvp["fid"] = fid
-                data = {k: np.asarray(atoms.arrays[k]) for k in _ARRAY_KEYS if k in atoms.arrays}
-                bare = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell,
-                             pbc=atoms.pbc)
-                self._ids[fid] = self.db.write(bare, key_value_pairs=kvp, data=data)
+            if _ASE_LAYOUT_OK(self.db):
+                self._ids.update(_bulk_write(self.db, rows))
+            else:  # an ASE whose table layout we do not know: its own writer, row by row
+                for atoms, kvp, data in rows:
+                    bare = Atoms(numbers=atoms.numbers, positions=atoms.positions,
+                                 cell=atoms.cell, pbc=atoms.pbc)
+                    self._ids[kvp["fid"]] = self.db.write(bare, key_value_pairs=kvp, data=data)
         return fids
 
     def put(self, frames: Iterable[Atoms], **common: Any) -> list[str]:
@@ -265,6 +276,22 @@ class Ledger:
         """
         out = []
         with self._reading():
+            if _ASE_LAYOUT_OK(self.db):
+                sql, args = _where(query)
+                cur = self.db.connection.execute(
+                    "SELECT numbers, positions, cell, pbc, key_value_pairs, data FROM systems"
+                    + sql + " ORDER BY id", args)
+                for numbers, positions, cell, pbc, kvp, data in cur:
+                    atoms = Atoms(numbers=np.frombuffer(numbers, np.int32),
+                                  positions=np.frombuffer(positions, float).reshape(-1, 3),
+                                  cell=np.frombuffer(cell, float).reshape(3, 3),
+                                  pbc=[bool(pbc & b) for b in (1, 2, 4)])
+                    atoms.info.update(json.loads(kvp))
+                    if data:
+                        for k, v in self.db.decode(data).items():
+                            atoms.arrays[k] = np.asarray(v)
+                    out.append(atoms)
+                return out
             for row in self.db.select(**query):
                 atoms = row.toatoms()
                 atoms.info.update(row.key_value_pairs)
@@ -276,6 +303,10 @@ class Ledger:
     def keys(self, **query: Any) -> list[dict[str, Any]]:
         """The key-value pairs only (no structures, no arrays) of the frames matching ``query``."""
         with self._reading():
+            if _ASE_LAYOUT_OK(self.db):
+                sql, args = _where(query)
+                return [json.loads(kvp) for (kvp,) in self.db.connection.execute(
+                    "SELECT key_value_pairs FROM systems" + sql + " ORDER BY id", args)]
             return [dict(r.key_value_pairs)
                     for r in self.db.select(columns=["id", "key_value_pairs"], **query)]
 
@@ -328,6 +359,99 @@ class Ledger:
     def _export_metrics(self) -> None:
         self._metrics_dirty = False
         export_metrics(self.dir, self.metrics())
+
+#: The columns of ASE's ``systems`` table that :func:`_bulk_write` fills (ase.db.sqlite,
+#: schema version 9 and later); another layout falls back to ASE's own row writer.
+_ASE_COLUMNS = (
+    "id", "unique_id", "ctime", "mtime", "username", "numbers", "positions", "cell", "pbc",
+    "initial_magmoms", "initial_charges", "masses", "tags", "momenta", "constraints",
+    "calculator", "calculator_parameters", "energy", "free_energy", "forces", "stress",
+    "dipole", "magmoms", "magmom", "charges", "key_value_pairs", "data", "natoms", "fmax",
+    "smax", "volume", "mass", "charge")
+
+
+def _ASE_LAYOUT_OK(db: Any) -> bool:
+    return (tuple(getattr(db, "columnnames", ())) == _ASE_COLUMNS
+            and (db.version or 0) >= 9)
+
+
+def _bulk_write(db: Any, rows: list[tuple[Atoms, dict[str, Any], dict[str, Any]]]
+                ) -> dict[str, int]:
+    """Insert (atoms, key_value_pairs, data) rows into ASE's tables inside the open connection
+    as ``db.write`` would (same columns, blobs and key tables), with one executemany per
+    table. Returns {fid: row id}."""
+    import getpass
+    import uuid
+
+    from ase.data import atomic_masses
+    from ase.db.core import check, now
+
+    if not rows:
+        return {}
+    con = db.connection
+    last = con.execute("SELECT seq FROM sqlite_sequence WHERE name='systems'").fetchone()
+    top = con.execute("SELECT MAX(id) FROM systems").fetchone()[0] or 0
+    first = max(top, last[0] if last else 0) + 1
+    try:
+        user = os.getenv("USER") or getpass.getuser()
+    except Exception:  # no user name (a container without a passwd entry)
+        user = None
+    empty = db.encode({}, binary=True)
+    t = now()
+    systems, species, texts, nums, keys, ids = [], [], [], [], [], {}
+    checked: set[Any] = set()  # ASE's key/value check, once per key and per text value
+    by_numbers: dict[bytes, tuple[Any, list[tuple[int, int]], float]] = {}
+    for i, (atoms, kvp, data) in enumerate(rows):
+        fresh = {k: v for k, v in kvp.items()
+                 if (k, v if isinstance(v, str) else type(v)) not in checked}
+        if fresh:
+            check(fresh)
+            checked.update((k, v if isinstance(v, str) else type(v)) for k, v in fresh.items())
+        rid = first + i
+        ids[kvp["fid"]] = rid
+        numbers = np.asarray(atoms.numbers, dtype=np.int32)
+        key = numbers.tobytes()
+        if key not in by_numbers:
+            z, n = np.unique(numbers, return_counts=True)
+            by_numbers[key] = (db.blob(numbers), [(int(a), int(b)) for a, b in zip(z, n)],
+                               float(atomic_masses[numbers].sum()))
+        blob_numbers, counts, mass = by_numbers[key]
+        cell = np.asarray(atoms.cell.array, dtype=float)
+        vol = abs(float(np.linalg.det(cell))) if cell.any() else 0.0
+        systems.append((
+            rid, uuid.uuid4().hex, t, t, user, blob_numbers,
+            db.blob(np.asarray(atoms.positions, dtype=float)), db.blob(cell),
+            int(np.dot(atoms.pbc, [1, 2, 4])), None, None, None, None, None, None, None, None,
+            None, None, None, None, None, None, None, None, json.dumps(kvp),
+            db.encode(data, binary=True) if data else empty, len(numbers), None, None,
+            vol if vol != 0.0 else None, mass, 0.0))
+        species.extend((z, n, rid) for z, n in counts)
+        for k, v in kvp.items():
+            keys.append((k, rid))
+            if isinstance(v, str):
+                texts.append((k, v, rid))
+            else:
+                nums.append((k, float(v), rid))
+    marks = ", ".join("?" * len(_ASE_COLUMNS))
+    con.executemany(f"INSERT INTO systems VALUES ({marks})", systems)
+    con.executemany("INSERT INTO species VALUES (?, ?, ?)", species)
+    con.executemany("INSERT INTO text_key_values VALUES (?, ?, ?)", texts)
+    con.executemany("INSERT INTO number_key_values VALUES (?, ?, ?)", nums)
+    con.executemany("INSERT INTO keys VALUES (?, ?)", keys)
+    return ids
+
+
+def _where(query: dict[str, Any]) -> tuple[str, list[Any]]:
+    """SQL restricting ``systems`` to rows whose keys equal ``query`` (strings in ASE's text
+    key table, numbers and booleans in its number table)."""
+    parts, args = [], []
+    for k, v in query.items():
+        v = _plain(v)
+        table = "text_key_values" if isinstance(v, str) else "number_key_values"
+        parts.append(f"id IN (SELECT id FROM {table} WHERE key = ? AND value = ?)")
+        args += [k, v if isinstance(v, str) else float(v)]
+    return (" WHERE " + " AND ".join(parts) if parts else ""), args
+
 
 def _migrate(con: sqlite3.Connection, legacy_state: Path, legacy_metrics: Path) -> None:
     """Copy a legacy folder's state.json (and metrics.json) into the ledger's tables."""

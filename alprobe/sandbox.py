@@ -67,7 +67,9 @@ class Outcome:
     status: "ok" (``value`` is what the function returned), "error" (it raised: ``detail`` is
     "Type: message"), "timeout" (killed at the limit) or "died" (ended without a result:
     ``detail`` says how, e.g. "signal 9"). messages: what the function emitted, in order.
-    wall_s: seconds from the call to the end of the child.
+    wall_s: seconds from the call to the end of the child. cpu_s: the child's user + system
+    CPU seconds (its own and its waited-for children's; 0 when it was killed), which the
+    caller's own rusage does not include (the child is the fork server's, not the caller's).
     """
 
     status: str
@@ -75,6 +77,7 @@ class Outcome:
     detail: str = ""
     messages: list[Any] = field(default_factory=list)
     wall_s: float = 0.0
+    cpu_s: float = 0.0
 
 
 _STARTING = threading.local()
@@ -167,6 +170,13 @@ def _watch_caller() -> None:
     os._exit(1)
 
 
+def _own_cpu_s() -> float:
+    import resource
+
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def _child(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
     """In the child: die with the caller and the fork server; run ``fn(emit, *args)``; send
     its result."""
@@ -176,8 +186,10 @@ def _child(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         value = fn(lambda message: conn.send(("message", message)), *args)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent as data
         tail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        conn.send(("cpu", _own_cpu_s()))
         conn.send(("error", tail))
     else:
+        conn.send(("cpu", _own_cpu_s()))
         conn.send(("result", value))
     conn.close()
 
@@ -215,6 +227,9 @@ def call(fn: Callable[..., Any], *args: Any, timeout_s: float | None = None,
                 kind, value = recv.recv()
             except (EOFError, OSError):
                 break  # the child ended without a result
+            if kind == "cpu":
+                out.cpu_s = float(value)
+                continue
             if kind == "message":
                 out.messages.append(value)
                 if on_message is not None:

@@ -49,7 +49,7 @@ def label_task(atoms: Atoms, level: Any, spool: str | None = None) -> dict[str, 
            "forces": None if r.forces is None else np.asarray(r.forces).tolist(),
            "reason": r.reason, "n_cycles": r.n_cycles, "wall_s": r.wall_s,
            "attempts": list(r.attempts), "t0": t0, "t1": time.time(),
-            "cpu_s": cpu_seconds() - c0}
+            "cpu_s": cpu_seconds() - c0 + r.child_cpu_s}
     if spool is not None:
         from .files import atomic_write
 
@@ -122,7 +122,7 @@ def train_task(train: list[Atoms], valid: list[Atoms], out_path: str, settings: 
     info = train_backbone(train, valid, out_path, settings, seed=seed, foundation=foundation,
                           epochs=epochs)
     return {**info, "t0": t0, "t1": time.time(),
-            "cpu_s": cpu_seconds() - c0}
+            "cpu_s": cpu_seconds() - c0 + info.pop("cpu_s", 0.0)}
 
 
 def predict_task(model_path: str, frames: list[Atoms], device: str = "cpu") -> dict[str, Any]:
@@ -178,7 +178,7 @@ def fit_probe_task(model_path: str, frames: list[Atoms], cfg: Any, seed: int, ou
     """
     from .backbone import load_model, predict
     from .frames import prediction_errors
-    from .probe import ProbeError, train_probe
+    from .probe import ProbeError, reliable_labels, train_probe
 
     t0, c0 = time.time(), cpu_seconds()
     model = load_model(model_path, cfg.device)
@@ -190,8 +190,11 @@ def fit_probe_task(model_path: str, frames: list[Atoms], cfg: Any, seed: int, ou
                             [p.energy for p in preds], errors, cfg, seed=seed, meta=meta,
                             atom_errors=atom_errors)
     except ProbeError as exc:
-        return {"path": None, "reason": str(exc), "meta": {}, "t0": t0, "t1": time.time(),
-            "cpu_s": cpu_seconds() - c0}
+        # the threshold is still defined (every arm's hit rate and AUROC are measured at it)
+        meta = {"threshold": reliable_labels(np.asarray(errors, float), cfg.threshold,
+                                             cfg.threshold_value)[1]} if len(errors) else {}
+        return {"path": None, "reason": str(exc), "meta": meta, "t0": t0, "t1": time.time(),
+                "cpu_s": cpu_seconds() - c0}
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     probe.save(out_path)
     return {"path": out_path, "reason": "", "meta": probe.meta, "t0": t0, "t1": time.time(),

@@ -101,6 +101,7 @@ def test_first_pass_equals_later_passes(tmp_path, water_frames):
 
     info = train_backbone(water_frames[:6], water_frames[6:8], tmp_path / "m.model",
                           BackboneConfig(channels=8, epochs=1), seed=0)  # float32, as in runs
+    assert info["cpu_s"] > 0.5  # the trainer child's CPU, reported by the sandbox
     code = (
         "import numpy as np; from ase.build import molecule; import alprobe.backbone as bb\n"
         f"m = bb.load_model({info['path']!r}); a = molecule('H2O')\n"

@@ -48,7 +48,9 @@ def _pool_campaign(path, **over):
     cfg.update(name="tinypool", generations=2,
                pool={"file": str(path), "group_key": "traj_id", "test_fraction": 0.3,
                      "initial_size": 10},
-               select={"budget": 4, "min_spacing": 2, "hit_threshold_force_rmse_eV_A": 0.05})
+               select={"budget": 4, "min_spacing": 2, "hit_threshold_force_rmse_eV_A": 0.05},
+               # the pool defaults' per-atom target: 3 held-out frames are 9 atom examples
+               probe={**TINY_CAMPAIGN["probe"], "target": "atom", "atom_pool": "mean"})
     cfg.update(over)
     return cfg
 
@@ -89,6 +91,10 @@ def test_pool_campaign_end_to_end(water_pool, tmp_path):
         assert r["n_test"] == n_test
     for r in rows[1:]:
         assert 0 <= r["hit_rate_abs"] <= 1 and 0 <= r["hit_base_rate_abs"] <= 1
+        # the previous probe measured on every candidate (their labels are in the pool)
+        assert r["n_candidates"] == st[f"gen{r['generation']:03d}/explore"]["n_frames"]
+        assert -1 <= r["trust_spearman_candidates"] <= 1, r
+        assert r["probe_pool"] > 0 and r["trust_q75"] >= r["trust_q25"]
 
 
 def test_pool_comparison_pairs_replicas(water_pool, tmp_path):
@@ -99,7 +105,9 @@ def test_pool_comparison_pairs_replicas(water_pool, tmp_path):
     picks the farthest."""
     from distributed import Client, LocalCluster
 
-    shared = _pool_campaign(water_pool, generations=1)
+    # the structure target: probe 0 cannot be trained on 3 held-out frames (it needs 2 of each
+    # class), yet generation 0's threshold is recorded, so every arm's signal is still measured
+    shared = _pool_campaign(water_pool, generations=1, probe=TINY_CAMPAIGN["probe"])
     data = {"name": "pcmp", "shared": shared, "replicas": 2, "noise_floor_seeds": 2,
             "arms": {"random": {"select": {"rule": "random"}},
                      "probe": {},
@@ -133,6 +141,14 @@ def test_pool_comparison_pairs_replicas(water_pool, tmp_path):
         # the farthest candidate of all is always picked; the rest follow min_spacing per group
         assert max(dist, key=dist.get) in picked
         assert np.mean([dist[f] for f in picked]) > np.mean(rest)
+    for k in (0, 1):
+        st = read_stages(d / "arms" / f"latent-r{k}")
+        assert st["gen000/probe"]["path"] is None and st["gen000/probe"]["threshold"] > 0
+        row = open_ledger(d / "arms" / f"latent-r{k}").metrics()[1]
+        assert row["n_candidates"] == st["gen001/explore"]["n_frames"]
+        # rank correlation with the true errors (AUROC needs both classes at tau: not
+        # guaranteed with a model this small)
+        assert -1 <= row["trust_spearman_candidates"] <= 1 and row["tau"] > 0
     floor = json.loads((d / "noise_floor.json").read_text())
     assert len(floor["force_mae_meV_A"]) == 3 and floor["sd_meV_A"] >= 0
     text = res.summary

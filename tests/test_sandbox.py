@@ -32,6 +32,13 @@ def _sleep(emit, seconds):
     return "woke"
 
 
+def _burn(emit, seconds):
+    t = time.process_time()
+    while time.process_time() - t < seconds:
+        pass
+    return "burnt"
+
+
 def _raise(emit):
     raise RuntimeError("boom in the child")
 
@@ -49,6 +56,23 @@ def test_call_returns_value_and_messages_in_order():
     assert out.status == "ok" and out.value == 6 and out.messages == [1, 2, 3]
     err = call(_raise)
     assert err.status == "error" and err.detail == "RuntimeError: boom in the child"
+
+
+def test_call_reports_the_childs_cpu_which_the_callers_rusage_lacks():
+    """The child belongs to the fork server, so the caller's RUSAGE_CHILDREN never sees its
+    CPU: the outcome carries it (training and timed-label tasks add it to their cpu_s)."""
+    import resource
+
+    def children():
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    before = children()
+    out = call(_burn, 1.0)
+    assert out.status == "ok" and out.value == "burnt"
+    assert 1.0 <= out.cpu_s < 1.0 + out.wall_s
+    assert children() - before < 0.5
+    assert call(_raise).cpu_s > 0
 
 
 def test_call_kills_at_the_time_limit_and_keeps_earlier_messages():

@@ -77,7 +77,7 @@ def _label_with_timeout(atoms: Atoms, level: DFTLevel, t0: float) -> LabelResult
     wall = time.perf_counter() - t0
     attempts = tuple(out.messages)
     if out.status == "ok":
-        return replace(out.value, wall_s=wall)
+        return replace(out.value, wall_s=wall, child_cpu_s=out.cpu_s)
     if out.status == "timeout":
         return LabelResult("timeout", None, None, f"wall time limit {timeout} s exceeded", None,
                            wall, attempts)

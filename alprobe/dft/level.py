@@ -62,7 +62,8 @@ class LabelResult:
     reason: one line; "" when ok, except that a label from the broken-symmetry rung says so
     here. n_cycles: SCF cycles of all attempts together, if known. wall_s: seconds spent.
     attempts: one line per SCF attempt of the rescue ladder, in order (for a timeout: those
-    finished before the limit).
+    finished before the limit). child_cpu_s: CPU seconds of the sandboxed child that ran the
+    SCF (with a time limit; 0 otherwise: the caller's own rusage has it).
     """
 
     status: str
@@ -72,6 +73,7 @@ class LabelResult:
     n_cycles: int | None
     wall_s: float
     attempts: tuple[str, ...] = ()
+    child_cpu_s: float = 0.0
 
     @property
     def ok(self) -> bool:

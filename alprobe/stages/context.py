@@ -128,7 +128,8 @@ class Context:
         return seen
 
     def tau(self) -> float | None:
-        """The unreliability threshold of generation 0's probe (error units of probe.error),
-        shared by every arm of a comparison; None if probe 0 could not be trained."""
+        """The unreliability threshold of generation 0 (error units of probe.error; recorded
+        even when probe 0 could not be trained), shared by every arm of a comparison; None if
+        generation 0 had no out-of-sample frame."""
         t = self.ledger.stage_info("gen000/probe").get("threshold")
         return None if t is None else float(t)
