@@ -19,7 +19,7 @@ from .config import CampaignConfig, ConfigError, load_campaign
 __version__ = "0.1.0"
 
 __all__ = ["CampaignConfig", "ConfigError", "TrustCalculator", "__version__", "compare",
-           "load_campaign", "open_ledger", "resume", "run", "status_table"]
+           "load_campaign", "open_ledger", "resume", "run", "status_table", "write_report"]
 
 
 def __getattr__(name: str) -> Any:
@@ -64,3 +64,11 @@ def status_table(directory: Any) -> str:
     from .report import status_table as _table
 
     return _table(directory)
+
+
+def write_report(directory: Any) -> Any:
+    """Write ``directory/report.html`` (the page ``alprobe report`` writes) and return its
+    path; see alprobe.html_report.write_report."""
+    from .html_report import write_report as _write
+
+    return _write(directory)

@@ -43,6 +43,16 @@ class Arm:
         """Stages of per-candidate work run after explore, before select."""
         return []
 
+    def segment_jobs(self, ctx: Any, gen: int, frames: Sequence[Any], key: str) -> list[Any]:
+        """The same per-candidate work for a few frames (one streaming segment) with the
+        models of generation ``gen``: jobs whose results :meth:`segment_keys` reads."""
+        return []
+
+    def segment_keys(self, frames: Sequence[Any], results: dict[Any, Any]
+                     ) -> list[dict[str, Any]]:
+        """Keys to store on each frame from the results of :meth:`segment_jobs` by tag."""
+        return [{} for _ in frames]
+
     # ----- selecting
     def select(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -144,6 +154,17 @@ class EnsembleArm(Arm):
 
         return [Deviation()]
 
+    def segment_jobs(self, ctx: Any, gen: int, frames: Sequence[Any], key: str) -> list[Any]:
+        from .stages.deviation import deviation_jobs
+
+        return deviation_jobs(ctx, gen, frames, key)
+
+    def segment_keys(self, frames: Sequence[Any], results: dict[Any, Any]
+                     ) -> list[dict[str, Any]]:
+        from .stages.deviation import deviation_keys
+
+        return deviation_keys(frames, results)
+
     def select(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, dict[str, Any]]:
         c = self.cfg.committee
@@ -195,6 +216,17 @@ class LatentArm(Arm):
         from .stages.deviation import LatentDistance
 
         return [LatentDistance()]
+
+    def segment_jobs(self, ctx: Any, gen: int, frames: Sequence[Any], key: str) -> list[Any]:
+        from .stages.deviation import latent_job
+
+        return [latent_job(ctx, gen, frames, key)]
+
+    def segment_keys(self, frames: Sequence[Any], results: dict[Any, Any]
+                     ) -> list[dict[str, Any]]:
+        from .stages.deviation import latent_keys
+
+        return latent_keys(next(iter(results.values())))
 
     def select(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, dict[str, Any]]:

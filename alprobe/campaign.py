@@ -69,17 +69,30 @@ def run_in_folder(cfg: CampaignConfig, directory: Path, client: Any,
     ctx = Context(cfg, directory, client, log, accept_failures, key_prefix)
     record_environment(directory, ctx.executor)
     L = ctx.ledger
+    if cfg.schedule == "streaming":
+        from .streaming import run_streaming
+
+        _generation(ctx, 0)
+        run_streaming(ctx)
+        ctx.say(f"campaign {cfg.name} finished: {directory}")
+        return CampaignResult(directory, L.metrics())
     for gen in range(cfg.generations + 1):
-        if L.done(f"gen{gen:03d}/done"):
-            continue
-        if not L.done(f"gen{gen:03d}/start"):
-            L.mark_done(f"gen{gen:03d}/start", t=time.time())
-        ctx.say(f"generation {gen}" + (" (initial data, backbone, probe)" if gen == 0 else ""))
-        for stage in plan(ctx, gen):
-            execute(stage, ctx, gen)
-        L.mark_done(f"gen{gen:03d}/done")
+        _generation(ctx, gen)
     ctx.say(f"campaign {cfg.name} finished: {directory}")
     return CampaignResult(directory, L.metrics())
+
+
+def _generation(ctx: Context, gen: int) -> None:
+    """Run generation ``gen``'s stages that are not yet done."""
+    L = ctx.ledger
+    if L.done(f"gen{gen:03d}/done"):
+        return
+    if not L.done(f"gen{gen:03d}/start"):
+        L.mark_done(f"gen{gen:03d}/start", t=time.time())
+    ctx.say(f"generation {gen}" + (" (initial data, backbone, probe)" if gen == 0 else ""))
+    for stage in plan(ctx, gen):
+        execute(stage, ctx, gen)
+    L.mark_done(f"gen{gen:03d}/done")
 
 
 def run_campaign(config: CampaignConfig | str | Path, directory: str | Path, *,

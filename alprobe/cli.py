@@ -229,6 +229,13 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .html_report import write_report
+
+    print(f"wrote {write_report(args.dir)}")
+    return 0
+
+
 def _folder_flags(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--dir", help=f"{what} (default: runs/<name>)")
     p.add_argument("--allow-changes", action="store_true",
@@ -267,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--energy-key", default="REF_energy", help="info key of the energy (eV)")
     x.add_argument("--forces-key", default="REF_forces", help="arrays key of the forces (eV/A)")
     x.set_defaults(fn=_export)
+    rp = sub.add_parser("report", help="write DIR/report.html: one self-contained page of a "
+                        "campaign (or comparison) folder")
+    rp.add_argument("dir", help="campaign folder or comparison folder")
+    rp.set_defaults(fn=_report)
     e = sub.add_parser("evaluate", help="reliability audit of trust signals on labeled frames")
     e.add_argument("frames", help="extxyz with reference energy (eV) and forces (eV/A)")
     e.add_argument("--backbone", required=True, help="MACE model file")

@@ -27,6 +27,7 @@ __all__ = [
     "PoolConfig",
     "ProbeConfig",
     "SelectConfig",
+    "StreamingConfig",
     "SystemConfig",
     "config_problems",
     "load_campaign",
@@ -321,6 +322,37 @@ class CommitteeConfig(_Section):
         return self
 
 
+class StreamingConfig(_Section):
+    """The streaming schedule (``schedule: streaming``): no generation barrier.
+
+    Walkers run on in segments of ``segment_steps`` MD steps; the arm's rule picks frames of
+    each segment as it returns (``picks_per_segment``, at least ``select.min_spacing`` samples
+    apart); picked frames queue for DFT, and label tasks are kept running on every free
+    worker; after every ``retrain_every`` new labels the backbone (and probe, or committee)
+    retrains in the background while MD and labeling go on, and walkers switch to the new
+    models at their next segment. The campaign ends after ``total_budget`` labels (and the
+    training on all of them). Defaults reproduce the generations schedule's labels: the total
+    is ``select.budget`` x ``generations``, a retrain every ``select.budget`` labels, and the
+    same fraction of candidates picked.
+    """
+
+    total_budget: int | None = Field(
+        None, gt=0, description="labels after generation 0, audit sample included (default: "
+        "select.budget x generations)")
+    retrain_every: int | None = Field(
+        None, gt=0, description="new labels between two trainings (default: select.budget)")
+    segment_steps: int | None = Field(
+        None, gt=0, description="MD steps of one walker segment (default: explore.steps / 3, "
+        "at least 2 strides)")
+    picks_per_segment: int | None = Field(
+        None, gt=0, description="frames the rule picks per segment (default: the generations "
+        "schedule's fraction, select.budget of walkers x steps / stride candidates, at least 1)")
+    max_labels_per_hour: float | None = Field(
+        None, gt=0, description="optional rate limit of new label tasks")
+    label_slots: int | None = Field(
+        None, gt=0, description="label tasks kept in flight (default: every worker thread)")
+
+
 TASK_KINDS = ("md", "label", "train", "probe", "evaluate")
 
 
@@ -438,7 +470,12 @@ class CampaignConfig(_Section):
     replica: int = Field(
         0, ge=0, description="a replica of an arm: mixes into the selection, training and "
         "probe seeds after generation 0 (walker seeds and generation 0 stay shared)")
-    generations: int = Field(3, ge=0)
+    generations: int = Field(3, ge=0, description="generations (the streaming schedule: "
+                             "its default number of retrain cycles)")
+    schedule: Literal["generations", "streaming"] = Field(
+        "generations", description="generations: explore, select, label, train in turn; "
+        "streaming: all at once, no barrier (see StreamingConfig)")
+    streaming: StreamingConfig = StreamingConfig()
     system: SystemConfig | None = Field(
         None, description="required unless `pool` is given (a pool brings its structures)")
     pool: PoolConfig | None = None
@@ -457,6 +494,13 @@ class CampaignConfig(_Section):
         if self.system is None and self.pool is None:
             raise ValueError("system: required key missing (seed structures for MD and DFT; "
                              "or give `pool`, a labeled pool, for a retrospective campaign)")
+        return self
+
+    @model_validator(mode="after")
+    def _streaming_needs_walkers(self) -> CampaignConfig:
+        if self.schedule == "streaming" and self.pool is not None:
+            raise ValueError("schedule: streaming runs MD walkers and DFT; a pool campaign "
+                             "(retrospective) uses schedule: generations")
         return self
 
     def resolve(self, path: str) -> Path:

@@ -10,6 +10,7 @@ so a resubmission after a restart is harmless.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -88,6 +89,10 @@ class Executor:
         self.cpu: dict[str, float] = dict(cpu or {})
         self.spans: dict[str, list[tuple[float, float]]] = {}
         self._checked: set[str] = set()
+        self._lock = threading.Lock()  # cpu and spans are booked from several threads
+        self._thread = threading.local()  # per-thread submit priority
+        self._flow: Any = None  # as_completed of the jobs started with start()
+        self._started: dict[str, tuple[Any, Job]] = {}
 
     def run(self, jobs: Sequence[Job], label: str, on_result: Callable[[Any, Any], bool],
             on_error: Callable[[Any, BaseException], Any] | None = None) -> None:
@@ -113,12 +118,71 @@ class Executor:
                     raise TaskError(f"{label}: task {fut.key} failed: "
                                     f"{type(exc).__name__}: {exc}") from exc
                 res = on_error(job.tag, exc)
-            if isinstance(res, dict) and "t0" in res:
-                self.spans.setdefault(label.split()[-1], []).append((res["t0"], res["t1"]))
-            if isinstance(res, dict) and "cpu_s" in res:
+            self._book(job, res, label.split()[-1])
+            bar.step(bool(on_result(job.tag, res)))
+
+    def _book(self, job: Job, res: Any, span_label: str) -> None:
+        """Book a result's task wall interval (under ``span_label``) and CPU seconds."""
+        if not isinstance(res, dict):
+            return
+        with self._lock:
+            if "t0" in res:
+                self.spans.setdefault(span_label, []).append((res["t0"], res["t1"]))
+            if "cpu_s" in res:
                 acc = job.account or {"md": "explore"}.get(job.kind, job.kind)
                 self.cpu[acc] = self.cpu.get(acc, 0.0) + float(res["cpu_s"])
-            bar.step(bool(on_result(job.tag, res)))
+
+    # ----- jobs that run while the caller goes on (the streaming schedule) -------------------
+    def start(self, job: Job) -> None:
+        """Submit ``job`` now; its outcome comes back from :meth:`finished`."""
+        from distributed import as_completed
+
+        fut = self._submit(job)
+        self._started[fut.key] = (fut, job)
+        if self._flow is None:
+            self._flow = as_completed([fut])
+        else:
+            self._flow.add(fut)
+
+    @property
+    def running(self) -> list[Job]:
+        """Jobs started with :meth:`start` whose outcome has not been collected yet."""
+        return [job for _, job in self._started.values()]
+
+    def finished(self, timeout_s: float = 1.0) -> list[tuple[Job, Any, BaseException | None]]:
+        """Outcomes of started jobs that ended: (job, result, None) or (job, None, exception);
+        waits up to ``timeout_s`` for the first one (an empty list when none ended)."""
+        if self._flow is None or not self._started:
+            time.sleep(min(timeout_s, 0.05))
+            return []
+        out = []
+        try:
+            batch = self._flow.next_batch(block=False)
+            if not batch:
+                t_end = time.monotonic() + timeout_s
+                while not batch and time.monotonic() < t_end and self._started:
+                    time.sleep(0.02)
+                    batch = self._flow.next_batch(block=False)
+        except StopIteration:
+            batch = []
+        for fut in batch:
+            if fut.key not in self._started:
+                continue
+            job = self._started.pop(fut.key)[1]
+            try:
+                res, err = fut.result(), None
+            except Exception as exc:  # noqa: BLE001 - failures are data for the caller
+                res, err = None, exc
+            self._book(job, res, job.kind)
+            out.append((job, res, err))
+        return out
+
+    def cancel_started(self) -> None:
+        """Cancel every started job not yet collected (the driver stops)."""
+        for fut, _ in self._started.values():
+            fut.cancel()
+        self._started.clear()
+        self._flow = None
 
     def _submit(self, job: Job) -> Any:
         from .cluster import wait_for_resources
@@ -128,19 +192,31 @@ class Executor:
             wait_for_resources(self.client, job.kind, resources, self.wait_s)
             self._checked.add(job.kind)
         return self.client.submit(job.fn, *job.args, key=self.key_prefix + job.key,
-                                  retries=job.retries, pure=False, resources=resources or None)
+                                  retries=job.retries, pure=False, resources=resources or None,
+                                  priority=getattr(self._thread, "priority", 0))
+
+    def set_priority(self, priority: int) -> None:
+        """Dask priority of every job this thread submits from now on (higher runs first
+        among queued tasks; a streaming campaign's retrain cycle goes before labels and MD)."""
+        self._thread.priority = priority
+
+    def cpu_snapshot(self) -> dict[str, float]:
+        """A copy of the CPU seconds per account (safe while other threads book)."""
+        with self._lock:
+            return dict(self.cpu)
 
     def take_cpu(self) -> dict[str, float]:
         """The CPU seconds per account so far; the account starts again from zero."""
-        out, self.cpu = self.cpu, {}
+        with self._lock:
+            out, self.cpu = self.cpu, {}
         return out
 
     def take_spans(self) -> float:
         """Seconds during which some task of each batch label ran (union of intervals, summed
         over labels) since the last call."""
-        total = float(sum(span(v) for v in self.spans.values()))
-        self.spans = {}
-        return total
+        with self._lock:
+            spans, self.spans = self.spans, {}
+        return float(sum(span(v) for v in spans.values()))
 
 
 def span(intervals: list[tuple[float, float]]) -> float:

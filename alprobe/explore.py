@@ -47,6 +47,9 @@ class WalkerResult:
     steps_done: int = 0
     md_s: float = 0.0
     score_s: float = 0.0
+    #: where the walker ended (positions A, momenta amu A/fs in ASE units), to continue it;
+    #: None after a stop (it restarts from a seed structure)
+    end: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def geometry_problem(atoms: Atoms, min_distance_A: float, fragment_distance_A: float,
@@ -76,6 +79,8 @@ def run_walker(
     *,
     rng: np.random.Generator,
     walker: int = 0,
+    momenta: np.ndarray | None = None,
+    first_sample: int = 0,
 ) -> WalkerResult:
     """Run one Langevin walker from ``atoms`` (not modified) with ASE calculator ``calc``.
 
@@ -84,14 +89,20 @@ def run_walker(
     yet (trust recorded as NaN, never stops the walker). The MD keeps the centre of mass fixed
     (``FixCom``); the stored ``pred_energy`` / ``pred_forces`` are the calculator's raw
     outputs at each sampled geometry, never the constraint-adjusted forces.
+
+    ``momenta`` (N, 3), ASE units: continue a trajectory (a streaming segment) instead of
+    drawing Maxwell-Boltzmann velocities; samples are then numbered from ``first_sample``.
     """
     s = settings
     a = bare_copy(atoms)
     a.calc = calc
     a.set_constraint(FixCom())  # no centre-of-mass drift (ASE's recommended form)
-    MaxwellBoltzmannDistribution(a, temperature_K=s.temperature_K, rng=rng)
-    Stationary(a)
-    ZeroRotation(a)
+    if momenta is None:
+        MaxwellBoltzmannDistribution(a, temperature_K=s.temperature_K, rng=rng)
+        Stationary(a)
+        ZeroRotation(a)
+    else:
+        a.set_momenta(np.asarray(momenta, dtype=float), apply_constraint=False)
     dyn = Langevin(a, s.timestep_fs * units.fs, temperature_K=s.temperature_K,
                    friction=s.friction_per_fs / units.fs, fixcm=False, rng=rng)
     res = WalkerResult()
@@ -115,7 +126,7 @@ def run_walker(
             ts = time.perf_counter()
             trust = float(score(a)) if score is not None else float("nan")
             res.score_s += time.perf_counter() - ts
-            frame.info.update(walker=walker, sample=len(res.frames), step=step,
+            frame.info.update(walker=walker, sample=first_sample + len(res.frames), step=step,
                               time_fs=step * s.timestep_fs, temperature_K=s.temperature_K,
                               trust=trust)
             res.frames.append(frame)
@@ -128,4 +139,6 @@ def run_walker(
         res.stop_reason = f"MD error at step {dyn.nsteps}: {type(exc).__name__}: {exc}"
     res.steps_done = int(dyn.nsteps)
     res.md_s = time.perf_counter() - t0 - res.score_s
+    if res.stop_reason == "completed":
+        res.end = (a.positions.copy(), a.get_momenta().copy())
     return res

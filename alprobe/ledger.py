@@ -28,6 +28,7 @@ import json
 import os
 import signal
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,6 +115,9 @@ class Ledger:
             type(self.db).managed_connection, self.db, commit_frequency=1 << 62)
         self._depth = 0
         self._metrics_dirty = False
+        # one thread at a time uses the connection (a streaming campaign's trainer thread
+        # commits its stages while the main thread records labels); re-entrant per thread
+        self._lock = threading.RLock()
         try:
             if readonly:
                 with self.db:
@@ -171,7 +175,14 @@ class Ledger:
     @contextmanager
     def transaction(self) -> Iterator[Ledger]:
         """One SQLite transaction for everything written inside (re-entrant: an inner block
-        joins the outer one). On an exception nothing of it is kept, in the file or here."""
+        joins the outer one). On an exception nothing of it is kept, in the file or here.
+        Thread-safe: other threads wait until it ends."""
+        with self._lock:
+            with self._transaction():
+                yield self
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Ledger]:
         if self._depth:
             self._depth += 1
             try:
@@ -198,11 +209,12 @@ class Ledger:
     @contextmanager
     def _reading(self) -> Iterator[None]:
         """One connection for a read (or the transaction's, inside one)."""
-        if self.db.connection is not None:
-            yield
-        else:
-            with self.db:
+        with self._lock:
+            if self.db.connection is not None:
                 yield
+            else:
+                with self.db:
+                    yield
 
     # ----- frames -------------------------------------------------------------------------
     def __contains__(self, fid: str) -> bool:

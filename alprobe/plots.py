@@ -12,7 +12,9 @@ from ase import Atoms
 
 from .metrics import ece, error_by_decile, reliability_diagram, risk_coverage
 
-__all__ = ["draw_importance", "plot_audit", "plot_learning_curves"]
+__all__ = ["arm_costs_svg", "audit_auroc_svg", "costs_svg", "draw_importance",
+           "learning_curves_svg", "plot_audit", "plot_learning_curves", "stops_svg", "svg_text",
+           "trust_signal_svg"]
 
 
 def plot_audit(signals: dict[str, np.ndarray], e: np.ndarray, tau: float, path_prefix: str,
@@ -154,3 +156,275 @@ def plot_learning_curves(rows: list[dict[str, Any]], path: str | Path, title: st
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return Path(path)
+
+
+# ----- inline SVG figures of the HTML report (alprobe.html_report) ----------------------------
+
+#: Stages whose driver wall time a metrics row records (``<stage>_s``), in running order.
+WALL_STAGES = ("explore", "deviation", "select", "label", "train", "committee", "probe",
+               "evaluate", "audit")
+#: Walker stop kinds, in the order the stop figure stacks them.
+STOP_KINDS = ("completed", "low trust", "unphysical", "MD error", "other")
+
+
+def svg_text(fig: Any, name: str) -> str:
+    """``fig`` as an inline ``<svg>`` element for an HTML page: text kept as text (searchable,
+    drawn in the page's sans-serif font), no XML prolog or metadata, element ids salted with
+    ``name`` so that several figures can share one page; ``data-figure`` carries ``name``."""
+    import io
+    import re
+
+    import matplotlib
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+
+    FigureCanvasSVG(fig)
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": name}):
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    text = buf.getvalue()
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text[text.index("<svg"):], flags=re.DOTALL)
+    return text.replace("<svg ", f'<svg class="fig" role="img" aria-label="{name}" '
+                        f'data-figure="{name}" ', 1)
+
+
+#: One colour per stage / CPU account, the same in every cost figure.
+_STAGE_COLORS = {"explore": "C0", "deviation": "C1", "select": "C8", "label": "C2", "train": "C3",
+                 "committee": "C5", "probe": "C4", "evaluate": "C9", "audit": "C6",
+                 "driver": "0.45", "other": "0.85"}
+
+
+def _integer_x(*axes: Any) -> None:
+    """Whole-number ticks on the x axes (generations)."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _marks(n: int, size: float = 3) -> dict[str, Any]:
+    """Point markers for a line of ``n`` points (none when there are many)."""
+    return {"marker": "o", "ms": size} if n <= 30 else {"marker": None}
+
+
+def _nan(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> np.ndarray:
+    return np.array([_nan(r.get(key)) for r in rows], dtype=float)
+
+
+def learning_curves_svg(rows: list[dict[str, Any]], title: str = "",
+                        name: str = "learning-curves") -> str:
+    """Test force MAE (meV/Å, shaded: each point's 95% bootstrap interval over test frames)
+    and energy MAE (meV/atom) against DFT labels, one colour per arm: with several replicas,
+    faint lines per replica and a bold mean over replicas. ``rows``: dicts as
+    :func:`alprobe.report.learning_curve_rows` makes them (run, arm, generation, labels,
+    force_mae_meV_A, force_mae_lo_meV_A, force_mae_hi_meV_A, energy_mae_meV_atom)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.0))
+    axes = fig.subplots(1, 2)
+    for i, arm in enumerate(dict.fromkeys(r["arm"] for r in rows)):
+        color = f"C{i % 10}"
+        mine = [r for r in rows if r["arm"] == arm]
+        runs = list(dict.fromkeys(r["run"] for r in mine))
+        many = len(runs) > 1
+        for run in runs:
+            rs = sorted((r for r in mine if r["run"] == run), key=lambda r: r["generation"])
+            x = _series(rs, "labels")
+            lo, hi = _series(rs, "force_mae_lo_meV_A"), _series(rs, "force_mae_hi_meV_A")
+            if np.isfinite(lo).any():
+                axes[0].fill_between(x, lo, hi, color=color, alpha=0.07 if many else 0.2, lw=0)
+            kw = {"color": color, "alpha": 0.35 if many else 1.0, "lw": 1 if many else 2,
+                  **_marks(len(rs), 3 if many else 5)}
+            axes[0].plot(x, _series(rs, "force_mae_meV_A"), label=None if many else arm, **kw)
+            axes[1].plot(x, _series(rs, "energy_mae_meV_atom"), label=None if many else arm,
+                         **kw)
+        if many:
+            gens = sorted({r["generation"] for r in mine})
+            at = [[r for r in mine if r["generation"] == g] for g in gens]
+            x = [np.mean([r["labels"] for r in a]) for a in at]
+            for ax, key in zip(axes, ("force_mae_meV_A", "energy_mae_meV_atom")):
+                ax.plot(x, [np.nanmean(_series(a, key)) for a in at], color=color, lw=2.5,
+                        label=f"{arm} (mean of {len(runs)})")
+    for ax, lab in zip(axes, ("test force MAE (meV/Å)", "test energy MAE (meV/atom)")):
+        ax.set_xlabel("DFT labels used (training pool, test set excluded)")
+        ax.set_ylabel(lab)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+        if rows:
+            ax.legend(fontsize=8)
+    axes[0].set_title("force MAE; shaded: 95% interval over test frames", fontsize=9)
+    axes[1].set_title("energy MAE", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return svg_text(fig, name)
+
+
+def trust_signal_svg(metrics: list[dict[str, Any]], name: str = "trust-signal") -> str:
+    """The probe's figures per generation, from metrics rows: the candidates' P(reliable)
+    (median, quartile band, 10-90% dotted); the AUROC of generation g-1's signal on the frames
+    picked, the random audit sample and every candidate, and of probe g on the test set (0.5:
+    chance); the probe's training pool (frames)."""
+    from matplotlib.figure import Figure
+
+    g = _series(metrics, "generation")
+    fig = Figure(figsize=(11, 3.4))
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    q = {k: _series(metrics, f"trust_q{k}") for k in (10, 25, 50, 75, 90)}
+    ax1.fill_between(g, q[25], q[75], color="C0", alpha=0.25, lw=0, label="quartiles")
+    ax1.plot(g, q[50], color="C0", label="median", **_marks(len(g)))
+    ax1.plot(g, q[10], ":", color="C0", label="10% / 90%")
+    ax1.plot(g, q[90], ":", color="C0")
+    ax1.set_ylim(0, 1)
+    ax1.set_ylabel("candidates' P(reliable)")
+    for key, lab in (("trust_auroc_new", "picked frames (g-1's signal)"),
+                     ("trust_auroc_audit", "random audit (g-1's signal)"),
+                     ("trust_auroc_candidates", "all candidates (pool)"),
+                     ("probe_auroc_test", "test set (probe g)")):
+        y = _series(metrics, key)
+        if np.isfinite(y).any():
+            ax2.plot(g, y, label=lab, **_marks(len(g)))
+    ax2.axhline(0.5, color="k", ls=":", lw=1, label="chance")
+    ax2.set_ylim(0, 1.02)
+    ax2.set_ylabel("AUROC (unreliable vs reliable)")
+    ax3.bar(g, np.nan_to_num(_series(metrics, "probe_pool")), color="C2", width=0.7)
+    ax3.set_ylabel("probe training pool (frames)")
+    for ax, title in ((ax1, "P(reliable) of the candidates"), (ax2, "trust signal AUROC"),
+                      (ax3, "probe training pool")):
+        ax.set_xlabel("generation")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=7)
+    _integer_x(ax1, ax2, ax3)
+    fig.tight_layout()
+    return svg_text(fig, name)
+
+
+def audit_auroc_svg(audits: dict[int, dict[str, dict[str, Any]]], name: str = "audit-auroc"
+                    ) -> str:
+    """AUROC with its bootstrap 95% interval (shaded) of every audited signal per generation,
+    on the held-out test set and on the frames just labeled. ``audits``: {generation: {"test" |
+    "new": the JSON that :func:`alprobe.audit.write_audit` writes}}."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 3.4))
+    axes = fig.subplots(1, 2, sharey=True)
+    gens = sorted(audits)
+    for ax, where, title in ((axes[0], "test", "held-out test set (probe g)"),
+                             (axes[1], "new", "frames labeled in g (signals of g-1)")):
+        names = list(dict.fromkeys(r["signal"] for g in gens
+                                   for r in audits[g].get(where, {}).get("rows", [])))
+        for i, sig in enumerate(names):
+            pts = [(g, r) for g in gens for r in audits[g].get(where, {}).get("rows", [])
+                   if r["signal"] == sig]
+            x = np.array([p[0] for p in pts], dtype=float)
+            y, lo, hi = (np.array([_nan(p[1].get(k)) for p in pts])
+                         for k in ("auroc", "auroc_lo", "auroc_hi"))
+            if i == 0:  # one band (the first signal, the probe's when there is one)
+                ax.fill_between(x, lo, hi, color=f"C{i % 10}", alpha=0.15, lw=0)
+            ax.plot(x, y, color=f"C{i % 10}", label=sig, **_marks(len(x)))
+        ax.axhline(0.5, color="k", ls=":", lw=1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("generation")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        if names:
+            ax.legend(fontsize=7, ncol=2)
+    axes[0].set_ylabel("AUROC")
+    _integer_x(*axes)
+    fig.tight_layout()
+    return svg_text(fig, name)
+
+
+def stops_svg(counts: dict[int, dict[str, int]], name: str = "walker-stops") -> str:
+    """Walkers per generation, stacked by why they stopped (:data:`STOP_KINDS`)."""
+    from matplotlib.figure import Figure
+
+    gens = sorted(counts)
+    fig = Figure(figsize=(11, 2.8))
+    ax = fig.add_subplot()
+    bottom = np.zeros(len(gens))
+    colors = {"completed": "#8fbf8f", "low trust": "#e0a040", "unphysical": "#d05050",
+              "MD error": "#7a3d9a", "other": "#999999"}
+    for kind in STOP_KINDS:
+        y = np.array([counts[g].get(kind, 0) for g in gens], dtype=float)
+        if y.any():
+            ax.bar(gens, y, bottom=bottom, color=colors[kind], width=0.8, label=kind)
+            bottom += y
+    ax.set_xlabel("generation (0: bootstrap and test walkers)")
+    ax.set_ylabel("walkers")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _integer_x(ax)
+    fig.tight_layout()
+    return svg_text(fig, name)
+
+
+def costs_svg(metrics: list[dict[str, Any]], name: str = "costs") -> str:
+    """Per generation: the driver's wall time per stage (s, stacked; the rest of the
+    generation's wall time as "other") and the tasks' CPU time per account (s, stacked)."""
+    from matplotlib.figure import Figure
+
+    from .executor import ACCOUNTS
+
+    g = _series(metrics, "generation")
+    fig = Figure(figsize=(11, 3.4))
+    axes = fig.subplots(1, 2)
+    for ax, suffix, keys in ((axes[0], "_s", WALL_STAGES),
+                             (axes[1], "_cpu_s", (*ACCOUNTS, "driver"))):
+        bottom = np.zeros(len(g))
+        for st in keys:
+            y = np.nan_to_num(_series(metrics, f"{st}{suffix}"))
+            if y.any():
+                ax.bar(g, y, bottom=bottom, width=0.8, color=_STAGE_COLORS.get(st, "C7"),
+                       label=st)
+                bottom += y
+        if suffix == "_s":
+            rest = np.clip(np.nan_to_num(_series(metrics, "wall_s")) - bottom, 0, None)
+            if rest.any():
+                ax.bar(g, rest, bottom=bottom, width=0.8, color=_STAGE_COLORS["other"],
+                       label="other (gen 0: rattle, bootstrap, split)")
+        ax.set_xlabel("generation")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7, ncol=2)
+    axes[0].set_ylabel("wall time (s)")
+    axes[0].set_title("wall time per stage (driver)", fontsize=9)
+    axes[1].set_ylabel("CPU time (s)")
+    axes[1].set_title("CPU time per account (tasks + driver)", fontsize=9)
+    _integer_x(*axes)
+    fig.tight_layout()
+    return svg_text(fig, name)
+
+
+def arm_costs_svg(costs: list[dict[str, Any]], name: str = "arm-costs") -> str:
+    """Wall and CPU seconds per run of a comparison (and per generation-0 folder), stacked by
+    stage. ``costs``: rows of :func:`alprobe.report.cost_rows`."""
+    from matplotlib.figure import Figure
+
+    arms = list(dict.fromkeys(c["arm"] for c in costs))
+    stages = [s for s in dict.fromkeys(c["stage"] for c in costs) if s != "total"]
+    fig = Figure(figsize=(11, 0.9 + 0.35 * max(len(arms), 2)))
+    axes = fig.subplots(1, 2, sharey=True)
+    y = np.arange(len(arms))
+    for ax, key, lab in ((axes[0], "wall_s", "wall time (s)"), (axes[1], "cpu_s", "CPU time (s)")):
+        left = np.zeros(len(arms))
+        for st in stages:
+            v = np.array([sum(c[key] for c in costs if c["arm"] == a and c["stage"] == st)
+                          for a in arms], dtype=float)
+            if v.any():
+                ax.barh(y, v, left=left, color=_STAGE_COLORS.get(st, "C7"), label=st)
+                left += v
+        ax.set_xlabel(lab)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0].set_yticks(y, arms)
+    axes[0].invert_yaxis()
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return svg_text(fig, name)

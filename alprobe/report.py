@@ -74,7 +74,7 @@ def status_table(directory: str | Path) -> str:
     rows = ledger.metrics()
     lines = _table(rows, _COLUMNS)
     if rows:
-        lines += ["", "trust signal (AUROC at generation 0's threshold; rho: Spearman of trust "
+        lines += ["", "trust signal (AUROC at the median error of each set; rho: Spearman of trust "
                   "and error, negative is good):"] + _table(rows, _SIGNAL_COLUMNS)
     n_test = ledger.count(split="test", status="labeled")
     status = {s: ledger.count(status=s) for s in ("candidate", "selected", "labeled", "failed",

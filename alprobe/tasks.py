@@ -91,8 +91,11 @@ def _probe(path: str | None) -> Any:
 
 
 def walker_task(start: Atoms, model_path: str, probe_path: str | None, settings: WalkerSettings,
-                seed: list[int], walker: int, device: str = "cpu") -> dict[str, Any]:
-    """One MD walker on the backbone at ``model_path``, scored by the probe at ``probe_path``."""
+                seed: list[int], walker: int, device: str = "cpu",
+                momenta: np.ndarray | None = None, first_sample: int = 0) -> dict[str, Any]:
+    """One MD walker on the backbone at ``model_path``, scored by the probe at ``probe_path``
+    (``momenta``, ``first_sample``: continue a streaming walker, see explore.run_walker);
+    the result's ``end`` is (positions, momenta) where a completed walker ended, else None."""
     from .backbone import MaceCalculator, load_model
     from .explore import run_walker
 
@@ -107,9 +110,11 @@ def walker_task(start: Atoms, model_path: str, probe_path: str | None, settings:
         return float(probe.score([r[key]], [r["energy"]])[0])
 
     res = run_walker(start, calc, score if probe is not None else None, settings,
-                     rng=np.random.default_rng(seed), walker=walker)
+                     rng=np.random.default_rng(seed), walker=walker, momenta=momenta,
+                     first_sample=first_sample)
     return {"frames": res.frames, "stop_reason": res.stop_reason, "steps": res.steps_done,
-            "md_s": res.md_s, "score_s": res.score_s, "t0": t0, "t1": time.time(),
+            "md_s": res.md_s, "score_s": res.score_s, "end": res.end,
+            "t0": t0, "t1": time.time(),
             "cpu_s": cpu_seconds() - c0}
 
 

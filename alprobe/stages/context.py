@@ -77,7 +77,7 @@ class Context:
         except TaskError as exc:
             raise CampaignError(str(exc)) from exc
         if jobs:
-            self.ledger.mark_done("cpu_pending", **self.executor.cpu)
+            self.ledger.mark_done("cpu_pending", **self.executor.cpu_snapshot())
 
     def one(self, job: Job, label: str | None = None) -> Any:
         """Run one job (see run) and return its result."""

@@ -100,9 +100,10 @@ class Audit(Stage):
             res = write_audit(out_dir, f"gen_{gen:03d}_{name}", r["signals"], errors, tau,
                               r["probabilities"], rng=ctx.rng(gen, "probe"), n_boot=500)
             summary[name] = {row["signal"]: row["auroc"] for row in res["rows"]}
-            # the same AUROC at generation 0's threshold, comparable between arms
-            shared[name] = {sig: (float(auroc_unreliable(np.asarray(conf), errors, tau0))
-                                  if tau0 is not None else float("nan"))
+            # every signal's AUROC at the median error of the set (the worse half against
+            # the better half): defined while the model improves, comparable between arms
+            med = float(np.median(errors))
+            shared[name] = {sig: float(auroc_unreliable(np.asarray(conf), errors, med))
                             for sig, conf in r["signals"].items()}
             for i, imp in r["importance"].items():
                 a = frames[i]
@@ -113,5 +114,5 @@ class Audit(Stage):
 
         if jobs:
             ctx.run(jobs, f"gen {gen} audit", record)
-        return Commit({"auroc": summary, "auroc_tau0": shared,
+        return Commit({"auroc": summary, "auroc_median": shared,
                        "wall_s": time.perf_counter() - t0})

@@ -15,7 +15,19 @@ from ..frames import bare_copy, set_prediction
 from .base import Commit, Stage
 from .context import Context
 
-__all__ = ["Explore", "run_walkers"]
+__all__ = ["Explore", "run_walkers", "walker_settings"]
+
+
+def walker_settings(cfg: Any, w: int, steps: int) -> WalkerSettings:
+    """Walker ``w``'s MD protocol from the campaign's explore section (temperatures taken in
+    turn), for ``steps`` MD steps."""
+    ex = cfg.explore
+    return WalkerSettings(
+        temperature_K=ex.temperatures_K[w % len(ex.temperatures_K)],
+        timestep_fs=ex.timestep_fs, steps=steps, stride=ex.stride,
+        friction_per_fs=ex.friction_per_fs, trust_floor=ex.trust_floor,
+        patience=ex.patience, min_distance_A=ex.min_distance_A,
+        fragment_distance_A=ex.fragment_distance_A)
 
 
 def run_walkers(ctx: Context, gen: int, model: str, probe: str | None, steps: int, stream: str,
@@ -29,12 +41,7 @@ def run_walkers(ctx: Context, gen: int, model: str, probe: str | None, steps: in
     mtime = Path(model).stat().st_mtime_ns
     jobs = []
     for w in range(ex.walkers if n_walkers is None else n_walkers):
-        settings = WalkerSettings(
-            temperature_K=ex.temperatures_K[w % len(ex.temperatures_K)],
-            timestep_fs=ex.timestep_fs, steps=steps, stride=ex.stride,
-            friction_per_fs=ex.friction_per_fs, trust_floor=ex.trust_floor,
-            patience=ex.patience, min_distance_A=ex.min_distance_A,
-            fragment_distance_A=ex.fragment_distance_A)
+        settings = walker_settings(ctx.cfg, w, steps)
         start = ctx.seeds[w % len(ctx.seeds)]
         jobs.append(Job(walker_task, (start, model, probe, settings,
                                       ctx.walker_seed(gen, stream, w), w, ctx.cfg.backbone.device),

@@ -34,16 +34,21 @@ def _with_pool_labels(ctx: Context, frames: Sequence[Atoms]) -> None:
 def signal_metrics(ctx: Context, gen: int) -> dict[str, Any]:
     """The arm's trust signal of generation g-1 (PROBE, or the committee's sigma) measured on
     generation g: the probe's training pool, the candidates' P(reliable) quantiles, and AUROC
-    and Spearman rho (errors from the raw predictions, at generation 0's threshold) on the
-    frames the rule picked (a range-restricted sample), on the random audit sample
-    (select.audit_random) and, in a pool, on every candidate (their labels are known)."""
+    and Spearman rho (errors from the raw predictions) on the frames the rule picked (a
+    range-restricted sample), on the random audit sample (select.audit_random) and, in a
+    pool, on every candidate (their labels are known).
+
+    ``trust_auroc_<set>`` is at the median error of the set (the worse half against the better
+    half: defined whenever the errors differ, comparable between arms and generations while
+    the model improves); ``trust_auroc_abs_<set>`` at select.hit_threshold_force_rmse_eV_A
+    (force RMSE; NaN when that threshold leaves one class, or is not set)."""
     L = ctx.ledger
     row: dict[str, Any] = {
         "probe_pool": len(L.stage_info(f"gen{gen:03d}/probe").get("train_ids", []))}
     row.update({f"trust_q{q}": _NAN for q in (10, 25, 50, 75, 90)})
     for where in ("new", "audit", "candidates"):
-        row.update({f"trust_auroc_{where}": _NAN, f"trust_spearman_{where}": _NAN,
-                    f"n_{where}": 0})
+        row.update({f"trust_auroc_{where}": _NAN, f"trust_auroc_abs_{where}": _NAN,
+                    f"trust_spearman_{where}": _NAN, f"n_{where}": 0})
     row["probe_auroc_new"] = _NAN
     if gen == 0:
         return row
@@ -52,7 +57,7 @@ def signal_metrics(ctx: Context, gen: int) -> dict[str, Any]:
     if np.isfinite(trust).any():
         for q, v in zip((10, 25, 50, 75, 90), np.nanpercentile(trust, [10, 25, 50, 75, 90])):
             row[f"trust_q{q}"] = float(v)
-    tau = ctx.tau()
+    hit = ctx.cfg.select.hit_threshold_force_rmse_eV_A
     _with_pool_labels(ctx, cands)
     labeled = [a for a in cands if a.info.get("status") == "labeled"]
     sets = {"new": [a for a in labeled if not a.info.get("audit")],
@@ -61,11 +66,14 @@ def signal_metrics(ctx: Context, gen: int) -> dict[str, Any]:
     for where, frames in sets.items():
         row[f"n_{where}"] = len(frames)
         conf = ctx.arm.confidence(frames)
-        if conf is None or len(frames) < 2 or tau is None or not np.isfinite(conf).all():
+        if conf is None or len(frames) < 2 or not np.isfinite(conf).all():
             continue
         errors = frame_errors(frames, ctx.cfg.probe.error)
-        row[f"trust_auroc_{where}"] = auroc_unreliable(conf, errors, tau)
+        row[f"trust_auroc_{where}"] = auroc_unreliable(conf, errors, float(np.median(errors)))
         row[f"trust_spearman_{where}"] = float(spearman(conf, errors))
+        if hit is not None:
+            row[f"trust_auroc_abs_{where}"] = auroc_unreliable(
+                conf, frame_errors(frames, "force_rmse"), hit)
     if ctx.arm.trains_probe():
         row["probe_auroc_new"] = row["trust_auroc_new"]
     return row
@@ -74,12 +82,12 @@ def signal_metrics(ctx: Context, gen: int) -> dict[str, Any]:
 def _audit_columns(ctx: Context, gen: int) -> dict[str, Any]:
     audit = ctx.ledger.stage_info(f"gen{gen:03d}/audit")
     name = ctx.arm.audit_signal()
-    at_tau0 = audit.get("auroc_tau0", {})
+    at_med = audit.get("auroc_median", audit.get("auroc_tau0", {}))
     return {"probe_auroc_test": float(audit.get("auroc", {}).get("test", {}).get("probe", _NAN)),
             "rule": ctx.arm.rule, "signal": name or "random",
             "unbiased_selection": ctx.arm.unbiased,
-            "signal_auroc_test": float(at_tau0.get("test", {}).get(name, _NAN)),
-            "signal_auroc_new": float(at_tau0.get("new", {}).get(name, _NAN))}
+            "signal_auroc_test": float(at_med.get("test", {}).get(name, _NAN)),
+            "signal_auroc_new": float(at_med.get("new", {}).get(name, _NAN))}
 
 
 def _hit_rates(ctx: Context, gen: int) -> dict[str, Any]:
@@ -124,6 +132,9 @@ def _costs(ctx: Context, gen: int) -> dict[str, Any]:
     row["dft_s"] = float(L.stage_info(f"gen{gen:03d}/label").get("dft_s", 0.0))
     gen_t = L.stage_info(f"gen{gen:03d}/start").get("t", None)
     row["wall_s"] = float(time.time() - gen_t) if gen_t else _NAN
+    # seconds since the campaign started (time to reach an accuracy; stops not subtracted)
+    t_start = L.stage_info("gen000/start").get("t", None)
+    row["elapsed_s"] = float(time.time() - t_start) if t_start else _NAN
     row["task_span_s"] = ctx.executor.take_spans()
     row["overhead_fraction"] = (float(max(0.0, 1 - row["task_span_s"] / row["wall_s"]))
                                 if row["wall_s"] == row["wall_s"] and row["wall_s"] > 0
@@ -141,7 +152,8 @@ class Metrics(Stage):
         L = ctx.ledger
         ev = L.stage_info(f"gen{gen:03d}/evaluate")
         row: dict[str, Any] = {"generation": gen}
-        row["labels"] = L.count(status="labeled") - L.count(status="labeled", split="test")
+        row["labels"] = L.stage_info(f"gen{gen:03d}/train").get(
+            "labels", L.count(status="labeled") - L.count(status="labeled", split="test"))
         row["labels_new"] = L.count(generation=gen, status="labeled")
         row["failed_new"] = sum(L.count(generation=gen, status=s) for s in LABEL_OUTCOMES[1:])
         row.update({k: ev.get(k, _NAN) for k in (

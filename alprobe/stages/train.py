@@ -109,10 +109,15 @@ class Train(Stage):
     def run(self, ctx: Context, gen: int) -> Commit:
         t0 = time.perf_counter()
         prev_model = ctx.model(gen - 1)
+        L = ctx.ledger
+        # the DFT labels this generation's models had (training pool, test set excluded):
+        # the x of the learning curve (in a streaming campaign labels arrive during training)
+        labels = L.count(status="labeled") - L.count(status="labeled", split="test")
         if not _refreshes(ctx, gen):
-            return Commit({"path": prev_model, "train_ids": [], "wall_s": 0.0})
+            return Commit({"path": prev_model, "train_ids": [], "wall_s": 0.0,
+                           "labels": labels})
         frames = [a for sp in ctx.arm.training_splits()
-                  for a in ctx.ledger.frames(status="labeled", split=sp)]
+                  for a in L.frames(status="labeled", split=sp)]
         prev = ctx.committee_paths(gen - 1) if ctx.arm.committee_size() > 1 else [prev_model]
         names = ["backbone", *(f"member{k}" for k in range(1, len(prev)))]
         infos = train_models(ctx, gen, [Spec(name, *start_point(ctx, prev[k]), frames, k)
@@ -121,7 +126,7 @@ class Train(Stage):
         also = ({f"gen{gen:03d}/committee": {"members": [i["path"] for i in infos[1:]],
                                              "wall_s": wall}}
                 if ctx.arm.committee_size() > 1 else {})
-        return Commit({**infos[0], "wall_s": wall}, also=also)
+        return Commit({**infos[0], "wall_s": wall, "labels": labels}, also=also)
 
 
 class Committee(Stage):
