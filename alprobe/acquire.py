@@ -6,24 +6,43 @@ from bisect import bisect_left, insort
 
 import numpy as np
 
-__all__ = ["deviation_window", "select_by_deviation", "select_least_trusted", "select_random"]
+__all__ = ["acquisition_order", "deviation_window", "select_by_deviation",
+           "select_least_trusted", "select_random"]
 
 
-def select_least_trusted(trust: np.ndarray, walker: np.ndarray, sample: np.ndarray, budget: int,
-                         min_spacing: int, *, rng: np.random.Generator) -> np.ndarray:
-    """Indices of up to ``budget`` candidates with the lowest trust, greedily.
+def acquisition_order(score: np.ndarray, *, rng: np.random.Generator, sampling: str = "top",
+                      power: float = 1.0) -> np.ndarray:
+    """Candidates in the order a rule takes them, from ``score`` (n,): higher = wanted sooner
+    (unreliability, committee disagreement); NaN = unscored, taken last in random order.
 
-    trust: (n,) P(reliable), NaN = unscored (taken last, in random order); walker, sample: (n,)
-    ints locating each frame in its walker's trajectory. A frame is skipped when an already
-    chosen frame of the same walker lies fewer than ``min_spacing`` samples away
-    (``min_spacing`` 0 or 1 disables the rule). Ties are broken by ``rng``.
+    ``sampling="top"``: by score, ties broken by ``rng``. ``"power"``: a random order drawn
+    with probability proportional to score**power among the scores shifted to be positive
+    (Gumbel top-k: stochastic batch acquisition, Kirsch et al., TMLR 2023), so a batch mixes
+    the most wanted frames with others instead of piling onto one kind of structure; power -> inf
+    gives "top", power 0 uniform random.
     """
-    trust = np.asarray(trust, dtype=float)
-    n = len(trust)
-    if budget <= 0 or n == 0:
-        return np.zeros(0, dtype=np.int64)
-    key = np.where(np.isnan(trust), np.inf, trust)
-    order = np.lexsort((rng.random(n), key))
+    score = np.asarray(score, dtype=float)
+    n = len(score)
+    tie = rng.random(n)
+    missing = np.isnan(score)
+    if sampling == "top":
+        key = np.where(missing, -np.inf, score)
+        return np.lexsort((tie, -key))
+    if sampling != "power":
+        raise ValueError(f"unknown sampling {sampling!r}")
+    finite = score[~missing]
+    base = finite.min() if len(finite) else 0.0
+    spread = (finite.max() - base) if len(finite) else 1.0
+    pos = (score - base) + 1e-3 * max(spread, 1e-12)  # > 0 for every scored frame
+    gumbel = -np.log(-np.log(np.clip(tie, 1e-300, 1.0 - 1e-16)))
+    key = np.where(missing, -np.inf, power * np.log(np.where(missing, 1.0, pos)) + gumbel)
+    return np.lexsort((rng.random(n), -key))
+
+
+def _spaced(order: np.ndarray, walker: np.ndarray, sample: np.ndarray, budget: int,
+            min_spacing: int) -> np.ndarray:
+    """The first ``budget`` of ``order`` keeping picks of one walker ``min_spacing`` samples
+    apart (0 or 1: no rule)."""
     if min_spacing <= 1:
         return np.sort(order[:budget]).astype(np.int64)
     taken: dict[int, list[int]] = {}
@@ -43,6 +62,25 @@ def select_least_trusted(trust: np.ndarray, walker: np.ndarray, sample: np.ndarr
     return np.sort(np.array(chosen, dtype=np.int64))
 
 
+def select_least_trusted(trust: np.ndarray, walker: np.ndarray, sample: np.ndarray, budget: int,
+                         min_spacing: int, *, rng: np.random.Generator, sampling: str = "top",
+                         power: float = 1.0) -> np.ndarray:
+    """Indices of up to ``budget`` candidates with the lowest trust, greedily (``sampling``
+    "top"), or drawn with probability growing with 1 - trust (``"power"``, see
+    acquisition_order).
+
+    trust: (n,) P(reliable), NaN = unscored (taken last, in random order); walker, sample: (n,)
+    ints locating each frame in its walker's trajectory. A frame is skipped when an already
+    chosen frame of the same walker lies fewer than ``min_spacing`` samples away
+    (``min_spacing`` 0 or 1 disables the rule). Ties are broken by ``rng``.
+    """
+    trust = np.asarray(trust, dtype=float)
+    if budget <= 0 or len(trust) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = acquisition_order(1.0 - trust, rng=rng, sampling=sampling, power=power)
+    return _spaced(order, walker, sample, budget, min_spacing)
+
+
 def select_random(n: int, budget: int, *, rng: np.random.Generator) -> np.ndarray:
     """``budget`` indices out of ``n`` uniformly without replacement (sorted)."""
     return np.sort(rng.choice(n, size=min(budget, n), replace=False)).astype(np.int64)
@@ -57,13 +95,16 @@ def deviation_window(sigma: np.ndarray, lo: float, hi: float | None) -> np.ndarr
 
 def select_by_deviation(sigma: np.ndarray, walker: np.ndarray, sample: np.ndarray, budget: int,
                         min_spacing: int, lo: float, hi: float | None, *,
-                        rng: np.random.Generator) -> np.ndarray:
+                        rng: np.random.Generator, sampling: str = "top",
+                        power: float = 1.0) -> np.ndarray:
     """The ensemble arm's rule: up to ``budget`` indices with the largest committee
     disagreement ``sigma`` (n,) inside the trust window lo <= sigma < hi, with the same
     per-walker spacing rule as select_least_trusted. Frames outside the window (below lo:
     already well described; at or above hi: treated as broken) are never chosen."""
     sigma = np.asarray(sigma, dtype=float)
     idx = np.flatnonzero(deviation_window(sigma, lo, hi))
-    pick = select_least_trusted(-sigma[idx], np.asarray(walker)[idx], np.asarray(sample)[idx],
-                                budget, min_spacing, rng=rng)
+    if budget <= 0 or len(idx) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = acquisition_order(sigma[idx], rng=rng, sampling=sampling, power=power)
+    pick = _spaced(order, np.asarray(walker)[idx], np.asarray(sample)[idx], budget, min_spacing)
     return np.sort(idx[pick]).astype(np.int64)

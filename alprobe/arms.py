@@ -90,7 +90,9 @@ class Arm:
 
     def strategy(self) -> str:
         """What makes the strategy (two arms with the same one are the same arm)."""
-        return self.rule
+        sel = self.cfg.select
+        return self.rule + ("" if sel.sampling == "top" or self.unbiased
+                            else f" power {sel.power:g}")
 
 
 def _walker_sample(cands: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -112,8 +114,9 @@ class ProbeArm(Arm):
                ) -> tuple[np.ndarray, dict[str, Any]]:
         trust = np.array([k.get("trust", np.nan) for k in cands], dtype=float)
         walker, sample = _walker_sample(cands)
-        pick = select_least_trusted(trust, walker, sample, budget, self.cfg.select.min_spacing,
-                                    rng=rng)
+        sel = self.cfg.select
+        pick = select_least_trusted(trust, walker, sample, budget, sel.min_spacing, rng=rng,
+                                    sampling=sel.sampling, power=sel.power)
         info = {}
         if len(cands) and not np.isfinite(trust).any():
             info["fallback"] = "no probe scores: least-trusted order is random"
@@ -170,8 +173,9 @@ class EnsembleArm(Arm):
         c = self.cfg.committee
         sigma = np.array([k.get(self._key, np.nan) for k in cands], dtype=float)
         walker, sample = _walker_sample(cands)
-        pick = select_by_deviation(sigma, walker, sample, budget, self.cfg.select.min_spacing,
-                                   c.sigma_lo, c.sigma_hi, rng=rng)
+        sel = self.cfg.select
+        pick = select_by_deviation(sigma, walker, sample, budget, sel.min_spacing, c.sigma_lo,
+                                   c.sigma_hi, rng=rng, sampling=sel.sampling, power=sel.power)
         inside = deviation_window(sigma, c.sigma_lo, c.sigma_hi)
         return pick, {"in_window": int(inside.sum()),
                       "above_hi": int(np.sum(sigma >= c.sigma_hi)) if c.sigma_hi else 0}
@@ -190,7 +194,7 @@ class EnsembleArm(Arm):
         return -np.array([a.info.get(self._key, np.nan) for a in frames], dtype=float)
 
     def strategy(self) -> str:
-        return f"ensemble {self.cfg.committee.model_dump(mode='json')}"
+        return f"{super().strategy()} {self.cfg.committee.model_dump(mode='json')}"
 
 
 class RandomArm(Arm):
@@ -232,8 +236,9 @@ class LatentArm(Arm):
                ) -> tuple[np.ndarray, dict[str, Any]]:
         dist = np.array([k.get("latent_dist", np.nan) for k in cands], dtype=float)
         walker, sample = _walker_sample(cands)
-        pick = select_by_deviation(dist, walker, sample, budget, self.cfg.select.min_spacing,
-                                   0.0, None, rng=rng)
+        sel = self.cfg.select
+        pick = select_by_deviation(dist, walker, sample, budget, sel.min_spacing, 0.0, None,
+                                   rng=rng, sampling=sel.sampling, power=sel.power)
         return pick, {"scored": int(np.isfinite(dist).sum())}
 
     def audit_signal(self) -> str | None:

@@ -22,7 +22,7 @@ import yaml
 from .config import CampaignConfig, ConfigError, load_campaign, parse_campaign
 from .files import atomic_write
 from .folder import prepare_folder, record_environment
-from .stages import CampaignError, CampaignPaused, Context, Stage, execute
+from .stages import CampaignError, CampaignPaused, Context, Stage, Together, execute_all
 from .validate import campaign_problems, check_campaign
 
 __all__ = ["CampaignError", "CampaignPaused", "CampaignResult", "campaign_problems",
@@ -38,13 +38,13 @@ class CampaignResult:
     metrics: list[dict[str, Any]]
 
 
-def plan(ctx: Context, gen: int) -> list[Stage]:
+def plan(ctx: Context, gen: int) -> list[Stage | Together]:
     """The stages of generation ``gen``, in order (each skips itself where it does not
     apply: the prospective stages in a pool campaign, the committee for a one-model arm)."""
     from .stages.evaluate import Audit, Evaluate
     from .stages.explore import Explore
     from .stages.initial import (Bootstrap, BootstrapTrain, InitialLabels, PoolStart, Rattle,
-                                 Split, TrainBackbone0)
+                                 Split, TestWalkers, TrainBackbone0)
     from .stages.label import Label
     from .stages.metrics import Metrics
     from .stages.probe import Probe
@@ -53,10 +53,13 @@ def plan(ctx: Context, gen: int) -> list[Stage]:
 
     after = [Probe(), Evaluate(), Audit(), Metrics()]
     if gen == 0:
-        data = ([PoolStart()] if ctx.pool is not None else
-                [Rattle(), Label("label_rattle"), BootstrapTrain(), Bootstrap(),
-                 Label("label_md"), InitialLabels(), Split()])
-        return [*data, TrainBackbone0(), *after]
+        if ctx.pool is not None:
+            return [PoolStart(), TrainBackbone0(), *after]
+        # the test set (walkers of its own, then labels) beside backbone 0's training
+        return [Rattle(), Label("label_rattle"), BootstrapTrain(), Bootstrap(),
+                Label("label_md"), Split(),
+                Together([TrainBackbone0()], [TestWalkers(), Label("label_test")]),
+                InitialLabels(), *after]
     return [Committee(offset=-1), Explore(), *ctx.arm.extra_stages(), Select(), Label(),
             FailureCeiling(), Train(), Committee(), *after]
 
@@ -66,6 +69,9 @@ def run_in_folder(cfg: CampaignConfig, directory: Path, client: Any,
                   key_prefix: str = "") -> CampaignResult:
     """Run the campaign in a prepared ``directory`` (see prepare_folder) on ``client``; task
     keys start with ``key_prefix`` (runs sharing a cluster keep theirs apart)."""
+    from .console import with_log_file
+
+    log = with_log_file(log, directory / "alprobe.log")  # the folder keeps every message
     ctx = Context(cfg, directory, client, log, accept_failures, key_prefix)
     record_environment(directory, ctx.executor)
     L = ctx.ledger
@@ -90,8 +96,7 @@ def _generation(ctx: Context, gen: int) -> None:
     if not L.done(f"gen{gen:03d}/start"):
         L.mark_done(f"gen{gen:03d}/start", t=time.time())
     ctx.say(f"generation {gen}" + (" (initial data, backbone, probe)" if gen == 0 else ""))
-    for stage in plan(ctx, gen):
-        execute(stage, ctx, gen)
+    execute_all(plan(ctx, gen), ctx, gen)
     L.mark_done(f"gen{gen:03d}/done")
 
 

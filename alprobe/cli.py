@@ -23,39 +23,60 @@ def _load(path: str) -> object:
                           path) from None
 
 
+def _finished(directory: Path, quiet: bool) -> None:
+    """The status table (or, with --quiet, one line) of a finished campaign."""
+    from .ledger import Ledger
+    from .report import status_table
+
+    if not quiet:
+        print(status_table(directory))
+        return
+    rows = Ledger(directory, readonly=True).metrics()
+    if rows:
+        print(f"{directory}: {len(rows) - 1} generation(s), {rows[-1]['labels']} labels, test "
+              f"force MAE {1000 * rows[0]['force_mae_eV_A']:.1f} -> "
+              f"{1000 * rows[-1]['force_mae_eV_A']:.1f} meV/A (log: {directory / 'alprobe.log'})")
+
+
 def _run(args: argparse.Namespace) -> int:
     from .campaign import run_campaign
+    from .console import Console
 
     cfg = _load(args.campaign)
     directory = Path(args.dir) if args.dir else Path("runs") / cfg.name
-    print(f"alprobe: campaign {cfg.name!r} in {directory}")
+    console = Console(quiet=args.quiet)
+    console(f"alprobe: campaign {cfg.name!r} in {directory} (log: {directory / 'alprobe.log'})")
     run_campaign(cfg, directory, allow_changes=args.allow_changes,
-                 accept_failures=args.accept_failures)
-    from .report import status_table
-
-    print(status_table(directory))
+                 accept_failures=args.accept_failures, log=console)
+    _finished(directory, args.quiet)
     return 0
 
 
 def _resume(args: argparse.Namespace) -> int:
     from .campaign import resume_campaign
-    from .report import status_table
+    from .console import Console
 
-    resume_campaign(args.dir, accept_failures=args.accept_failures)
-    print(status_table(args.dir))
+    resume_campaign(args.dir, accept_failures=args.accept_failures,
+                    log=Console(quiet=args.quiet))
+    _finished(Path(args.dir), args.quiet)
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
     from .comparison import load_comparison, run_comparison
+    from .console import Console
 
     cmp = load_comparison(args.comparison)
     directory = Path(args.dir) if args.dir else Path("runs") / cmp.name
-    print(f"alprobe: comparison {cmp.name!r} ({', '.join(cmp.arms)}) in {directory}")
+    console = Console(directory / "alprobe.log", quiet=args.quiet)
+    console(f"alprobe: comparison {cmp.name!r} ({', '.join(cmp.arms)}) in {directory}")
     res = run_comparison(cmp, directory, allow_changes=args.allow_changes,
-                         accept_failures=args.accept_failures)
+                         accept_failures=args.accept_failures, log=console)
+    if args.quiet:
+        print(f"{directory}: summary in {res.outputs['summary_md']}")
     for name, path in res.outputs.items():
-        print(f"  {name}: {path}")
+        console(f"  {name}: {path}")
+    console.close()
     return 0
 
 
@@ -238,10 +259,17 @@ def _report(args: argparse.Namespace) -> int:
 
 def _folder_flags(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--dir", help=f"{what} (default: runs/<name>)")
+    _quiet_flag(p)
     p.add_argument("--allow-changes", action="store_true",
                    help="continue a folder although its science settings differ")
     p.add_argument("--accept-failures", action="store_true",
                    help="train on the good labels of a generation paused for too many failures")
+
+
+def _quiet_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress on the terminal (the folder's alprobe.log has it all); "
+                   "one line at the end")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dir")
     s.add_argument("--accept-failures", action="store_true",
                    help="train on the good labels of a generation paused for too many failures")
+    _quiet_flag(s)
     s.set_defaults(fn=_resume)
     c = sub.add_parser("compare", help="run (or continue) a comparison of acquisition "
                        "strategies (arms) on one cluster")

@@ -54,7 +54,8 @@ __all__ = ["POOL_DEFAULTS", "Comparison", "ComparisonError", "ComparisonResult",
            "load_comparison", "parse_comparison", "run_comparison", "strategy"]
 
 #: What an arm may set: {section: allowed keys (None: the whole section)}.
-ARM_KEYS: dict[str, set[str] | None] = {"select": {"rule"}, "committee": None}
+ARM_KEYS: dict[str, set[str] | None] = {"select": {"rule", "sampling", "power"},
+                                        "committee": None}
 _TOP = {"name", "campaign", "shared", "pool", "arms", "replicas", "target_force_mae_meV_A",
         "noise_floor_seeds"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -263,8 +264,9 @@ def _parse_arm(arm: str, over: Any, base: CampaignConfig, base_dir: Path, proble
             if not isinstance(v, dict):
                 bad.append(f"{where}.{k}: expected a mapping")
                 continue
-            bad += [f"{where}.{k}.{kk}: shared by all arms (an arm may set only "
-                    f"{k}.{sorted(ARM_KEYS[k])[0]})" for kk in v if kk not in ARM_KEYS[k]]
+            allowed = ", ".join(f"{k}.{a}" for a in sorted(ARM_KEYS[k]))
+            bad += [f"{where}.{k}.{kk}: shared by all arms (an arm may set only {allowed})"
+                    for kk in v if kk not in ARM_KEYS[k]]
     if bad:
         problems += bad
         return None
@@ -361,7 +363,10 @@ def run_comparison(comparison: Comparison | str | Path, directory: str | Path, *
     say = log or (lambda _m: None)
 
     def tagged(name: str) -> Callable[[str], None] | None:
-        return (lambda m: say(f"[{name}] {m}")) if log else None
+        if not log:
+            return None
+        view = getattr(log, "tagged", None)  # an alprobe.console.Console: bars per run
+        return view(name) if view is not None else (lambda m: say(f"[{name}] {m}"))
 
     def work(c: Any) -> ComparisonResult:
         atomic_write(directory / "comparison.yaml", yaml.safe_dump(

@@ -270,6 +270,11 @@ class SelectConfig(_Section):
     rule: str = Field("probe", description="the arm's strategy: probe, ensemble, random, "
                       "latent (any name registered in alprobe.arms.ARMS)")
     budget: int = Field(16, gt=0, description="labels per generation")
+    sampling: Literal["top", "power"] = Field(
+        "top", description="top: the rule's most wanted frames first; power: drawn at random "
+        "with probability proportional to (wanted-ness)**select.power (stochastic batch "
+        "acquisition: a batch that does not pile onto one kind of structure)")
+    power: float = Field(1.0, ge=0, description="the exponent of sampling: power")
     min_spacing: int = Field(2, ge=0, description="samples between two picks of one walker")
     max_failed_fraction: float = Field(
         0.5, ge=0, le=1, description="pause before training when more labels of a generation "

@@ -9,7 +9,6 @@ so a resubmission after a restart is harmless.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -44,33 +43,42 @@ class Job:
 
 
 class Progress:
-    """One status line per batch: rewritten in place on a terminal, a few lines otherwise."""
+    """One status per batch: a progress bar when ``log`` offers one (alprobe.console on a
+    terminal; the finished batch then leaves one line), else a few lines (0, 25, 50, 75 and
+    100 %)."""
 
     def __init__(self, log: Callable[[str], None] | None, label: str, total: int):
         self.log, self.label, self.total, self.done, self.failed = log, label, total, 0, 0
-        self.tty = log is print and sys.stdout.isatty()
         self.t0 = time.perf_counter()
         self._last_pct = -1
-        self._show()
+        make = getattr(log, "bar", None)
+        self.bar = make(label.strip(), total) if make is not None and total else None
+        if self.bar is None:
+            self._show()
 
     def step(self, failed: bool = False) -> None:
         self.done += 1
         self.failed += int(failed)
-        self._show()
+        if self.bar is None:
+            self._show()
+            return
+        self.bar.update(self.done, self.failed)
+        if self.done == self.total:
+            self.bar.close()
+            self.log(self._line())
+
+    def _line(self) -> str:
+        return (f"  {self.label}: {self.done}/{self.total}"
+                + (f" ({self.failed} failed)" if self.failed else "")
+                + f"  [{time.perf_counter() - self.t0:.0f} s]")
 
     def _show(self) -> None:
         if self.log is None:
             return
-        msg = (f"  {self.label}: {self.done}/{self.total}"
-               + (f" ({self.failed} failed)" if self.failed else "")
-               + f"  [{time.perf_counter() - self.t0:.0f} s]")
-        if self.tty:
-            print("\r" + msg, end="\n" if self.done == self.total else "", flush=True)
-            return
         pct = 100 * self.done // max(1, self.total)
         if self.done in (0, self.total) or pct >= self._last_pct + 25:
             self._last_pct = pct
-            self.log(msg)
+            self.log(self._line())
 
 
 class Executor:

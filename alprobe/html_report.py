@@ -522,11 +522,12 @@ def walker_stops(stages: dict[str, dict[str, Any]]
     counts: dict[int, dict[str, int]] = {}
     items = []
     for name, info in stages.items():
-        m = re.fullmatch(r"gen(\d{3})/(explore|bootstrap)", name)
+        m = re.fullmatch(r"gen(\d{3})/(explore|bootstrap|test_walkers)", name)
         if not m:
             continue
         g = int(m[1])
-        walkers = [("", r) for r in info.get("stops", [])] + [
+        what = "test " if m[2] == "test_walkers" else ""
+        walkers = [(what, r) for r in info.get("stops", [])] + [  # older folders: in bootstrap
             ("test ", r) for r in (info.get("test_walkers") or {}).get("stops", [])]
         c = counts.setdefault(g, Counter())
         for i, (what, reason) in enumerate(walkers):

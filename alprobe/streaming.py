@@ -267,7 +267,10 @@ class Stream:
         return len(self.label_times) < rate
 
     def _fill(self) -> None:
-        slots = self._slots()
+        # twice the worker threads: a queued task is on the scheduler, ready to go the moment
+        # a worker frees, instead of a driver round trip later (labels of 0.5 s would lose
+        # several per cent to that); a retrain's tasks still go first (higher priority)
+        slots = 2 * self._slots()
         mine = len(self.in_flight) + sum(w.busy for w in self.walkers) + sum(
             len(v["jobs"]) for v in self.scoring.values())
         while mine < slots:
@@ -322,7 +325,7 @@ class Stream:
             self.in_flight.discard(fid)
             if err is not None:
                 res = _crashed(fid, err)
-            _record(self.ctx, fid, res)
+            _record(self.ctx, fid, res, "stream")
         elif kind == "segment":
             self._segment_done(job, res, err)
         elif kind == "score":
@@ -435,7 +438,7 @@ class Stream:
             if r is None:
                 left.append(fid)
             else:
-                _record(self.ctx, fid, r)
+                _record(self.ctx, fid, r, "stream")
         if len(left) < len(self.queue):
             self.ctx.say(f"  {len(self.queue) - len(left)} finished label(s) recovered")
         self.queue = left

@@ -252,3 +252,32 @@ def test_select_by_deviation_spacing_and_determinism():
     for w in range(4):
         s = np.sort(sample[a][walker[a] == w])
         assert np.all(np.diff(s) >= 3)
+
+
+def test_power_sampling_draws_in_proportion_to_score_and_respects_spacing():
+    from alprobe.acquire import acquisition_order, select_least_trusted
+
+    score = np.array([0.0, 1.0, 2.0, 3.0, np.nan])
+    rng = np.random.default_rng(0)
+    firsts = np.array([acquisition_order(score, rng=rng, sampling="power", power=1.0)[0]
+                       for _ in range(6000)])
+    freq = np.bincount(firsts, minlength=5) / len(firsts)
+    pos = score[:4] - 0.0 + 1e-3 * 3.0  # shifted to be positive, as documented
+    np.testing.assert_allclose(freq[:4], pos / pos.sum(), atol=0.02)
+    assert freq[4] == 0  # an unscored frame is never drawn before a scored one
+    # a large power is the top rule; power 0 is uniform
+    top = acquisition_order(score, rng=rng, sampling="top")
+    assert list(acquisition_order(score, rng=rng, sampling="power", power=1e6)[:4]) == \
+        list(top[:4]) == [3, 2, 1, 0]
+    uni = [acquisition_order(score, rng=rng, sampling="power", power=0.0)[0] for _ in range(4000)]
+    np.testing.assert_allclose(np.bincount(uni, minlength=5)[:4] / 4000, 0.25, atol=0.03)
+    # the walker spacing rule still holds for a drawn batch
+    trust = rng.random(60)
+    walker, sample = np.repeat(np.arange(3), 20), np.tile(np.arange(20), 3)
+    pick = select_least_trusted(trust, walker, sample, 12, 3, rng=rng, sampling="power")
+    assert len(pick) == 12
+    for w in range(3):
+        s = np.sort(sample[pick][walker[pick] == w])
+        assert np.all(np.diff(s) >= 3)
+    with pytest.raises(ValueError, match="unknown sampling"):
+        acquisition_order(score, rng=rng, sampling="softmax")

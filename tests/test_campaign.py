@@ -76,6 +76,13 @@ def test_test_set_never_trained_or_selected(finished):
     assert len(walkers) == min(4, len(test))  # spread over the test walkers
     explored = set(L.fids(origin="explore"))
     assert not test & explored
+    # the test set was made and labeled while backbone 0 trained (nothing trains on it)
+    st = read_stages(directory)
+    assert st["gen000/test_walkers"]["n_test"] == len(test)
+    assert st["gen000/label_test"]["labeled"] == len(test)
+    train0, walk, lab = st["gen000/train"], st["gen000/test_walkers"], st["gen000/label_test"]
+    assert walk["t_start"] < train0["t_end"] and train0["t_start"] < lab["t_end"]
+    assert st["gen000/label"]["labeled"] == L.count(generation=0, status="labeled")
 
 
 def test_probe_only_sees_out_of_sample_errors(finished):

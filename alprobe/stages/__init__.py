@@ -11,7 +11,8 @@ needs (config, folder, ledger, executor, arm, pool, seed streams).
 
 from __future__ import annotations
 
-from .base import CampaignError, CampaignPaused, Commit, Stage, execute
+from .base import CampaignError, CampaignPaused, Commit, Stage, Together, execute, execute_all
 from .context import Context
 
-__all__ = ["CampaignError", "CampaignPaused", "Commit", "Context", "Stage", "execute"]
+__all__ = ["CampaignError", "CampaignPaused", "Commit", "Context", "Stage", "Together",
+           "execute", "execute_all"]

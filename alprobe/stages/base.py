@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     from ..ledger import Ledger
     from .context import Context
 
-__all__ = ["CampaignError", "CampaignPaused", "Commit", "Stage", "execute"]
+__all__ = ["CampaignError", "CampaignPaused", "Commit", "Stage", "Together", "execute",
+           "execute_all"]
 
 
 class CampaignError(AlprobeError):
@@ -62,11 +63,53 @@ def execute(stage: Stage, ctx: Context, gen: int) -> dict[str, Any]:
         return ctx.ledger.stage_info(key)
     if not stage.applies(ctx, gen):
         return {}
+    import time
+
+    t_start = time.time()
     out = stage.run(ctx, gen)
+    record = {**out.record, "t_start": t_start, "t_end": time.time()}  # epoch seconds
     with ctx.ledger.transaction():
         if out.rows is not None:
             out.rows(ctx.ledger)
-        for other, record in out.also.items():
-            ctx.ledger.mark_done(other, **record)
-        ctx.ledger.mark_done(key, **out.record)
-    return out.record
+        for other, info in out.also.items():
+            ctx.ledger.mark_done(other, **info)
+        ctx.ledger.mark_done(key, **record)
+    return record
+
+
+class Together:
+    """Branches of stages that need nothing of each other, run at the same time: each branch in
+    order in a thread of its own (their tasks share the workers; e.g. backbone 0 trains while
+    the test set is labeled)."""
+
+    def __init__(self, *branches: list[Stage]):
+        self.branches = branches
+
+
+def execute_all(stages: list[Stage | Together], ctx: Context, gen: int) -> None:
+    """Execute ``stages`` in order (a Together's branches at once); the first error of a
+    branch is raised after every branch stopped."""
+    import threading
+
+    for stage in stages:
+        if not isinstance(stage, Together):
+            execute(stage, ctx, gen)
+            continue
+        errors: list[BaseException] = []
+
+        def branch(stages: list[Stage]) -> None:
+            try:
+                for st in stages:
+                    execute(st, ctx, gen)
+            except BaseException as exc:  # noqa: BLE001 - raised below, after the others
+                errors.append(exc)
+
+        threads = [threading.Thread(target=branch, args=(b,), daemon=True)
+                   for b in stage.branches]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+        if errors:
+            raise errors[0]

@@ -22,7 +22,7 @@ from .label import LABEL_OUTCOMES
 from .train import Spec, train_models
 
 __all__ = ["Bootstrap", "BootstrapTrain", "InitialLabels", "PoolStart", "Rattle", "Split",
-           "TrainBackbone0"]
+           "TestWalkers", "TrainBackbone0"]
 
 
 class _Gen0(Stage):
@@ -96,39 +96,53 @@ def _test_walkers(ctx: Context, model: str) -> tuple[list[Atoms], dict[str, Any]
 
 class Bootstrap(_Gen0):
     """Short MD on the bootstrap backbone: ``n_md`` training frames drawn at random from the
-    training walkers, and the test set from the test walkers, both to be labeled."""
+    training walkers, to be labeled."""
 
     name = "bootstrap"
 
     def run(self, ctx: Context, gen: int) -> Commit:
         ini = ctx.cfg.initial
-        driver = _driver(ctx)
         frames, info = ([], {})
         if ini.n_md > 0:
-            frames, info = run_walkers(ctx, 0, driver, None, ini.md_steps, "bootstrap_md")
+            frames, info = run_walkers(ctx, 0, _driver(ctx), None, ini.md_steps,
+                                       "bootstrap_md")
         rng = ctx.rng(0, "bootstrap_md")
         pick = rng.choice(len(frames), size=min(ini.n_md, len(frames)), replace=False)
         chosen = [bare_copy(frames[i]) for i in sorted(pick)]
-        test, tinfo = _test_walkers(ctx, driver)
-        if len(chosen) < ini.n_md or len(test) < ini.test_size:
-            ctx.say(f"  gen 0 WARNING: {len(chosen)} of {ini.n_md} MD training frames and "
-                    f"{len(test)} of {ini.test_size} test frames (walkers stopped early)")
+        if len(chosen) < ini.n_md:
+            ctx.say(f"  gen 0 WARNING: {len(chosen)} of {ini.n_md} MD training frames "
+                    "(walkers stopped early)")
+        return Commit({"n": len(chosen), **info}, rows=lambda L: L.add(
+            chosen, generation=0, origin="initial", status="selected"))
 
-        def rows(L: Any) -> None:
-            L.add(chosen, generation=0, origin="initial", status="selected")
-            L.add(test, generation=0, origin="test_walker", status="selected", split="test")
 
-        return Commit({"n": len(chosen), "n_test": len(test), **info, "test_walkers": tinfo},
-                      rows=rows)
+class TestWalkers(_Gen0):
+    """The held-out test set: ``initial.test_size`` frames of test walkers of their own on the
+    bootstrap backbone, to be labeled (it runs beside backbone 0's training: nothing trains on
+    it). A folder whose test set an older alprobe made with the bootstrap MD skips it."""
+
+    name = "test_walkers"
+
+    def applies(self, ctx: Context, gen: int) -> bool:
+        return super().applies(ctx, gen) and not ctx.ledger.count(split="test")
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        ini = ctx.cfg.initial
+        test, info = _test_walkers(ctx, _driver(ctx))
+        if len(test) < ini.test_size:
+            ctx.say(f"  gen 0 WARNING: {len(test)} of {ini.test_size} test frames (walkers "
+                    "stopped early)")
+        return Commit({"n_test": len(test), **info}, rows=lambda L: L.add(
+            test, generation=0, origin="test_walker", status="selected", split="test"))
 
 
 class InitialLabels(_Gen0):
-    """Generation 0's label counts: the rattled and the MD labels together."""
+    """Generation 0's label counts: the rattled, MD and test labels together."""
 
     name = "label"
 
     def run(self, ctx: Context, gen: int) -> Commit:
-        parts = [ctx.ledger.stage_info(f"gen000/label_{p}") for p in ("rattle", "md")]
+        parts = [ctx.ledger.stage_info(f"gen000/label_{p}") for p in ("rattle", "md", "test")]
         return Commit({k: sum(p.get(k, 0) for p in parts)
                        for k in (*LABEL_OUTCOMES, "wall_s", "dft_s")})
 

@@ -35,17 +35,19 @@ def read_spooled_label(spool: Path, fid: str) -> dict[str, Any] | None:
     return r
 
 
-def _record(ctx: Context, fid: str, r: dict[str, Any]) -> bool:
-    """Write one label result to the ledger; True if it is not a label."""
+def _record(ctx: Context, fid: str, r: dict[str, Any], stage: str = "label") -> bool:
+    """Write one label result to the ledger (``label_stage``: the stage that sent it); True if
+    it is not a label."""
     attempts = {"attempts": " | ".join(r["attempts"])} if r["attempts"] else {}
     if r["status"] == "ok":
         note = {"reason": r["reason"]} if r["reason"] else {}
         ctx.ledger.update(fid, status="labeled", ref_energy=r["energy"], label_s=r["wall_s"],
+                          label_stage=stage,
                           data={"ref_forces": np.asarray(r["forces"], dtype=float)},
                           **note, **attempts)
         return False
     ctx.ledger.update(fid, status=r["status"], reason=r["reason"] or "unknown",
-                      label_s=r["wall_s"], **attempts)
+                      label_s=r["wall_s"], label_stage=stage, **attempts)
     return True
 
 
@@ -74,7 +76,7 @@ class Label(Stage):
 
         def record(fid: str, r: dict[str, Any]) -> bool:
             dft_s[0] += r["wall_s"]
-            return _record(ctx, fid, r)
+            return _record(ctx, fid, r, self.name)
 
         if ctx.pool is not None:
             with ctx.ledger.transaction():
@@ -98,8 +100,10 @@ class Label(Stage):
                     key=f"label-{a.info['fid']}", tag=a.info["fid"], retries=2)
                 for a in pending]
         ctx.run(jobs, f"gen {gen} label", record, on_error=_crashed)
-        L = ctx.ledger
-        counts = {s: L.count(generation=gen, status=s) for s in LABEL_OUTCOMES}
-        for a in [a for s in LABEL_OUTCOMES[1:] for a in L.frames(generation=gen, status=s)]:
-            ctx.say(f"  label {a.info['fid']} {a.info['status']}: {a.info.get('reason', '')}")
+        # this stage's frames (also those a stopped run of it labeled before the stop)
+        mine = ctx.ledger.keys(generation=gen, label_stage=self.name)
+        counts = {s: sum(k["status"] == s for k in mine) for s in LABEL_OUTCOMES}
+        for k in mine:
+            if k["status"] != "labeled":
+                ctx.say(f"  label {k['fid']} {k['status']}: {k.get('reason', '')}")
         return Commit({**counts, "wall_s": time.perf_counter() - t0, "dft_s": dft_s[0]})
