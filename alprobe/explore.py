@@ -18,7 +18,7 @@ from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 
-from .frames import bare_copy, distances, n_fragments, set_prediction
+from .frames import bare_copy, distances, frame_id, n_fragments, set_prediction
 
 __all__ = ["WalkerResult", "WalkerSettings", "geometry_problem", "run_walker"]
 
@@ -126,6 +126,7 @@ def run_walker(
             ts = time.perf_counter()
             trust = float(score(a)) if score is not None else float("nan")
             res.score_s += time.perf_counter() - ts
+            frame.info["fid"] = frame_id(frame)  # on the worker: the driver has enough to do
             frame.info.update(walker=walker, sample=first_sample + len(res.frames), step=step,
                               time_fs=step * s.timestep_fs, temperature_K=s.temperature_K,
                               trust=trust)

@@ -7,6 +7,12 @@
     once labeled, ``origin`` (initial, explore), ``generation``, ``trust``, ``pred_energy``,
     ``ref_energy`` and, in the row's data, ``ref_forces`` / ``pred_forces`` (eV/A). Read it
     with ``ase db ledger.db`` or ``ase.db.connect``;
+  - ``alprobe_candidates``: the frames that are still only candidates (status candidate), in
+    bulk (one row each: fid, generation, status, keys as JSON, structure and prediction
+    arrays as raw bytes) because there are many and most are never picked; a candidate that is
+    picked (any other status) moves into the ASE rows with the same id, so ``ase db`` reads
+    every frame that was ever selected, labeled or failed, and the ledger's own readers see
+    both, in id order;
   - ``alprobe_stages``: one record per stage done (name, JSON of what it produced);
   - ``alprobe_metrics``: one JSON row per finished generation.
 - ``metrics.json`` / ``metrics.csv``: exports of the metrics table (pandas.read_csv reads it),
@@ -47,7 +53,11 @@ _ARRAY_KEYS = (REF_FORCES, PRED_FORCES)
 _SCALAR = (bool, int, float, str, np.integer, np.floating, np.bool_)
 _TABLES = ("CREATE TABLE IF NOT EXISTS alprobe_stages (name TEXT PRIMARY KEY, info TEXT NOT NULL)",
            "CREATE TABLE IF NOT EXISTS alprobe_metrics (generation INTEGER PRIMARY KEY, "
-           "row TEXT NOT NULL)")
+           "row TEXT NOT NULL)",
+           "CREATE TABLE IF NOT EXISTS alprobe_candidates (id INTEGER PRIMARY KEY, "
+           "fid TEXT UNIQUE NOT NULL, generation INTEGER, status TEXT, kvp TEXT NOT NULL, "
+           "numbers BLOB, positions BLOB, cell BLOB, pbc INTEGER, data BLOB)",
+           "CREATE INDEX IF NOT EXISTS alprobe_candidates_gen ON alprobe_candidates(generation)")
 #: Test hook: SIGKILL the driver right before the record of this stage is written (its rows
 #: are already written in the same transaction).
 CRASH_ENV = "ALPROBE_FAULT_CRASH_BEFORE_RECORD"
@@ -158,6 +168,12 @@ class Ledger:
         self._ids = dict(con.execute(
             "SELECT value, id FROM text_key_values WHERE key = 'fid'").fetchall())
         try:
+            self._cand: dict[str, int] = dict(con.execute(
+                "SELECT fid, id FROM alprobe_candidates").fetchall())
+            self._has_cand = True
+        except sqlite3.OperationalError:  # a ledger written before the table existed
+            self._cand, self._has_cand = {}, False
+        try:
             self._stages = {n: json.loads(i) for n, i in
                             con.execute("SELECT name, info FROM alprobe_stages")}
             self._metrics = {int(g): json.loads(r) for g, r in
@@ -218,10 +234,10 @@ class Ledger:
 
     # ----- frames -------------------------------------------------------------------------
     def __contains__(self, fid: str) -> bool:
-        return fid in self._ids
+        return fid in self._ids or fid in self._cand
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._ids) + len(self._cand)
 
     def add(self, frames: Iterable[Atoms], **common: Any) -> list[str]:
         """Insert frames (skipping ids already present) in one transaction; return their ids.
@@ -231,25 +247,39 @@ class Ledger:
         (:func:`_ase_rows`, executemany) rather than one ``db.write`` each.
         """
         fids, rows, seen = [], [], set()
+        extra = {k: _plain(v) for k, v in common.items()}
         for atoms in frames:
             fid = atoms.info.get("fid") or frame_id(atoms)
             fids.append(fid)
-            if fid in self._ids or fid in seen:
+            if fid in self or fid in seen:
                 continue
             seen.add(fid)
             kvp = {k: _plain(v) for k, v in atoms.info.items() if isinstance(v, _SCALAR)}
-            kvp.update({k: _plain(v) for k, v in common.items()})
+            kvp.update(extra)
             kvp["fid"] = fid
             data = {k: np.asarray(atoms.arrays[k]) for k in _ARRAY_KEYS if k in atoms.arrays}
             rows.append((atoms, kvp, data))
         with self.transaction():
-            if _ASE_LAYOUT_OK(self.db):
-                self._ids.update(_bulk_write(self.db, rows))
-            else:  # an ASE whose table layout we do not know: its own writer, row by row
+            if not _ASE_LAYOUT_OK(self.db):  # an ASE layout we do not know: its own writer
                 for atoms, kvp, data in rows:
                     bare = Atoms(numbers=atoms.numbers, positions=atoms.positions,
                                  cell=atoms.cell, pbc=atoms.pbc)
                     self._ids[kvp["fid"]] = self.db.write(bare, key_value_pairs=kvp, data=data)
+                return fids
+            con = self.db.connection
+            ids = _next_ids(con, len(rows))
+            bulk = [r for r in rows if r[1].get("status") == "candidate" and self._has_cand]
+            rest = [(r, i) for r, i in zip(rows, ids)
+                    if not (r[1].get("status") == "candidate" and self._has_cand)]
+            cand_ids = [i for r, i in zip(rows, ids)
+                        if r[1].get("status") == "candidate" and self._has_cand]
+            if bulk:
+                self._cand.update(_candidate_write(con, bulk, cand_ids))
+            if rest:
+                self._ids.update(_bulk_write(self.db, [r for r, _ in rest],
+                                             [i for _, i in rest]))
+            if ids:
+                _reserve(con, ids[-1])
         return fids
 
     def put(self, frames: Iterable[Atoms], **common: Any) -> list[str]:
@@ -257,7 +287,7 @@ class Ledger:
         these (a pool frame that is a candidate again in a later generation)."""
         frames = list(frames)
         with self.transaction():
-            new = [a for a in frames if (a.info.get("fid") or frame_id(a)) not in self._ids]
+            new = [a for a in frames if (a.info.get("fid") or frame_id(a)) not in self]
             self.add(new, **common)
             for a in frames:
                 fid = a.info.get("fid") or frame_id(a)
@@ -269,11 +299,30 @@ class Ledger:
         return [a.info.get("fid") or frame_id(a) for a in frames]
 
     def update(self, fid: str, data: dict[str, Any] | None = None, **kvp: Any) -> None:
-        """Set keys (and merge array data) of one frame."""
-        if fid not in self._ids:
+        """Set keys (and merge array data) of one frame; a candidate whose status changes
+        moves into the ASE rows (same id)."""
+        if fid not in self:
             raise KeyError(f"frame {fid} is not in the ledger")
+        kvp = {k: _plain(v) for k, v in kvp.items()}
         with self.transaction():
-            self.db.update(self._ids[fid], data=data, **{k: _plain(v) for k, v in kvp.items()})
+            if fid not in self._cand:
+                self.db.update(self._ids[fid], data=data, **kvp)
+                return
+            con, rid = self.db.connection, self._cand[fid]
+            atoms, keys, arrays = _candidate_row(con.execute(
+                "SELECT numbers, positions, cell, pbc, kvp, data FROM alprobe_candidates "
+                "WHERE id = ?", (rid,)).fetchone())
+            keys.update(kvp)
+            arrays.update({k: np.asarray(v) for k, v in (data or {}).items()})
+            if keys.get("status") == "candidate":
+                con.execute("UPDATE alprobe_candidates SET kvp = ?, generation = ?, status = ?,"
+                            " data = ? WHERE id = ?",
+                            (json.dumps(keys), keys.get("generation"), keys["status"],
+                             _pack(arrays), rid))
+                return
+            con.execute("DELETE FROM alprobe_candidates WHERE id = ?", (rid,))
+            del self._cand[fid]
+            self._ids.update(_bulk_write(self.db, [(atoms, keys, arrays)], [rid]))
 
     def update_many(self, fids: Iterable[str], **kvp: Any) -> None:
         """Set the same keys on many frames in one transaction."""
@@ -291,9 +340,10 @@ class Ledger:
             if _ASE_LAYOUT_OK(self.db):
                 sql, args = _where(query)
                 cur = self.db.connection.execute(
-                    "SELECT numbers, positions, cell, pbc, key_value_pairs, data FROM systems"
-                    + sql + " ORDER BY id", args)
-                for numbers, positions, cell, pbc, kvp, data in cur:
+                    "SELECT id, numbers, positions, cell, pbc, key_value_pairs, data FROM "
+                    "systems" + sql + " ORDER BY id", args)
+                got = []
+                for rid, numbers, positions, cell, pbc, kvp, data in cur:
                     atoms = Atoms(numbers=np.frombuffer(numbers, np.int32),
                                   positions=np.frombuffer(positions, float).reshape(-1, 3),
                                   cell=np.frombuffer(cell, float).reshape(3, 3),
@@ -302,8 +352,12 @@ class Ledger:
                     if data:
                         for k, v in self.db.decode(data).items():
                             atoms.arrays[k] = np.asarray(v)
-                    out.append(atoms)
-                return out
+                    got.append((rid, atoms))
+                for rid, (atoms, keys, arrays) in self._candidates(query, full=True):
+                    atoms.info.update(keys)
+                    atoms.arrays.update(arrays)
+                    got.append((rid, atoms))
+                return [a for _, a in sorted(got, key=lambda t: t[0])]
             for row in self.db.select(**query):
                 atoms = row.toatoms()
                 atoms.info.update(row.key_value_pairs)
@@ -317,8 +371,10 @@ class Ledger:
         with self._reading():
             if _ASE_LAYOUT_OK(self.db):
                 sql, args = _where(query)
-                return [json.loads(kvp) for (kvp,) in self.db.connection.execute(
-                    "SELECT key_value_pairs FROM systems" + sql + " ORDER BY id", args)]
+                got = [(rid, json.loads(kvp)) for rid, kvp in self.db.connection.execute(
+                    "SELECT id, key_value_pairs FROM systems" + sql + " ORDER BY id", args)]
+                got += [(rid, keys) for rid, keys in self._candidates(query)]
+                return [k for _, k in sorted(got, key=lambda t: t[0])]
             return [dict(r.key_value_pairs)
                     for r in self.db.select(columns=["id", "key_value_pairs"], **query)]
 
@@ -327,7 +383,42 @@ class Ledger:
 
     def count(self, **query: Any) -> int:
         with self._reading():
-            return self.db.count(**query)
+            n = self.db.count(**query)
+            if not self._cand or query.get("status", "candidate") != "candidate":
+                return n
+            if set(query) <= {"fid", "generation", "status"}:  # columns of the table
+                where = [f"{k} = ?" for k in query if k != "status"]
+                return n + self.db.connection.execute(
+                    "SELECT COUNT(*) FROM alprobe_candidates"
+                    + (" WHERE " + " AND ".join(where) if where else ""),
+                    [_plain(query[k]) for k in query if k != "status"]).fetchone()[0]
+            return n + sum(1 for _ in self._candidates(query))
+
+    def _candidates(self, query: dict[str, Any], full: bool = False) -> Iterator[tuple]:
+        """(id, keys) of the rows of the candidates table matching ``query`` (inside a read),
+        or, with ``full``, (id, (atoms, keys, arrays)); in id order."""
+        if not self._cand or query.get("status", "candidate") != "candidate":
+            return
+        where, args = [], []
+        for col in ("fid", "generation"):
+            if col in query:
+                where.append(f"{col} = ?")
+                args.append(_plain(query[col]))
+        rest = {k: _plain(v) for k, v in query.items() if k not in ("fid", "generation",
+                                                                    "status")}
+        cols = "id, numbers, positions, cell, pbc, kvp, data" if full else "id, kvp"
+        cur = self.db.connection.execute(
+            f"SELECT {cols} FROM alprobe_candidates"
+            + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id", args)
+        for row in cur:
+            keys = json.loads(row[-2] if full else row[1])
+            if any(keys.get(k) != v for k, v in rest.items()):
+                continue
+            if full:
+                atoms, _, arrays = _candidate_row(row[1:], keys)
+                yield row[0], (atoms, keys, arrays)
+            else:
+                yield row[0], keys
 
     # ----- stages -------------------------------------------------------------------------
     def done(self, stage: str) -> bool:
@@ -387,11 +478,90 @@ def _ASE_LAYOUT_OK(db: Any) -> bool:
             and (db.version or 0) >= 9)
 
 
-def _bulk_write(db: Any, rows: list[tuple[Atoms, dict[str, Any], dict[str, Any]]]
-                ) -> dict[str, int]:
+def _next_ids(con: sqlite3.Connection, n: int) -> list[int]:
+    """``n`` fresh row ids, shared by ASE's rows and the candidates table (a candidate keeps
+    its id when it moves into the ASE rows)."""
+    last = con.execute("SELECT seq FROM sqlite_sequence WHERE name='systems'").fetchone()
+    top = con.execute("SELECT MAX(id) FROM systems").fetchone()[0] or 0
+    try:
+        cand = con.execute("SELECT MAX(id) FROM alprobe_candidates").fetchone()[0] or 0
+    except sqlite3.OperationalError:
+        cand = 0
+    first = max(top, cand, last[0] if last else 0) + 1
+    return list(range(first, first + n))
+
+
+def _reserve(con: sqlite3.Connection, rid: int) -> None:
+    """Make ASE's own row writer (AUTOINCREMENT) start above ``rid``."""
+    if con.execute("SELECT seq FROM sqlite_sequence WHERE name='systems'").fetchone() is None:
+        con.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('systems', ?)", (rid,))
+    else:
+        con.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name='systems'", (rid,))
+
+
+def _pack(arrays: dict[str, np.ndarray]) -> bytes:
+    """Arrays as bytes: a JSON header {name: [shape, dtype]} and the raw data, in order."""
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    head = json.dumps({k: [list(v.shape), v.dtype.str] for k, v in arrays.items()}).encode()
+    return len(head).to_bytes(4, "little") + head + b"".join(v.tobytes() for v in
+                                                             arrays.values())
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(head: bytes) -> tuple[tuple[str, tuple[int, ...], np.dtype, int], ...]:
+    """(name, shape, dtype, bytes) of each array of a _pack header (few distinct ones)."""
+    out = []
+    for k, (shape, dtype) in json.loads(head).items():
+        dt = np.dtype(dtype)
+        out.append((k, tuple(shape), dt, int(np.prod(shape)) * dt.itemsize))
+    return tuple(out)
+
+
+def _unpack(blob: bytes | None) -> dict[str, np.ndarray]:
+    if not blob:
+        return {}
+    n = int.from_bytes(blob[:4], "little")
+    out, pos = {}, 4 + n
+    for k, shape, dt, size in _layout(bytes(blob[4:4 + n])):
+        out[k] = np.frombuffer(blob, dt, count=size // dt.itemsize, offset=pos).reshape(
+            shape).copy()
+        pos += size
+    return out
+
+
+def _candidate_write(con: sqlite3.Connection,
+                     rows: list[tuple[Atoms, dict[str, Any], dict[str, Any]]],
+                     ids: list[int]) -> dict[str, int]:
+    """Insert candidate rows (one executemany); {fid: id}."""
+    con.executemany(
+        "INSERT INTO alprobe_candidates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(rid, kvp["fid"], kvp.get("generation"), kvp.get("status"), json.dumps(kvp),
+          np.asarray(a.numbers, dtype=np.int32).tobytes(),
+          np.asarray(a.positions, dtype=float).tobytes(),
+          np.asarray(a.cell.array, dtype=float).tobytes(), int(np.dot(a.pbc, [1, 2, 4])),
+          _pack(data) if data else None)
+         for (a, kvp, data), rid in zip(rows, ids)])
+    return {kvp["fid"]: rid for (_, kvp, _), rid in zip(rows, ids)}
+
+
+def _candidate_row(row: tuple, keys: dict[str, Any] | None = None
+                   ) -> tuple[Atoms, dict[str, Any], dict[str, np.ndarray]]:
+    """(numbers, positions, cell, pbc, kvp, data) of the candidates table as Atoms (no keys
+    set), keys (``keys``: already parsed) and arrays."""
+    numbers, positions, cell, pbc, kvp, data = row
+    cell = np.frombuffer(cell, float).reshape(3, 3)
+    atoms = Atoms(numbers=np.frombuffer(numbers, np.int32),
+                  positions=np.frombuffer(positions, float).reshape(-1, 3),
+                  **({"cell": cell, "pbc": [bool(pbc & b) for b in (1, 2, 4)]}
+                     if pbc or cell.any() else {}))
+    return atoms, json.loads(kvp) if keys is None else keys, _unpack(data)
+
+
+def _bulk_write(db: Any, rows: list[tuple[Atoms, dict[str, Any], dict[str, Any]]],
+                ids: list[int]) -> dict[str, int]:
     """Insert (atoms, key_value_pairs, data) rows into ASE's tables inside the open connection
     as ``db.write`` would (same columns, blobs and key tables), with one executemany per
-    table. Returns {fid: row id}."""
+    table, under the row ids ``ids``. Returns {fid: row id}."""
     import getpass
     import uuid
 
@@ -401,26 +571,23 @@ def _bulk_write(db: Any, rows: list[tuple[Atoms, dict[str, Any], dict[str, Any]]
     if not rows:
         return {}
     con = db.connection
-    last = con.execute("SELECT seq FROM sqlite_sequence WHERE name='systems'").fetchone()
-    top = con.execute("SELECT MAX(id) FROM systems").fetchone()[0] or 0
-    first = max(top, last[0] if last else 0) + 1
     try:
         user = os.getenv("USER") or getpass.getuser()
     except Exception:  # no user name (a container without a passwd entry)
         user = None
     empty = db.encode({}, binary=True)
     t = now()
-    systems, species, texts, nums, keys, ids = [], [], [], [], [], {}
+    systems, species, texts, nums, keys, out = [], [], [], [], [], {}
     checked: set[Any] = set()  # ASE's key/value check, once per key and per text value
     by_numbers: dict[bytes, tuple[Any, list[tuple[int, int]], float]] = {}
     for i, (atoms, kvp, data) in enumerate(rows):
-        fresh = {k: v for k, v in kvp.items()
-                 if (k, v if isinstance(v, str) else type(v)) not in checked}
+        fresh = {k: v for k, v in kvp.items() if k != "fid"  # our own hash: 'f' + hex
+                 and (k, v if isinstance(v, str) else type(v)) not in checked}
         if fresh:
             check(fresh)
             checked.update((k, v if isinstance(v, str) else type(v)) for k, v in fresh.items())
-        rid = first + i
-        ids[kvp["fid"]] = rid
+        rid = ids[i]
+        out[kvp["fid"]] = rid
         numbers = np.asarray(atoms.numbers, dtype=np.int32)
         key = numbers.tobytes()
         if key not in by_numbers:
@@ -450,7 +617,8 @@ def _bulk_write(db: Any, rows: list[tuple[Atoms, dict[str, Any], dict[str, Any]]
     con.executemany("INSERT INTO text_key_values VALUES (?, ?, ?)", texts)
     con.executemany("INSERT INTO number_key_values VALUES (?, ?, ?)", nums)
     con.executemany("INSERT INTO keys VALUES (?, ?)", keys)
-    return ids
+    _reserve(con, max(ids))
+    return out
 
 
 def _where(query: dict[str, Any]) -> tuple[str, list[Any]]:

@@ -373,10 +373,11 @@ def part_b(molecule: str, directory: Path) -> dict[str, Any]:
 
 # ----- (c) selection and ledger at 100,000 candidates ---------------------------------------
 def synth_candidates(n: int, n_walkers: int, seed: int = 0) -> list[Any]:
-    """n ethanol frames as explore walkers emit them (info and pred_forces as in run_walker)."""
+    """n ethanol frames as explore walkers emit them (info, fid and pred_forces as in
+    run_walker)."""
     from ase.build import molecule
 
-    from alprobe.frames import set_prediction
+    from alprobe.frames import frame_id, set_prediction
 
     rng = np.random.default_rng(seed)
     base = molecule("CH3CH2OH")
@@ -393,6 +394,7 @@ def synth_candidates(n: int, n_walkers: int, seed: int = 0) -> list[Any]:
         a.info.update(walker=w, sample=s, step=5 * (s + 1), time_fs=2.5 * (s + 1),
                       temperature_K=300.0, trust=float(trust[i]))
         set_prediction(a, energy[i], forces[i])
+        a.info["fid"] = frame_id(a)  # as run_walker does, on the worker
         frames.append(a)
     return frames
 

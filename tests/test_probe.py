@@ -180,3 +180,29 @@ def test_training_leaves_global_rng_alone_and_is_reproducible(train_set):
     # members have different seeds, so different weights
     w = a.net.enc1.weight  # (members, D, width): one slice per head
     assert not torch.equal(w[0], w[1])
+
+
+@pytest.mark.parametrize("over", [{}, {"target": "atom", "atom_pool": "mean"},
+                                  {"attention": False}])
+def test_traced_inference_gives_the_eager_scores(over):
+    """Scoring runs a TorchScript-traced, frozen copy of the heads (the walker's hot path);
+    its P(reliable) equals the eager forward's for batches and single frames of any size."""
+    import copy
+
+    from alprobe.config import ProbeConfig
+    from alprobe.probe import train_probe
+
+    rng = np.random.default_rng(1)
+    feats = [rng.normal(size=(int(n), 16)).astype(np.float32) for n in rng.integers(3, 12, 30)]
+    energies, errors = list(rng.normal(size=30)), rng.random(30)
+    atom = [rng.random(len(f)) for f in feats]
+    pm = train_probe(feats, energies, errors, ProbeConfig(members=3, width=32, epochs=3, **over),
+                     seed=0, atom_errors=atom)
+    eager = copy.copy(pm)
+    eager._traced = False
+    batch = pm.score(feats, energies)
+    assert pm._traced not in (None, False)  # traced here
+    np.testing.assert_allclose(batch, eager.score(feats, energies), atol=1e-6)
+    for f, e in zip(feats[:5], energies[:5]):
+        np.testing.assert_allclose(pm.score([f], [e]), eager.score([f], [e]), atol=1e-6)
+    assert np.all((batch >= 0) & (batch <= 1))
