@@ -137,6 +137,9 @@ class ProbeArm(Arm):
     def audit_signal(self) -> str | None:
         return "probe"
 
+    def strategy(self) -> str:
+        return f"{super().strategy()} {self.cfg.probe.model_dump(mode='json')}"
+
     def confidence(self, frames: Sequence[Any]) -> np.ndarray | None:
         return np.array([a.info.get("trust", np.nan) for a in frames], dtype=float)
 

@@ -1,8 +1,9 @@
 """Comparisons of acquisition strategies ("arms") under one DFT budget: ``alprobe compare``.
 
 A comparison file names the shared settings (a campaign file, an inline campaign, or just a
-labeled pool) and the arms. An arm may change only its selection rule and its committee;
-everything else (system or pool, DFT level, initial data, walkers, budget, backbone, probe,
+labeled pool) and the arms. An arm may change only its selection rule (and sampling), its
+committee and its probe settings (``probe:``, a variant of the signal; generation 0's probe,
+which picks generation 1, is the shared campaign's); everything else (system or pool, DFT level, initial data, walkers, budget, backbone,
 generations, seed) is shared::
 
     name: ethanol_arms
@@ -55,7 +56,7 @@ __all__ = ["POOL_DEFAULTS", "Comparison", "ComparisonError", "ComparisonResult",
 
 #: What an arm may set: {section: allowed keys (None: the whole section)}.
 ARM_KEYS: dict[str, set[str] | None] = {"select": {"rule", "sampling", "power"},
-                                        "committee": None}
+                                        "committee": None, "probe": None}
 _TOP = {"name", "campaign", "shared", "pool", "arms", "replicas", "target_force_mae_meV_A",
         "noise_floor_seeds"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -137,7 +138,7 @@ class Comparison:
         """Generation 0 of ``replica`` (probe rule, no later generation)."""
         data = self.base.model_dump(mode="json", exclude={"source_dir"})
         data.update(name=f"{self.name}-{self.shared_name(replica)}", generations=0,
-                    replica=replica)
+                    replica=replica, schedule="generations")  # generation 0 only
         data["select"] = {**data["select"], "rule": "probe"}
         return parse_campaign(data, self.base.source_dir, f"{self.name} (shared)")
 

@@ -217,6 +217,11 @@ class ProbeConfig(_Section):
     width: int | Literal["auto"] = Field(
         "auto", description="hidden width; auto: probe.auto_width (grows with the training "
         "examples, 32..256)")
+    lineage: int = Field(
+        1, ge=1, description="backbones whose out-of-sample errors train the probe: 1 = the "
+        "current backbone only; K = also the K-1 before it, each on the labeled frames none "
+        "of its lineage trained on (frames labeled after it), errors scaled to the current "
+        "backbone's median (more examples where each generation adds few)")
     temperature_scaling: bool = Field(
         False, description="fit a temperature on the validation split (calibrates P(reliable))")
     epochs: int = Field(300, gt=0)

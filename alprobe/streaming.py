@@ -216,9 +216,12 @@ class Stream:
             return
         new = self._labeled_since_cycle()
         drained = self.picked >= self.s.total_budget and not self.queue and not self.in_flight
+        outcomes = self._outcomes()
+        before = self.L.stage_info(f"gen{g:03d}/start").get("outcomes", {})
+        sent = sum(n - int(before.get(s, 0)) for s, n in outcomes.items())
+        if sent >= self.s.retrain_every or (drained and sent > 0):
+            self._failure_ceiling(g + 1, outcomes, before)  # also when none was labeled
         if new >= self.s.retrain_every or (drained and new > 0):
-            outcomes = self._outcomes()
-            self._failure_ceiling(g + 1, outcomes)
             self.ctx.say(f"  cycle {g + 1}: retraining on {new} new label(s) in the background")
             self.trainer.start(g + 1, outcomes)
 
@@ -226,16 +229,13 @@ class Stream:
         """Label outcomes of the streaming frames so far (generation >= 1)."""
         from .stages.label import LABEL_OUTCOMES
 
-        out = dict.fromkeys(LABEL_OUTCOMES, 0)
-        for k in self.L.keys():
-            if k.get("status") in out and int(k.get("generation", 0)) >= 1:
-                out[k["status"]] += 1
-        return out
+        return {s: self.L.count(status=s) - self.L.count(status=s, generation=0)
+                for s in LABEL_OUTCOMES}
 
-    def _failure_ceiling(self, gen: int, outcomes: dict[str, int]) -> None:
+    def _failure_ceiling(self, gen: int, outcomes: dict[str, int],
+                         before: dict[str, int]) -> None:
         """Pause (CampaignPaused) when more labels failed since the last cycle than
         select.max_failed_fraction, unless the campaign accepts failures."""
-        before = self.L.stage_info(f"gen{gen - 1:03d}/start").get("outcomes", {})
         since = {s: n - int(before.get(s, 0)) for s, n in outcomes.items()}
         sent = sum(since.values())
         bad = sent - since["labeled"]

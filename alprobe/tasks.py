@@ -175,24 +175,43 @@ def latent_distance_task(model_path: str, train: list[Atoms], frames: list[Atoms
 
 
 def fit_probe_task(model_path: str, frames: list[Atoms], cfg: Any, seed: int, out_path: str,
-                   meta: dict[str, Any]) -> dict[str, Any]:
+                   meta: dict[str, Any],
+                   earlier: list[tuple[str, list[Atoms]]] | tuple = ()) -> dict[str, Any]:
     """Errors of the backbone on ``frames`` (never trained on), then PROBE trained on them.
 
-    Returns {"path": checkpoint or None, "reason", "meta"}; a probe that cannot be trained
-    (too few frames of a class) is reported, not raised.
+    ``earlier``: (model file, frames) of earlier backbones of the lineage with frames none of
+    them trained on (probe.lineage): their features and errors join the training set, each
+    backbone's errors scaled to the current one's median (a quantile threshold then splits
+    every backbone's frames at its own median) so that the examples mean "relatively hard for
+    a backbone of this lineage". Returns {"path": checkpoint or None, "reason", "meta"}; a
+    probe that cannot be trained (too few frames of a class) is reported, not raised.
     """
     from .backbone import load_model, predict
     from .frames import prediction_errors
     from .probe import ProbeError, reliable_labels, train_probe
 
     t0, c0 = time.time(), cpu_seconds()
-    model = load_model(model_path, cfg.device)
-    preds = predict(model, frames, device=cfg.device)
-    errors, atom_errors = prediction_errors(frames, [p.energy for p in preds],
-                                            [p.forces for p in preds], cfg.error)
+    feats, energies, errors, atom_errors, sizes = [], [], [], [], []
+    for path, group in [(model_path, frames), *earlier]:
+        if not group:
+            sizes.append(0)
+            continue
+        preds = predict(load_model(path, cfg.device), group, device=cfg.device)
+        e, ae = prediction_errors(group, [p.energy for p in preds], [p.forces for p in preds],
+                                  cfg.error)
+        if errors and cfg.threshold == "quantile":  # an earlier backbone: to the current scale
+            scale = float(np.median(errors[0])) / max(float(np.median(e)), 1e-12)
+            e, ae = [x * scale for x in e], [x * scale for x in ae]
+        feats.append([p.probe_features(cfg.features) for p in preds])
+        energies.append([p.energy for p in preds])
+        errors.append(list(e))
+        atom_errors.append(list(ae))
+        sizes.append(len(group))
+    meta = {**meta, "lineage_sizes": sizes}
+    flat = lambda xs: [x for group in xs for x in group]  # noqa: E731
+    feats, energies, errors, atom_errors = map(flat, (feats, energies, errors, atom_errors))
     try:
-        probe = train_probe([p.probe_features(cfg.features) for p in preds],
-                            [p.energy for p in preds], errors, cfg, seed=seed, meta=meta,
+        probe = train_probe(feats, energies, errors, cfg, seed=seed, meta=meta,
                             atom_errors=atom_errors)
     except ProbeError as exc:
         # the threshold is still defined (every arm's hit rate and AUROC are measured at it)

@@ -38,6 +38,10 @@ training's end) during which a DFT worker (mean over workers) or the GPU is runn
 Time to target: wall time until a training whose MAE is at or below the target has finished.
 
     python scripts/simulate_schedules.py [--workers 8 64 512] [--json OUT]
+        [--from bench_results/bench_streaming.json]
+
+``--from``: take the label-time mean and spread and the walker-segment time from the tasks of
+a scripts/bench_streaming.py run (Dask's task stream) for the first scenario.
 
 Prints a table and writes JSON (default bench_results/simulate_schedules.json).
 """
@@ -181,9 +185,22 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[8, 64, 512])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="bench_results/simulate_schedules.json")
+    ap.add_argument("--from", dest="measured", help="bench_streaming.py JSON: measured task "
+                    "times for the first scenario")
     args = ap.parse_args()
-    scenarios = {"ethanol, 2.5 s per label": Model(),
-                 "24-atom molecule, 100 s per label": Model(label_mean_s=100.0)}
+    first, name = Model(), "ethanol, 2.5 s per label"
+    if args.measured:
+        data = json.loads(Path(args.measured).read_text())["results"]
+        secs = {k: [x for r in data.values() for x in r["task_seconds"].get(k, [])]
+                for k in ("label", "segment")}
+        lab = np.array(secs["label"])
+        first = Model(label_mean_s=float(lab.mean()),
+                      label_cv=float(lab.std() / lab.mean()),
+                      md_segment_s=float(np.median(secs["segment"])) if secs["segment"]
+                      else Model().md_segment_s)
+        name = (f"measured ({args.measured}): {first.label_mean_s:.2f} s per label, "
+                f"segment {first.md_segment_s:.1f} s")
+    scenarios = {name: first, "24-atom molecule, 100 s per label": Model(label_mean_s=100.0)}
     rows = []
     head = ("scenario", "N", "labels", "DFT busy gen", "DFT busy stream", "GPU busy gen",
             "GPU busy stream", "to target gen s", "to target stream s", "stream / gen")

@@ -59,7 +59,9 @@ def test_pool_campaign_end_to_end(water_pool, tmp_path):
     from alprobe.frames import read_labeled
 
     d = tmp_path / "pool"
-    result = run(parse_campaign(_pool_campaign(water_pool)), d, log=None)
+    cfg = _pool_campaign(water_pool)
+    cfg["probe"] = {**cfg["probe"], "lineage": 3}  # earlier backbones' errors too
+    result = run(parse_campaign(cfg), d, log=None)
     L = open_ledger(d)
     from alprobe.frames import frame_id
 
@@ -95,6 +97,17 @@ def test_pool_campaign_end_to_end(water_pool, tmp_path):
         assert r["n_candidates"] == st[f"gen{r['generation']:03d}/explore"]["n_frames"]
         assert -1 <= r["trust_spearman_candidates"] <= 1, r
         assert r["probe_pool"] > 0 and r["trust_q75"] >= r["trust_q25"]
+    # probe.lineage: every (backbone, frame) pair is out of sample for that backbone
+    for g in (1, 2):
+        probe = st[f"gen{g:03d}/probe"]
+        assert sorted(probe["lineage_ids"]) == [str(k) for k in range(g)]
+        for k, ids in [(g, probe["train_ids"]), *((int(k), v) for k, v in
+                                                    probe["lineage_ids"].items())]:
+            trained = set().union(*(set(st[f"gen{j:03d}/train"]["train_ids"])
+                                    for j in range(k + 1)))
+            assert ids and not set(ids) & trained, (g, k)
+        assert rows[g]["probe_pool"] == len(probe["train_ids"]) + sum(
+            len(v) for v in probe["lineage_ids"].values()) > len(probe["train_ids"])
 
 
 def test_pool_comparison_pairs_replicas(water_pool, tmp_path):

@@ -57,9 +57,13 @@ def test_streaming_kill_and_resume_loses_no_label_and_labels_none_twice(tmp_path
     drv = drivers(["run", str(path), "--dir", str(d)], tmp_path / "run0.log", slow)
 
     def streamed_spool() -> list[str]:
-        if not (d / "ledger.db").is_file():
+        from alprobe.ledger import Ledger, LedgerError
+
+        try:  # read-only, and the driver may be creating the file at this moment
+            keys = Ledger(d, readonly=True).keys() if (d / "ledger.db").is_file() else []
+        except LedgerError:
             return []
-        gen1 = {k["fid"] for k in _streamed(d)}
+        gen1 = {k["fid"] for k in keys if int(k.get("generation", 0)) >= 1}
         return [f for f in _spool(d) if f in gen1]
 
     drv.wait_for("streaming labels", lambda: len(streamed_spool()) >= 3, lambda: False)
@@ -122,3 +126,24 @@ def test_streaming_ensemble_scores_segments_with_the_committee(tmp_path):
         seg = [c for c in keys if c["walker"] == k["walker"] and c["segment"] == k["segment"]]
         assert k["sigma_f"] == max(c["sigma_f"] for c in seg)
     assert len(res.metrics) >= 2 and time.time() - t0 > 0
+
+
+def test_streaming_comparison_gives_every_arm_the_same_total_budget(tmp_path):
+    """alprobe compare with streaming arms: one shared generation 0, every arm's run on the
+    same workers with the same total budget; the summary pairs them."""
+    shared = copy.deepcopy(STREAM)
+    shared["streaming"] = {"total_budget": 6, "retrain_every": 6, "segment_steps": 20}
+    from alprobe.comparison import parse_comparison
+
+    cmp = parse_comparison({"name": "scmp", "shared": shared, "noise_floor_seeds": 0,
+                            "arms": {"probe": {}, "random": {"select": {"rule": "random"}}}},
+                           tmp_path)
+    res = alprobe.compare(cmp, tmp_path / "cmp", log=None)
+    for arm in ("probe", "random"):
+        d = tmp_path / "cmp" / "arms" / arm
+        picked = [k for k in _streamed(d) if k["status"] != "candidate"]
+        assert len(picked) == 6  # the same total budget for every arm
+        assert read_stages(d)["gen000/train"] == read_stages(tmp_path / "cmp" / "shared")[
+            "gen000/train"]
+        assert len(res.metrics[arm]) >= 2
+    assert "probe − random" in res.summary or "probe - random" in res.summary

@@ -31,6 +31,13 @@ def _with_pool_labels(ctx: Context, frames: Sequence[Atoms]) -> None:
             a.info["ref_energy"], a.arrays["ref_forces"] = ctx.pool.label(a.info["fid"])
 
 
+def _pool_size(probe: dict[str, Any]) -> int:
+    """The probe's training examples (frames): the current backbone's and, with
+    probe.lineage, earlier backbones'."""
+    return len(probe.get("train_ids", [])) + sum(
+        len(v) for v in probe.get("lineage_ids", {}).values())
+
+
 def signal_metrics(ctx: Context, gen: int) -> dict[str, Any]:
     """The arm's trust signal of generation g-1 (PROBE, or the committee's sigma) measured on
     generation g: the probe's training pool, the candidates' P(reliable) quantiles, and AUROC
@@ -44,7 +51,7 @@ def signal_metrics(ctx: Context, gen: int) -> dict[str, Any]:
     (force RMSE; NaN when that threshold leaves one class, or is not set)."""
     L = ctx.ledger
     row: dict[str, Any] = {
-        "probe_pool": len(L.stage_info(f"gen{gen:03d}/probe").get("train_ids", []))}
+        "probe_pool": _pool_size(L.stage_info(f"gen{gen:03d}/probe"))}
     row.update({f"trust_q{q}": _NAN for q in (10, 25, 50, 75, 90)})
     for where in ("new", "audit", "candidates"):
         row.update({f"trust_auroc_{where}": _NAN, f"trust_auroc_abs_{where}": _NAN,

@@ -28,16 +28,30 @@ class Probe(Stage):
             return Commit({"path": None, "train_ids": [], "threshold": None,
                            "reason": f"the {ctx.arm.rule} arm does not use PROBE", "wall_s": 0.0})
         model = ctx.model(gen)
+        labeled = [a for split in ("calib", "train")
+                   for a in L.frames(status="labeled", split=split)]
         seen = ctx.lineage(gen)
-        pool = [a for split in ("calib", "train") for a in L.frames(status="labeled", split=split)
-                if a.info["fid"] not in seen]
+        pool = [a for a in labeled if a.info["fid"] not in seen]
         ids = sorted(a.info["fid"] for a in pool)
-        meta = {"train_ids": ids, "backbone": model, "generation": gen}
+        # probe.lineage: earlier backbones' errors on frames none of their lineage trained on
+        earlier, lineage_ids, models = [], {}, {model}
+        for g in range(gen - 1, max(-1, gen - cfg.probe.lineage), -1):
+            if ctx.model(g) in models:  # a frozen generation: the same backbone
+                continue
+            models.add(ctx.model(g))
+            seen_g = ctx.lineage(g)
+            mine = [a for a in labeled if a.info["fid"] not in seen_g]
+            earlier.append((ctx.model(g), [bare_with_ref(a) for a in mine]))
+            lineage_ids[str(g)] = sorted(a.info["fid"] for a in mine)
+        meta = {"train_ids": ids, "backbone": model, "generation": gen,
+                "lineage_ids": lineage_ids}
         out = str(ctx.model_dir(gen) / "probe.pt")
-        ctx.say(f"  gen {gen} training probe on {len(pool)} out-of-sample frames")
+        n_more = sum(len(f) for _, f in earlier)
+        ctx.say(f"  gen {gen} training probe on {len(pool)} out-of-sample frames"
+                + (f" and {n_more} of {len(earlier)} earlier backbone(s)" if earlier else ""))
         jobs = [Job(fit_probe_task, (model, [bare_with_ref(a) for a in pool], cfg.probe,
-                                     ctx.seed(gen, "probe"), out, meta),
-                    kind="probe", key=f"probe-g{gen}-{len(pool)}", tag="probe")]
+                                     ctx.seed(gen, "probe"), out, meta, earlier),
+                    kind="probe", key=f"probe-g{gen}-{len(pool)}-{n_more}", tag="probe")]
         evaluate = not L.done(f"gen{gen:03d}/evaluate")
         if evaluate:
             jobs.append(evaluate_job(ctx, gen, tag="eval"))
@@ -55,5 +69,6 @@ class Probe(Stage):
             else {}
         return Commit({"path": r["path"], "reason": r["reason"],
                        "train_ids": r["meta"].get("train_ids", []),
+                       "lineage_ids": lineage_ids,
                        "threshold": r["meta"].get("threshold"), "wall_s": r["t1"] - r["t0"]},
                       also=also)
