@@ -81,8 +81,9 @@ def run_mode(campaign: str, mode: str, folder: Path) -> dict[str, Any]:
     for t in tasks:
         for ss in t["startstops"]:
             if ss["action"] == "compute":
-                durations.setdefault(_kind(t["key"]), []).append(ss["stop"] - ss["start"])
-                if _kind(t["key"]) == "label" and ss["start"] > t_gen0:
+                kind = _kind(t["key"])
+                durations.setdefault(kind, []).append(ss["stop"] - ss["start"])
+                if kind == "label" and ss["start"] > t_gen0:
                     last_label = max(last_label, ss["stop"])
     return {"mode": mode, "wall_s": t1 - t0, "t_gen0_s": t_gen0 - t0,
             "busy_whole": _busy(tasks, t0, t1), "busy_after_gen0": _busy(tasks, t_gen0, t1),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import filecmp
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -146,8 +147,10 @@ def test_audit_per_generation(finished):
         assert (audits / f"gen_{gen:03d}_new_audit.txt").is_file()
 
 
-def test_rerun_is_a_no_op_and_changed_config_is_refused(finished):
-    directory, result, _ = finished
+def test_rerun_is_a_no_op_and_changed_config_is_refused(finished, tmp_path):
+    source, result, _ = finished
+    directory = tmp_path / "tiny"  # a copy: the shared campaign folder stays read-only
+    shutil.copytree(source, directory)
     L = open_ledger(directory)
     before = sorted(L.fids())
     again = run(parse_campaign(TINY_CAMPAIGN), directory, log=None)
