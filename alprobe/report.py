@@ -258,6 +258,7 @@ def comparison_summary(name: str, curves: list[dict[str, Any]], costs: list[dict
               "select.hit_threshold_force_rmse_eV_A (abs); base rate: the same fraction over "
               "all candidates (known in a pool). Wall s: the run's own generations (runs share "
               "the workers); CPU s: its tasks plus its driver thread (`costs.csv`).", ""]
+    lines += test_precision_lines(curves)
     unbiased = [a for a in arms if any(r.get("unbiased_selection") for r in curves
                                        if r["arm"] == a)]
     for a in unbiased:
@@ -284,6 +285,40 @@ def comparison_summary(name: str, curves: list[dict[str, Any]], costs: list[dict
               "test interval); costs per stage: `costs.csv`; each run's audits: "
               "`arms/<run>/audits/`.", ""]
     return "\n".join(lines)
+
+
+def test_precision(curves: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Half-width of each learning-curve point's 95% bootstrap interval of the test force MAE,
+    as a fraction of that MAE: mean, worst and the run/generation of the worst point (None when
+    no point has an interval)."""
+    import numpy as np
+
+    pts = [(0.5 * (r["force_mae_hi_meV_A"] - r["force_mae_lo_meV_A"]) / r["force_mae_meV_A"], r)
+           for r in curves
+           if all(np.isfinite(r.get(k, np.nan)) for k in
+                  ("force_mae_lo_meV_A", "force_mae_hi_meV_A", "force_mae_meV_A"))
+           and r["force_mae_meV_A"] > 0]
+    if not pts:
+        return None
+    worst, wr = max(pts, key=lambda p: p[0])
+    return {"n": len(pts), "mean": float(np.mean([p[0] for p in pts])), "max": float(worst),
+            "worst_run": wr["run"], "worst_generation": int(wr["generation"])}
+
+
+def test_precision_lines(curves: list[dict[str, Any]], limit: float = 0.05) -> list[str]:
+    """The summary's sentence on how precisely the test set measures each point."""
+    p = test_precision(curves)
+    if p is None:
+        return []
+    head = (f"Test-set precision: over the {p['n']} learning-curve points the 95% bootstrap "
+            f"interval of the test force MAE (over test frames) spans ±{100 * p['mean']:.1f}% of "
+            f"the MAE on average and ±{100 * p['max']:.1f}% at worst ({p['worst_run']}, "
+            f"generation {p['worst_generation']}): ")
+    if p["max"] <= limit:
+        return [head + f"every point is within ±{100 * limit:.0f}%.", ""]
+    return [head + f"wider than ±{100 * limit:.0f}% there; a larger test set "
+            "(initial.test_size, or more pool frames in test) would narrow it as "
+            "1/sqrt(frames).", ""]
 
 
 def _arm_rows(curves: list[dict[str, Any]], total: dict[str, dict[str, Any]]

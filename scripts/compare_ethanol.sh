@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark: three acquisition strategies (PROBE, committee eps_F, random), 3 replicas each, on
+# Benchmark: three acquisition strategies (PROBE, committee eps_F, random), 5 replicas each, on
 # ethanol at PBE/def2-SVP for 3 generations, all on one LocalCluster (2 workers).
 # Prints the comparison summary and the total wall time; writes <out>/bench_compare.json.
 # Usage: scripts/compare_ethanol.sh [OUT_DIR]   (default runs/compare_ethanol)
