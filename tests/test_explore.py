@@ -191,3 +191,47 @@ def test_geometry_problem_non_finite():
     a = cu13()
     a.positions[0, 0] = np.nan
     assert "non-finite" in geometry_problem(a, 1.5, 3.5, 1)
+
+
+def test_unphysical_test_walkers_are_run_again_with_new_seeds(monkeypatch):
+    """Generation 0's test set: a test walker that turned unphysical is replaced by a new seed
+    (its frames dropped), and one unphysical on every attempt contributes no frames."""
+    from types import SimpleNamespace
+
+    from alprobe.stages import initial
+
+    calls = []
+
+    def fake_run_walkers(ctx, gen, model, probe, steps, stream, n_walkers=None, which=None,
+                         attempt=0):
+        which = list(range(n_walkers)) if which is None else list(which)
+        calls.append((stream, which, attempt))
+        frames, stops = [], []
+        for w in which:
+            # walker 1 is unphysical on its first run only; walker 2 on every attempt
+            bad = (w == 1 and attempt == 0) or w == 2
+            for step in range(0, 50 if bad else 100, 10):
+                a = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])
+                a.info.update(walker=w, step=step, temperature_K=300.0, attempt=attempt)
+                frames.append(a)
+            stops.append("unphysical at step 50: a fragment flew off" if bad else "completed")
+        return frames, {"stops": stops, "wall_s": 1.0}
+
+    monkeypatch.setattr(initial, "run_walkers", fake_run_walkers)
+    said = []
+    cfg = SimpleNamespace(initial=SimpleNamespace(test_walkers=3, test_size=9, test_md_steps=None,
+                                                  md_steps=100),
+                          explore=SimpleNamespace(stride=10))
+    frames, info = initial._test_walkers(SimpleNamespace(cfg=cfg, say=said.append), "m.model")
+    assert calls[0] == ("test_md", [0, 1, 2], 0)
+    assert calls[1] == ("test_md_retry", [1, 2], 1)
+    assert calls[2:] == [("test_md_retry", [2], k) for k in (2, 3)]
+    assert info["dropped"] == [2] and info["stops"][1] == "completed"
+    assert [(r["walker"], r["attempt"]) for r in info["replaced"]] == [(1, 0), (2, 0), (2, 1),
+                                                                   (2, 2)]
+    by_walker = {w: [a for a in frames if a.info["test_walker"] == w] for w in range(3)}
+    assert len(by_walker[0]) == 3 and len(by_walker[2]) == 0
+    # walker 1's frames come from its second (complete, 100-step) run, not the first
+    assert len(by_walker[1]) == 3 and max(a.info["step"] for a in by_walker[1]) == 90
+    assert info["wall_s"] == 4.0
+    assert any("still turned unphysical" in s for s in said)

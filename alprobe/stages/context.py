@@ -20,7 +20,7 @@ __all__ = ["STREAMS", "Context", "bare_with_ref"]
 
 #: The random stream of each stage: np.random.default_rng([seed, generation, code, ...]).
 STREAMS = {"rattle": 1, "bootstrap_md": 2, "split": 3, "explore": 4, "select": 5, "train": 6,
-           "probe": 7, "test_md": 8, "evaluate": 9}
+           "probe": 7, "test_md": 8, "evaluate": 9, "test_md_retry": 10}
 
 
 def bare_with_ref(a: Atoms) -> Atoms:
@@ -101,8 +101,8 @@ class Context:
         state = np.random.SeedSequence(self._entropy(gen, stage, extra))
         return int(state.generate_state(1)[0] % 2**31)
 
-    def walker_seed(self, gen: int, stream: str, walker: int) -> list[int]:
-        return self._entropy(gen, stream, [walker])
+    def walker_seed(self, gen: int, stream: str, walker: int, *extra: int) -> list[int]:
+        return self._entropy(gen, stream, [walker, *extra])
 
     # ----- folder and records
     def model_dir(self, gen: int) -> Path:

@@ -4,6 +4,7 @@ campaign, the pool's unlabeled non-test frames scored by the backbone and the pr
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +32,28 @@ def walker_settings(cfg: Any, w: int, steps: int) -> WalkerSettings:
 
 
 def run_walkers(ctx: Context, gen: int, model: str, probe: str | None, steps: int, stream: str,
-                n_walkers: int | None = None) -> tuple[list[Atoms], dict[str, Any]]:
+                n_walkers: int | None = None, which: Sequence[int] | None = None,
+                attempt: int = 0) -> tuple[list[Atoms], dict[str, Any]]:
     """``n_walkers`` (default explore.walkers) MD walkers of seed stream ``stream`` (explore,
-    bootstrap_md, test_md) on ``model``, scored by ``probe``; their frames and what the stage
-    records (wall, MD and scoring seconds, why each walker stopped)."""
+    bootstrap_md, test_md, test_md_retry) on ``model``, scored by ``probe``; their frames and
+    what the stage records (wall, MD and scoring seconds, why each walker stopped, in walker
+    order). ``which``: only these walker indices (their temperatures as usual); ``attempt`` > 0
+    gives each walker a seed of its own for that attempt."""
     from ..tasks import walker_task
 
     ex = ctx.cfg.explore
     mtime = Path(model).stat().st_mtime_ns
     jobs = []
-    for w in range(ex.walkers if n_walkers is None else n_walkers):
+    if which is None:
+        which = range(ex.walkers if n_walkers is None else n_walkers)
+    for w in which:
         settings = walker_settings(ctx.cfg, w, steps)
         start = ctx.seeds[w % len(ctx.seeds)]
-        jobs.append(Job(walker_task, (start, model, probe, settings,
-                                      ctx.walker_seed(gen, stream, w), w, ctx.cfg.backbone.device),
-                        kind="md", key=f"walk-{stream}-g{gen}-w{w}-{mtime}", tag=w))
+        seed = ctx.walker_seed(gen, stream, w, *([attempt] if attempt else []))
+        suffix = f"-a{attempt}" if attempt else ""
+        jobs.append(Job(walker_task, (start, model, probe, settings, seed, w,
+                                      ctx.cfg.backbone.device),
+                        kind="md", key=f"walk-{stream}-g{gen}-w{w}{suffix}-{mtime}", tag=w))
     results: dict[int, Any] = {}
 
     def record(w: int, r: dict[str, Any]) -> bool:

@@ -73,9 +73,22 @@ def _driver(ctx: Context) -> str:
     return ctx.ledger.stage_info("gen000/bootstrap_train")["path"]
 
 
+#: How many times a test walker whose trajectory turned unphysical is run again (new seed).
+TEST_WALKER_RETRIES = 3
+
+
 def _test_walkers(ctx: Context, model: str) -> tuple[list[Atoms], dict[str, Any]]:
     """``initial.test_size`` frames spread evenly over the trajectories of
-    ``initial.test_walkers`` walkers of their own (seed stream ``test_md``)."""
+    ``initial.test_walkers`` walkers of their own (seed stream ``test_md``).
+
+    A test walker whose geometry turns unphysical (atoms too close, a fragment flying off) is
+    run again with a seed of its own for that attempt, up to ``TEST_WALKER_RETRIES`` times,
+    and its earlier trajectory is dropped: the frames leading up to such an event sample the
+    bootstrap backbone's failure (here a bond breaking, which a closed-shell reference does not
+    describe either), not the molecule's thermal ensemble, and a few of them can dominate the
+    test MAE. A walker still unphysical after the retries contributes no frames; both are
+    recorded (``replaced``, ``dropped``).
+    """
     from ..dataset import spread_pick
 
     ini, ex = ctx.cfg.initial, ctx.cfg.explore
@@ -83,15 +96,39 @@ def _test_walkers(ctx: Context, model: str) -> tuple[list[Atoms], dict[str, Any]
     per = [ini.test_size // n + (1 if w < ini.test_size % n else 0) for w in range(n)]
     steps = ini.test_md_steps or max(ini.md_steps, max(per) * ex.stride)
     frames, info = run_walkers(ctx, 0, model, None, steps, "test_md", n_walkers=n)
+    stops = dict(zip(range(n), info.get("stops", [])))
+    mine = {w: [a for a in frames if a.info["walker"] == w] for w in range(n)}
+    wall, replaced = info["wall_s"], []
+    for attempt in range(1, TEST_WALKER_RETRIES + 1):
+        bad = [w for w in range(n) if stops.get(w, "").startswith("unphysical")]
+        if not bad:
+            break
+        replaced += [{"walker": w, "attempt": attempt - 1, "stop": stops[w]} for w in bad]
+        ctx.say(f"  gen 0: test walker(s) {', '.join(map(str, bad))} turned unphysical; "
+                f"running them again with new seeds (attempt {attempt} of "
+                f"{TEST_WALKER_RETRIES})")
+        more, again = run_walkers(ctx, 0, model, None, steps, "test_md_retry", which=bad,
+                                  attempt=attempt)
+        wall += again["wall_s"]
+        for w, stop in zip(bad, again["stops"]):
+            stops[w] = stop
+            mine[w] = [a for a in more if a.info["walker"] == w]
+    dropped = [w for w in range(n) if stops.get(w, "").startswith("unphysical")]
+    if dropped:
+        ctx.say(f"  gen 0 WARNING: test walker(s) {', '.join(map(str, dropped))} still turned "
+                f"unphysical after {TEST_WALKER_RETRIES} new seeds; their frames are left out "
+                "of the test set")
     out = []
     for w in range(n):
-        mine = [a for a in frames if a.info["walker"] == w]
-        for i in spread_pick(len(mine), per[w]):
-            b = bare_copy(mine[i])
-            b.info.update(test_walker=w, step=mine[i].info["step"],
-                          temperature_K=mine[i].info["temperature_K"])
+        if w in dropped:
+            continue
+        for i in spread_pick(len(mine[w]), per[w]):
+            b = bare_copy(mine[w][i])
+            b.info.update(test_walker=w, step=mine[w][i].info["step"],
+                          temperature_K=mine[w][i].info["temperature_K"])
             out.append(b)
-    return out, {"steps": steps, "stops": info.get("stops", []), "wall_s": info["wall_s"]}
+    return out, {"steps": steps, "stops": [stops.get(w, "") for w in range(n)],
+                 "replaced": replaced, "dropped": dropped, "wall_s": wall}
 
 
 class Bootstrap(_Gen0):
