@@ -74,7 +74,11 @@ def test_test_set_never_trained_or_selected(finished):
     assert len(test) > 1 and origins == {"test_walker"}
     assert set(L.fids(origin="test_walker")) == test
     walkers = {a.info["test_walker"] for a in L.frames(split="test")}
-    assert len(walkers) == min(4, len(test))  # spread over the test walkers
+    from alprobe.config import InitialConfig
+
+    n_walkers = TINY_CAMPAIGN["initial"].get(
+        "test_walkers", InitialConfig.model_fields["test_walkers"].default)
+    assert len(walkers) == min(n_walkers, len(test))  # spread over the test walkers
     explored = set(L.fids(origin="explore"))
     assert not test & explored
     # the test set was made and labeled while backbone 0 trained (nothing trains on it)
