@@ -113,8 +113,9 @@ class InitialConfig(_Section):
     md_steps: int = Field(200, gt=0)
     test_size: int = Field(
         480, gt=0, description="held-out test frames; the default keeps the 95% bootstrap "
-        "interval of the test force MAE within +-5% of the MAE (measured on ethanol: 160 frames "
-        "gave up to +-5.7%, 320 up to +-4.4%; the half-width shrinks as 1/sqrt(frames))")
+        "interval of the test force MAE within +-5% of the MAE when the test walkers stay in "
+        "thermal geometries (ethanol: 160 frames up to +-5.7% at PBE, 480 up to +-3.6% in the "
+        "quick start); a comparison's summary reports it")
     test_walkers: int = Field(12, gt=0, description="walkers whose frames form the test set")
     test_md_steps: int | None = Field(
         None, gt=0, description="steps of each test walker (default: enough for test_size "
