@@ -202,9 +202,8 @@ def test_unphysical_test_walkers_are_run_again_with_new_seeds(monkeypatch):
 
     calls = []
 
-    def fake_run_walkers(ctx, gen, model, probe, steps, stream, n_walkers=None, which=None,
-                         attempt=0):
-        which = list(range(n_walkers)) if which is None else list(which)
+    def fake_run_walkers(ctx, gen, model, probe, steps, stream, which=None, attempt=0):
+        which = list(which)
         calls.append((stream, which, attempt))
         frames, stops = [], []
         for w in which:

@@ -32,21 +32,19 @@ def walker_settings(cfg: Any, w: int, steps: int) -> WalkerSettings:
 
 
 def run_walkers(ctx: Context, gen: int, model: str, probe: str | None, steps: int, stream: str,
-                n_walkers: int | None = None, which: Sequence[int] | None = None,
-                attempt: int = 0) -> tuple[list[Atoms], dict[str, Any]]:
-    """``n_walkers`` (default explore.walkers) MD walkers of seed stream ``stream`` (explore,
-    bootstrap_md, test_md, test_md_retry) on ``model``, scored by ``probe``; their frames and
-    what the stage records (wall, MD and scoring seconds, why each walker stopped, in walker
-    order). ``which``: only these walker indices (their temperatures as usual); ``attempt`` > 0
-    gives each walker a seed of its own for that attempt."""
+                which: Sequence[int] | None = None, attempt: int = 0
+                ) -> tuple[list[Atoms], dict[str, Any]]:
+    """MD walkers ``which`` (default: the first explore.walkers) of seed stream ``stream``
+    (explore, bootstrap_md, test_md, test_md_retry) on ``model``, scored by ``probe``; their
+    frames and what the stage records (wall, MD and scoring seconds, why each walker stopped,
+    in walker order). A walker's index sets its temperature and seed; ``attempt`` > 0 gives
+    each walker a seed of its own for that attempt."""
     from ..tasks import walker_task
 
     ex = ctx.cfg.explore
     mtime = Path(model).stat().st_mtime_ns
     jobs = []
-    if which is None:
-        which = range(ex.walkers if n_walkers is None else n_walkers)
-    for w in which:
+    for w in range(ex.walkers) if which is None else which:
         settings = walker_settings(ctx.cfg, w, steps)
         start = ctx.seeds[w % len(ctx.seeds)]
         seed = ctx.walker_seed(gen, stream, w, *([attempt] if attempt else []))

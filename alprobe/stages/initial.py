@@ -95,7 +95,7 @@ def _test_walkers(ctx: Context, model: str) -> tuple[list[Atoms], dict[str, Any]
     n = ini.test_walkers
     per = [ini.test_size // n + (1 if w < ini.test_size % n else 0) for w in range(n)]
     steps = ini.test_md_steps or max(ini.md_steps, max(per) * ex.stride)
-    frames, info = run_walkers(ctx, 0, model, None, steps, "test_md", n_walkers=n)
+    frames, info = run_walkers(ctx, 0, model, None, steps, "test_md", which=range(n))
     stops = dict(zip(range(n), info.get("stops", [])))
     mine = {w: [a for a in frames if a.info["walker"] == w] for w in range(n)}
     wall, replaced = info["wall_s"], []
