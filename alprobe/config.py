@@ -256,6 +256,11 @@ class ExploreConfig(_Section):
     fragment_distance_A: float = Field(
         3.0, gt=0, description="an atom group farther than this from the rest has flown off"
     )
+    keep_bonds: bool = Field(
+        True, description="a walker whose bonds change is unphysical: a bond of its start "
+        "structure stretched beyond 1.5x the two atoms' covalent radii, or two atoms not "
+        "bonded at the start closer than 1.1x (thermal motion of molecules stays well inside "
+        "both); false for reactive chemistry, where bonds may break and form")
 
     @field_validator("temperatures_K")
     @classmethod

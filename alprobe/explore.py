@@ -2,8 +2,8 @@
 
 A walker samples a frame every ``stride`` steps, asks ``score`` for P(reliable), and stops
 early (saying why) when trust stays below a floor for ``patience`` consecutive samples, or when
-the geometry turns unphysical (atoms too close, a fragment flying off). The unphysical frame
-and anything after a stop are never returned.
+the geometry turns unphysical (atoms too close, a fragment flying off, and with ``keep_bonds`` a
+bond broken or formed). The unphysical frame and anything after a stop are never returned.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 
-from .frames import bare_copy, distances, frame_id, n_fragments, set_prediction
+from .frames import (bare_copy, bond_change, bonded, distances, frame_id, n_fragments,
+                     set_prediction)
 
 __all__ = ["WalkerResult", "WalkerSettings", "geometry_problem", "run_walker"]
 
@@ -36,6 +37,9 @@ class WalkerSettings:
     patience: int
     min_distance_A: float
     fragment_distance_A: float
+    #: a bond of the start structure breaking, or a new one forming, is unphysical
+    #: (thresholds: alprobe.frames.BROKEN / FORMED); off for reactive chemistry
+    keep_bonds: bool = False
 
 
 @dataclass
@@ -53,8 +57,10 @@ class WalkerResult:
 
 
 def geometry_problem(atoms: Atoms, min_distance_A: float, fragment_distance_A: float,
-                     n_fragments_start: int) -> str:
-    """'' if the geometry is physical, else a one-line reason."""
+                     n_fragments_start: int, bonded_start: np.ndarray | None = None) -> str:
+    """'' if the geometry is physical, else a one-line reason. ``bonded_start`` (N, N) bool,
+    from ``alprobe.frames.bonded`` at the start: a bond broken or formed since is a problem
+    too."""
     pos = atoms.positions
     if not np.all(np.isfinite(pos)):
         return "non-finite coordinates"
@@ -68,6 +74,8 @@ def geometry_problem(atoms: Atoms, min_distance_A: float, fragment_distance_A: f
     nf = n_fragments(atoms, fragment_distance_A)
     if nf > n_fragments_start:
         return f"a fragment flew off ({nf} groups farther than {fragment_distance_A} A apart)"
+    if bonded_start is not None:
+        return bond_change(atoms, bonded_start)
     return ""
 
 
@@ -107,6 +115,7 @@ def run_walker(
                    friction=s.friction_per_fs / units.fs, fixcm=False, rng=rng)
     res = WalkerResult()
     n_frag0 = n_fragments(a, s.fragment_distance_A)
+    bonds0 = bonded(a) if s.keep_bonds else None
     low = 0
     t0 = time.perf_counter()
     try:
@@ -114,7 +123,8 @@ def run_walker(
             step = dyn.nsteps
             if step == 0 or step % s.stride:
                 continue
-            problem = geometry_problem(a, s.min_distance_A, s.fragment_distance_A, n_frag0)
+            problem = geometry_problem(a, s.min_distance_A, s.fragment_distance_A, n_frag0,
+                                       bonds0)
             if problem:
                 res.stop_reason = f"unphysical at step {step}: {problem}"
                 break

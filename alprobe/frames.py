@@ -119,6 +119,48 @@ def min_distance(atoms: Atoms) -> float:
     return float(d[np.triu_indices(len(atoms), 1)].min())
 
 
+#: Bond thresholds as multiples of the sum of two atoms' covalent radii (ase.data):
+#: bonded at a walker's start below BONDED; a start bond is broken beyond BROKEN; two atoms
+#: not bonded at the start have formed a bond below FORMED. Measured on 480 PBE-labeled
+#: ethanol test frames at 300-600 K: bonds reach 1.17, non-bonded pairs come no closer than
+#: 1.58, while an H migrating from C to O reached 0.82 (reference forces 24 eV/A).
+BONDED, BROKEN, FORMED = 1.25, 1.5, 1.1
+
+
+def covalent_ratios(atoms: Atoms) -> np.ndarray:
+    """Pair distances over the sum of the two atoms' covalent radii, (N, N), diagonal inf."""
+    from ase.data import covalent_radii
+
+    r = covalent_radii[atoms.numbers]
+    ratio = distances(atoms) / (r[:, None] + r[None, :])
+    np.fill_diagonal(ratio, np.inf)
+    return ratio
+
+
+def bonded(atoms: Atoms) -> np.ndarray:
+    """(N, N) bool: pairs closer than ``BONDED`` times their covalent radii's sum."""
+    return covalent_ratios(atoms) < BONDED
+
+
+def bond_change(atoms: Atoms, bonded_start: np.ndarray) -> str:
+    """'' if ``atoms`` keeps the bonds ``bonded_start`` (from ``bonded``), else a one-line
+    reason naming the first pair of each kind: a start bond stretched beyond ``BROKEN`` or a
+    new pair closer than ``FORMED`` times the covalent radii's sum (hysteresis, so thermal
+    motion never counts)."""
+    ratio = covalent_ratios(atoms)
+    d = distances(atoms)
+    sym = atoms.get_chemical_symbols()
+    said = []
+    for kind, pairs, limit in (("broke", bonded_start & (ratio > BROKEN), f"> {BROKEN}"),
+                               ("formed", ~bonded_start & (ratio < FORMED), f"< {FORMED}")):
+        found = np.argwhere(np.triu(pairs))
+        if len(found):
+            i, j = found[0]
+            said.append(f"bond {sym[i]}{i}-{sym[j]}{j} {kind} ({d[i, j]:.2f} A, {limit} x "
+                        "the covalent radii)")
+    return "; ".join(said)
+
+
 def n_fragments(atoms: Atoms, bond_distance: float) -> int:
     """Connected groups when atoms closer than ``bond_distance`` (A) are linked."""
     from scipy.sparse.csgraph import connected_components

@@ -201,3 +201,27 @@ def test_stored_walker_predictions_are_the_models_raw_outputs(finished):
             # float32 model: equal to 1e-5 eV/A, or to float32 rounding of large forces
             np.testing.assert_allclose(a.arrays["pred_forces"], p.forces, atol=1e-5, rtol=2e-6)
             assert a.info["pred_energy"] == pytest.approx(p.energy, rel=1e-6)
+
+
+def test_test_walker_that_turns_unphysical_is_run_again_then_dropped(tiny_model, tmp_path):
+    """Real MD on a real model: a test walker at an absurd temperature breaks its bonds on
+    every attempt (first seed and 3 new ones) and is left out of the test set; the 300 K one
+    completes and gives all the test frames."""
+    from alprobe.stages.initial import TEST_WALKER_RETRIES
+
+    cfg = copy.deepcopy(TINY_CAMPAIGN)
+    cfg.update(generations=0)
+    cfg["initial"] = {"n_rattle": 8, "n_md": 0, "test_size": 6, "test_walkers": 2,
+                      "test_md_steps": 40, "calibration_fraction": 0.3}
+    cfg["backbone"] = {"model_file": tiny_model, "finetune": False}
+    cfg["explore"] = {**cfg["explore"], "temperatures_K": [300, 100000]}
+    run(parse_campaign(cfg), tmp_path / "hot", log=None)
+    rec = _stage(tmp_path / "hot", "gen000/test_walkers")
+    assert rec["dropped"] == [1]
+    assert [(r["walker"], r["attempt"]) for r in rec["replaced"]] == [
+        (1, k) for k in range(TEST_WALKER_RETRIES)]
+    assert all(r["stop"].startswith("unphysical") for r in rec["replaced"])
+    assert rec["stops"][0] == "completed" and rec["stops"][1].startswith("unphysical")
+    test = open_ledger(tmp_path / "hot").frames(split="test")
+    assert len(test) == rec["n_test"] == 3
+    assert {a.info["test_walker"] for a in test} == {0}

@@ -193,6 +193,66 @@ def test_geometry_problem_non_finite():
     assert "non-finite" in geometry_problem(a, 1.5, 3.5, 1)
 
 
+def test_bond_change_names_a_broken_or_formed_bond():
+    from ase.build import molecule
+
+    from alprobe.frames import BROKEN, FORMED, bond_change, bonded, covalent_ratios
+
+    start = molecule("CH3CH2OH")
+    b0 = bonded(start)
+    assert b0.sum() // 2 == 8  # C-C, C-O, O-H, 5 C-H
+    # thermal-size displacements keep every bond
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a = start.copy()
+        a.positions += rng.normal(0, 0.05, a.positions.shape)
+        assert bond_change(a, b0) == ""
+    # the hydroxyl H pulled away along its bond until just past the threshold
+    o, h = 2, 3
+    assert b0[o, h]
+    a = start.copy()
+    u = (a.positions[h] - a.positions[o]) / a.get_distance(o, h)
+    radii_sum = start.get_distance(o, h) / covalent_ratios(start)[o, h]
+    reach = BROKEN * radii_sum
+    a.positions[h] = a.positions[o] + 1.01 * reach * u
+    msg = bond_change(a, b0)
+    assert "broke" in msg and "O2-H3" in msg
+    a.positions[h] = a.positions[o] + 0.98 * reach * u
+    assert bond_change(a, b0) == ""
+    # a methylene H moved onto the oxygen: its C-H bond broken, a new O-H bond
+    c1, h4 = 1, 4
+    assert b0[c1, h4] and not b0[o, h4]
+    a = start.copy()
+    a.positions[h4] = a.positions[o] + np.array([0.0, 0.0, 0.8])
+    assert covalent_ratios(a)[o, h4] < FORMED
+    msg = bond_change(a, b0)
+    assert "bond C1-H4 broke" in msg and "bond O2-H4 formed (0.80 A" in msg
+    # geometry_problem checks bonds only when given the start's
+    assert "O2-H4" in geometry_problem(a, 0.5, 3.0, 1, b0)
+    assert geometry_problem(a, 0.5, 3.0, 1) == ""
+
+
+def test_walker_that_breaks_a_bond_stops_as_unphysical():
+    """Real MD: ethanol on ASE's EMT (a metal potential that tears molecules apart) breaks a
+    bond within a few steps; with keep_bonds the walker stops there and every returned frame
+    keeps the start's bonds, without it the walker runs on."""
+    from ase.build import molecule
+
+    from alprobe.frames import bond_change, bonded
+
+    start = molecule("CH3CH2OH")
+    s = settings(temperature_K=600.0, timestep_fs=0.5, steps=200, stride=5, min_distance_A=0.5,
+                 fragment_distance_A=3.0, keep_bonds=True)
+    res = run_walker(start, EMT(), None, s, rng=np.random.default_rng(0))
+    assert res.stop_reason.startswith("unphysical at step")
+    assert "bond" in res.stop_reason
+    assert res.steps_done < 200 and res.end is None
+    assert all(bond_change(a, bonded(start)) == "" for a in res.frames)
+    free = run_walker(start, EMT(), None, dataclasses.replace(s, keep_bonds=False),
+                      rng=np.random.default_rng(0))
+    assert "bond" not in free.stop_reason and free.steps_done > res.steps_done
+
+
 def test_unphysical_test_walkers_are_run_again_with_new_seeds(monkeypatch):
     """Generation 0's test set: a test walker that turned unphysical is replaced by a new seed
     (its frames dropped), and one unphysical on every attempt contributes no frames."""

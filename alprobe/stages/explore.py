@@ -28,7 +28,7 @@ def walker_settings(cfg: Any, w: int, steps: int) -> WalkerSettings:
         timestep_fs=ex.timestep_fs, steps=steps, stride=ex.stride,
         friction_per_fs=ex.friction_per_fs, trust_floor=ex.trust_floor,
         patience=ex.patience, min_distance_A=ex.min_distance_A,
-        fragment_distance_A=ex.fragment_distance_A)
+        fragment_distance_A=ex.fragment_distance_A, keep_bonds=ex.keep_bonds)
 
 
 def run_walkers(ctx: Context, gen: int, model: str, probe: str | None, steps: int, stream: str,

@@ -81,12 +81,12 @@ def _test_walkers(ctx: Context, model: str) -> tuple[list[Atoms], dict[str, Any]
     """``initial.test_size`` frames spread evenly over the trajectories of
     ``initial.test_walkers`` walkers of their own (seed stream ``test_md``).
 
-    A test walker whose geometry turns unphysical (atoms too close, a fragment flying off) is
-    run again with a seed of its own for that attempt, up to ``TEST_WALKER_RETRIES`` times,
-    and its earlier trajectory is dropped: the frames leading up to such an event sample the
-    bootstrap backbone's failure (here a bond breaking, which a closed-shell reference does not
-    describe either), not the molecule's thermal ensemble, and a few of them can dominate the
-    test MAE. A walker still unphysical after the retries contributes no frames; both are
+    A test walker whose geometry turns unphysical (atoms too close, a fragment flying off, a
+    bond broken or formed: ``alprobe.explore.geometry_problem``) is run again with a seed of
+    its own for that attempt, up to ``TEST_WALKER_RETRIES`` times, and its earlier trajectory
+    is dropped: the frames leading up to such an event sample the bootstrap backbone's failure
+    (ethanol: a bond breaking, an H migrating from C to O), not the molecule's thermal
+    ensemble, and a few of them can dominate the test MAE. A walker still unphysical after the retries contributes no frames; both are
     recorded (``replaced``, ``dropped``).
     """
     from ..dataset import spread_pick
