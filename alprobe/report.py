@@ -403,7 +403,8 @@ def _paired_section(curves: list[dict[str, Any]], target: float | None) -> list[
         best = min(last, key=last.get)
         lines.append(f"Lowest test force MAE at generation {g_last}: {best} "
                      f"({last[best]:.1f} meV/Å, mean over replicas); the paired intervals "
-                     "below say whether that is a difference or noise.")
+                     "above say whether that is a difference or noise, and the verdict "
+                     "rests on the area under the learning curve.")
         lines.append("")
     wins = [a for a in t["arms"] if all(
         (t["aulc"][p].resolved and ((p[0] == a) == (t["aulc"][p].mean < 0)))
