@@ -127,12 +127,13 @@ def min_distance(atoms: Atoms) -> float:
 BONDED, BROKEN, FORMED = 1.25, 1.5, 1.1
 
 
-def covalent_ratios(atoms: Atoms) -> np.ndarray:
-    """Pair distances over the sum of the two atoms' covalent radii, (N, N), diagonal inf."""
+def covalent_ratios(atoms: Atoms, d: np.ndarray | None = None) -> np.ndarray:
+    """Pair distances (``d``, (N, N) A, computed when not given) over the sum of the two
+    atoms' covalent radii, (N, N), diagonal inf."""
     from ase.data import covalent_radii
 
     r = covalent_radii[atoms.numbers]
-    ratio = distances(atoms) / (r[:, None] + r[None, :])
+    ratio = (distances(atoms) if d is None else d) / (r[:, None] + r[None, :])
     np.fill_diagonal(ratio, np.inf)
     return ratio
 
@@ -147,8 +148,8 @@ def bond_change(atoms: Atoms, bonded_start: np.ndarray) -> str:
     reason naming the first pair of each kind: a start bond stretched beyond ``BROKEN`` or a
     new pair closer than ``FORMED`` times the covalent radii's sum (hysteresis, so thermal
     motion never counts)."""
-    ratio = covalent_ratios(atoms)
     d = distances(atoms)
+    ratio = covalent_ratios(atoms, d)
     sym = atoms.get_chemical_symbols()
     said = []
     for kind, pairs, limit in (("broke", bonded_start & (ratio > BROKEN), f"> {BROKEN}"),
