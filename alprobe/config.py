@@ -114,8 +114,8 @@ class InitialConfig(_Section):
     test_size: int = Field(
         480, gt=0, description="held-out test frames; the default keeps the 95% bootstrap "
         "interval of the test force MAE within +-5% of the MAE when the test walkers stay in "
-        "thermal geometries (ethanol: 160 frames up to +-5.7% at PBE, 480 up to +-3.6% in the "
-        "quick start); a comparison's summary reports it")
+        "thermal geometries (ethanol: 160 frames up to +-5.7% at PBE; 480 up to +-3.1% at PBE "
+        "and +-3.6% in the quick start); a comparison's summary reports it")
     test_walkers: int = Field(12, gt=0, description="walkers whose frames form the test set")
     test_md_steps: int | None = Field(
         None, gt=0, description="steps of each test walker (default: enough for test_size "

@@ -86,8 +86,8 @@ def _test_walkers(ctx: Context, model: str) -> tuple[list[Atoms], dict[str, Any]
     its own for that attempt, up to ``TEST_WALKER_RETRIES`` times, and its earlier trajectory
     is dropped: the frames leading up to such an event sample the bootstrap backbone's failure
     (ethanol: a bond breaking, an H migrating from C to O), not the molecule's thermal
-    ensemble, and a few of them can dominate the test MAE. A walker still unphysical after the retries contributes no frames; both are
-    recorded (``replaced``, ``dropped``).
+    ensemble, and a few of them can dominate the test MAE. A walker still unphysical after the
+    retries contributes no frames; both are recorded (``replaced``, ``dropped``).
     """
     from ..dataset import spread_pick
 
