@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .config import CampaignConfig, ConfigError, load_campaign, parse_campaign
 from .files import atomic_write
 from .folder import prepare_folder, record_environment
@@ -127,13 +125,16 @@ def run_campaign(config: CampaignConfig | str | Path, directory: str | Path, *,
 
 def resume_campaign(directory: str | Path, **kwargs: Any) -> CampaignResult:
     """Continue the campaign stored in ``directory`` with its stored campaign file."""
+    from .folder import check_folder, read_stored_campaign
+
     directory = Path(directory)
-    stored = directory / "campaign.yaml"
-    if not stored.is_file():
-        raise ConfigError([f"no campaign.yaml in {directory}: not a campaign folder"], str(directory))
-    data = yaml.safe_load(stored.read_text())
+    data = read_stored_campaign(directory)
+    check_folder(directory)  # earlier work without a ledger, a damaged ledger: refused here
     source_dir = data.pop("source_dir", ".")
-    return run_campaign(parse_campaign(data, source_dir, str(stored)), directory, **kwargs)
+    if not isinstance(source_dir, str):
+        source_dir = "."
+    return run_campaign(parse_campaign(data, source_dir, str(directory / "campaign.yaml")),
+                        directory, **kwargs)
 
 
 def noise_floor(cfg: CampaignConfig, directory: Path, client: Any, seeds: int, out_path: Path,

@@ -42,8 +42,16 @@ def _run(args: argparse.Namespace) -> int:
     from .campaign import run_campaign
     from .console import Console
 
+    from .config import ConfigError
+    from .folder import check_folder
+    from .validate import check_campaign
+
     cfg = _load(args.campaign)
+    problems = check_campaign(cfg)  # check first, then say where it runs
+    if problems:
+        raise ConfigError(problems, args.campaign)
     directory = Path(args.dir) if args.dir else Path("runs") / cfg.name
+    check_folder(directory)
     console = Console(quiet=args.quiet)
     console(f"alprobe: campaign {cfg.name!r} in {directory} (log: {directory / 'alprobe.log'})")
     run_campaign(cfg, directory, allow_changes=args.allow_changes,
@@ -63,11 +71,18 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .comparison import load_comparison, run_comparison
+    from .comparison import check_comparison_folder, load_comparison, run_comparison
     from .console import Console
 
+    from .config import ConfigError
+    from .validate import check_campaign
+
     cmp = load_comparison(args.comparison)
+    problems = check_campaign(cmp.base)  # check first, then create anything
+    if problems:
+        raise ConfigError(problems, args.comparison)
     directory = Path(args.dir) if args.dir else Path("runs") / cmp.name
+    check_comparison_folder(directory)
     console = Console(directory / "alprobe.log", quiet=args.quiet)
     console(f"alprobe: comparison {cmp.name!r} ({', '.join(cmp.arms)}) in {directory}")
     res = run_comparison(cmp, directory, allow_changes=args.allow_changes,
@@ -165,16 +180,10 @@ def _validate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .audit import compute_signals, read_labeled, write_audit
+    from .audit import compute_signals, write_audit
 
-    try:
-        frames = read_labeled(args.frames, args.energy_key, args.forces_key)
-        train = read_labeled(args.train_frames, args.energy_key, args.forces_key) \
-            if args.train_frames else []
-    except (ValueError, OSError) as exc:
-        from .errors import AlprobeError
-
-        raise AlprobeError(str(exc)) from None
+    frames = _read(args.frames, args)
+    train = _read(args.train_frames, args) if args.train_frames else []
     r = compute_signals(frames, backbone=args.backbone, probe=args.probe, ablation=args.ablation,
                         committee=args.committee or [], train_frames=train, error=args.error,
                         n_importance=0, device=args.device)
@@ -188,13 +197,25 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _read(path: str, args: argparse.Namespace) -> list:
+    """Labeled frames of an extxyz file; one-line AlprobeError for a missing, unreadable or
+    empty file and for a frame without a finite label."""
+    import numpy as np
+
     from .errors import AlprobeError
-    from .frames import read_labeled
+    from .frames import REF_ENERGY, REF_FORCES, read_labeled
 
     try:
-        return read_labeled(path, args.energy_key, args.forces_key)
-    except (ValueError, OSError) as exc:
-        raise AlprobeError(" ".join(str(exc).split())) from None
+        frames = read_labeled(path, args.energy_key, args.forces_key)
+    except Exception as exc:  # noqa: BLE001 - ase's readers raise many kinds
+        msg = " ".join(str(exc).split())[:300]
+        raise AlprobeError(msg if path in msg else f"{path}: {msg}") from None
+    if not frames:
+        raise AlprobeError(f"{path} holds no frames")
+    for i, a in enumerate(frames):
+        if not (np.isfinite(a.info[REF_ENERGY]) and np.isfinite(a.arrays[REF_FORCES]).all()):
+            raise AlprobeError(f"{path}: frame {i} has a non-finite reference energy or force "
+                               "(NaN or inf); remove it or fix its label")
+    return frames
 
 
 def _probe_fit(args: argparse.Namespace) -> int:
@@ -242,11 +263,12 @@ def _export(args: argparse.Namespace) -> int:
     from .export import export_campaign
 
     info = export_campaign(args.dir, args.out, energy_key=args.energy_key,
-                           forces_key=args.forces_key)
+                           forces_key=args.forces_key, force=args.force)
     c = info["counts"]
     print(f"exported {info['campaign']!r} to {args.out}: {c['train']} train, {c['calib']} calib, "
           f"{c['test']} test frames ({info['level_of_theory']}); "
-          + ", ".join(info["models"]) + "; README.md")
+          + (", ".join(info["models"]) or "no model files (none in the campaign folder)")
+          + "; README.md")
     return 0
 
 
@@ -302,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("-o", "--out", required=True, help="output folder")
     x.add_argument("--energy-key", default="REF_energy", help="info key of the energy (eV)")
     x.add_argument("--forces-key", default="REF_forces", help="arrays key of the forces (eV/A)")
+    x.add_argument("--force", action="store_true",
+                   help="write into a non-empty output folder, replacing files of the same names")
     x.set_defaults(fn=_export)
     rp = sub.add_parser("report", help="write DIR/report.html: one self-contained page of a "
                         "campaign (or comparison) folder")

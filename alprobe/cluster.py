@@ -82,7 +82,13 @@ def make_tls_files(folder: str | Path, days: int = 365) -> TLSConfig:
 
 def resolve_tls(cfg: ClusterConfig, folder: str | Path | None) -> TLSConfig | None:
     """The TLS files of ``cfg``: its own, or for ``tls: auto`` those in ``folder``/tls."""
-    if cfg.tls is None or isinstance(cfg.tls, TLSConfig):
+    if cfg.tls is None:
+        return None
+    if isinstance(cfg.tls, TLSConfig):
+        for key in ("ca_file", "cert", "key"):
+            path = getattr(cfg.tls, key)
+            if path and not Path(path).is_file():
+                raise AlprobeError(f"cluster.tls.{key}: file not found: {path}")
         return cfg.tls
     if folder is None:
         raise AlprobeError("cluster.tls 'auto' needs a campaign folder for its certificates")

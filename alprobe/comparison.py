@@ -37,6 +37,8 @@ Outputs: ``learning_curves.{csv,png}``, ``costs.csv``, ``noise_floor.json`` and
 
 from __future__ import annotations
 
+import math
+import os
 import re
 import shutil
 import threading
@@ -80,6 +82,9 @@ POOL_DEFAULTS: dict[str, Any] = {
     "select": {"budget": 12, "min_spacing": 2},
     "cluster": {"kind": "local", "n_workers": 2, "threads_per_worker": 1},
 }
+#: Most replicas (and noise-floor seeds) a comparison may ask for: each is a full campaign.
+MAX_REPLICAS = 100
+
 _COMPARISON_DEFAULTS = {"replicas": 1, "noise_floor_seeds": 3}
 _POOL_COMPARISON_DEFAULTS = {"replicas": 5, "noise_floor_seeds": 3}
 
@@ -165,9 +170,9 @@ def _base_data(data: dict[str, Any], source_dir: Path, problems: list[str]
             problems.append(f"campaign: file not found: {path}")
             return None
         try:
-            base = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            problems.append(f"campaign: {path} is not valid YAML: {' '.join(str(exc).split())}")
+            base = read_yaml(path)
+        except ConfigError as exc:
+            problems += [f"campaign: {path}: {p}" for p in exc.problems]
             return None
         base_dir = path.resolve().parent
     elif "shared" in data:
@@ -206,16 +211,21 @@ def parse_comparison(data: Any, source_dir: str | Path = ".",
         problems.append(f"name: {name!r} must be letters, digits, '_', '-' or '.'")
     defaults = _POOL_COMPARISON_DEFAULTS if base.pool is not None else _COMPARISON_DEFAULTS
     replicas = data.get("replicas", defaults["replicas"])
-    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
-        problems.append(f"replicas: a whole number >= 1 (got {replicas!r})")
+    if (not isinstance(replicas, int) or isinstance(replicas, bool)
+            or not 1 <= replicas <= MAX_REPLICAS):
+        problems.append(f"replicas: a whole number from 1 to {MAX_REPLICAS} (got {replicas!r})")
         replicas = 1
     seeds = data.get("noise_floor_seeds", defaults["noise_floor_seeds"])
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 0 or seeds == 1:
-        problems.append(f"noise_floor_seeds: 0 (off) or a whole number >= 2 (got {seeds!r})")
+    if (not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 0 or seeds == 1
+            or seeds > MAX_REPLICAS):
+        problems.append(f"noise_floor_seeds: 0 (off) or a whole number from 2 to {MAX_REPLICAS}"
+                        f" (got {seeds!r})")
         seeds = 0
     target = data.get("target_force_mae_meV_A")
-    if target is not None and not (isinstance(target, (int, float)) and target > 0):
-        problems.append(f"target_force_mae_meV_A: a positive number (got {target!r})")
+    if target is not None and not (isinstance(target, (int, float)) and not isinstance(
+            target, bool) and math.isfinite(target) and target > 0):
+        problems.append(f"target_force_mae_meV_A: a positive finite number in meV/Å "
+                        f"(got {target!r})")
         target = None
     arms_in = data.get("arms", DEFAULT_ARMS)
     if not isinstance(arms_in, dict) or not arms_in:
@@ -306,18 +316,50 @@ class ComparisonResult:
 
 def seed_run(shared: Path, run_dir: Path) -> None:
     """Start a run from its generation 0: a copy of the shared ledger (frames, stage records
-    and metrics, through SQLite's backup), whose model paths keep pointing at the shared
-    models."""
+    and metrics, through SQLite's backup) and of the shared models (hard links where the file
+    system allows), so that the run folder holds every model its ledger names."""
     from .ledger import copy_ledger
 
     tmp = run_dir.with_name(f".{run_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     copy_ledger(shared, tmp)
+    share_models(shared, tmp)
     for name in ("metrics.json", "metrics.csv"):
         if (shared / name).is_file():
             shutil.copyfile(shared / name, tmp / name)
     tmp.replace(run_dir)
+
+
+def check_comparison_folder(d: Path, allow: tuple[str, ...] = ()) -> None:
+    """Refuse a folder that is not empty and is not a comparison folder (files named in
+    ``allow`` do not count: the CLI's log)."""
+    from .folder import FolderError
+
+    if d.exists() and not d.is_dir():
+        raise FolderError(f"{d} is a file, not a folder")
+    held = sorted(p.name for p in d.iterdir() if p.name not in allow) if d.is_dir() else []
+    if held and not (d / "comparison.yaml").is_file():
+        raise FolderError(f"{d} is not empty and is not an alprobe comparison folder (it holds "
+                          f"{', '.join(held[:5])}{', ...' if len(held) > 5 else ''}); choose "
+                          "a new or empty folder (--dir)")
+
+
+def share_models(shared: Path, run_dir: Path) -> None:
+    """Every file under ``shared``/models that ``run_dir``/models lacks, hard-linked (or
+    copied) there; a run folder seeded before runs held their own copies gets them too."""
+    src = shared / "models"
+    if not src.is_dir():
+        return
+    for f in sorted(src.rglob("*")):
+        dest = run_dir / "models" / f.relative_to(src)
+        if f.is_symlink() or not f.is_file() or dest.exists():
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(f, dest)
+        except OSError:
+            shutil.copy2(f, dest)
 
 
 def _threads(jobs: dict[str, Callable[[], None]]) -> dict[str, BaseException]:
@@ -360,6 +402,7 @@ def run_comparison(comparison: Comparison | str | Path, directory: str | Path, *
     if problems:
         raise ConfigError(problems, cmp.name)
     directory = Path(directory).resolve()
+    check_comparison_folder(directory, allow=("alprobe.log",))
     directory.mkdir(parents=True, exist_ok=True)
     say = log or (lambda _m: None)
 
@@ -395,6 +438,7 @@ def run_comparison(comparison: Comparison | str | Path, directory: str | Path, *
             if not (d / "ledger.db").is_file():
                 d.parent.mkdir(parents=True, exist_ok=True)
                 seed_run(directory / cmp.shared_of(run), d)
+            share_models(directory / cmp.shared_of(run), d)
             cfg = cmp.run_config(run)
             prepare_folder(cfg, d, allow_changes)
             jobs[run.name] = (lambda cfg=cfg, d=d, run=run: run_in_folder(

@@ -8,12 +8,15 @@ read in the wrong unit.
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from .errors import AlprobeError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
+                      field_validator, model_validator)
 
 __all__ = [
     "BackboneConfig",
@@ -29,38 +32,139 @@ __all__ = [
     "SelectConfig",
     "StreamingConfig",
     "SystemConfig",
+    "clip",
     "config_problems",
     "load_campaign",
     "parse_campaign",
+    "read_yaml",
+    "short",
 ]
+
+#: Upper bounds of counts and sizes. Far beyond anything alprobe can run (a DFT label costs
+#: seconds to minutes, an MD step of a walker milliseconds), low enough that a typo such as
+#: ``budget: 1e12`` is refused before any work instead of exhausting memory or the queue.
+MAX_LABELS = 100_000  #: labels per generation, initial frames, test frames
+MAX_WALKERS = 10_000  #: MD walkers (training or test)
+MAX_STEPS = 10_000_000  #: MD steps of one walker
+MAX_EPOCHS = 100_000  #: training epochs (backbone, probe)
+MAX_GENERATIONS = 10_000
+MAX_MEMBERS = 64  #: committee members, probe heads
+MAX_WORKERS = 4_096  #: Dask workers of a LocalCluster, jobs of a jobqueue cluster
+MAX_THREADS = 1_024  #: threads per worker, cores / processes per job
+MAX_TEMPERATURE_K = 1e6  #: far beyond any molecule (walkers at 1e5 K break bonds)
+MAX_SECONDS = 30 * 24 * 3600.0  #: any time limit: 30 days
+
+#: Longest echo of a value in a problem line, and longest problem line.
+SHORT_VALUE = 80
+LONGEST_LINE = 400
+
+#: A YAML document may expand (aliases repeating their anchor's content) to at most this many
+#: nodes: a campaign file has a few hundred; an "alias bomb" of nine lines has millions.
+MAX_YAML_NODES = 100_000
+#: Largest campaign / comparison file read (bytes).
+MAX_YAML_BYTES = 1_000_000
+
+
+def short(value: Any, limit: int = SHORT_VALUE) -> str:
+    """``repr(value)`` cut to ``limit`` characters (ending in "...") for echoing in a message;
+    bounded work however large the value (reprlib: a few items of a sequence or mapping, a
+    few levels deep)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 3, 8, 8, 4, 4
+    r.maxstring, r.maxlong, r.maxother = limit + 2, limit, limit
+    try:
+        text = r.repr(value)
+    except Exception:  # noqa: BLE001 - e.g. a repr that fails
+        text = f"<{type(value).__name__}>"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: max(limit - 3, 1)] + "..."
+
+
+def clip(line: str, limit: int = LONGEST_LINE) -> str:
+    """One problem line: line breaks folded into spaces, cut to ``limit`` characters."""
+    line = str(line)
+    if "\n" in line or "\r" in line:
+        line = " ".join(line.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 class ConfigError(AlprobeError, ValueError):
     """A campaign file is invalid; ``problems`` lists one line per problem."""
 
     def __init__(self, problems: list[str], source: str = "campaign"):
-        self.problems = list(problems)
-        self.source = source
+        self.problems = [clip(p) for p in problems]
+        self.source = clip(source)
         head = f"{source}: {len(self.problems)} problem(s)"
         super().__init__(head + "\n" + "\n".join("  " + p for p in self.problems))
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan: every float setting (and every float inside a tuple or mapping) must be
+    # finite: inf or nan is refused with the key path
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
+                              allow_inf_nan=False)
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_DEVICE = re.compile(r"^(cpu|cuda(:\d{1,3})?|mps)$")
+_BYTES = re.compile(r"^\s*(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*([kKmMgGtTpP][iI]?[bB]?|[bB])?\s*$")
+_PORT_TAIL = re.compile(r":(\d{1,5})$")
+
+
+def _device(v: str) -> str:
+    if not _DEVICE.match(v):
+        raise ValueError("expected a torch device: cpu, cuda, cuda:N or mps")
+    return v
+
+
+def _memory(v: Any, auto: bool) -> Any:
+    """A Dask memory size as dask.utils.parse_bytes reads it ("4GB", "4 GiB", "500MB", a number
+    of bytes), with ``auto`` (a LocalCluster's memory_limit) also "auto", 0 (no limit) or a
+    fraction of the machine's memory (0 < x <= 1, as distributed reads a number <= 1)."""
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        return v  # the str type refuses it
+    if isinstance(v, (int, float)):
+        v = repr(v) if isinstance(v, float) else str(v)
+    if auto and v.strip() == "auto":
+        return v.strip()
+    m = _BYTES.match(v)
+    what = ("a memory size such as '4GB', '4 GiB', '500MB' or a number of bytes"
+            + (", 'auto', 0 (no limit) or a fraction of the machine's memory (0.5)"
+               if auto else ""))
+    if not m:
+        raise ValueError(f"expected {what}")
+    number = float(m.group(1) + (m.group(3) or ""))
+    unit = (m.group(4) or "").lower()
+    scale = {"": 1, "b": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "p": 1e15}[unit[:1]]
+    if "i" in unit:
+        scale = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}[unit[0]]
+    if not math.isfinite(number * scale):
+        raise ValueError(f"expected {what}")
+    if auto and (number == 0 or (not unit and number <= 1)):
+        return v  # no limit, or a fraction of the machine's memory
+    if number * scale < 1e8:
+        raise ValueError("less than 100MB, too little for a worker that runs PySCF or MACE")
+    return v
 
 
 class SystemConfig(_Section):
     """What is simulated: seed structures, total charge and spin multiplicity."""
 
     seeds: tuple[str, ...] = Field(
-        min_length=1,
+        min_length=1, max_length=1000,
         description="molecule names known to ase.build.molecule (or aliases such as 'ethanol'), "
-        "or paths to xyz/extxyz files (relative to the campaign file)",
+        "or paths to xyz/extxyz files (relative to the campaign file); molecular (no periodic "
+        "cell), no two atoms closer than dft.min_distance_A, an electron count that fits "
+        "system.charge and system.spin (checked by alprobe validate)",
     )
-    charge: int = 0
-    spin: int = Field(0, ge=0, description="2S = N_alpha - N_beta (PySCF convention)")
+    charge: int = Field(0, ge=-1000, le=1000, description="total charge (e)")
+    spin: int = Field(0, ge=0, le=1000, description="2S = N_alpha - N_beta (PySCF convention); "
+                      "N_electrons - spin must be even and spin <= N_electrons")
     elements: tuple[str, ...] | None = Field(
-        None, description="elements the campaign covers; default: those of the seeds"
+        None, max_length=118, description="elements the campaign covers; default: those of "
+        "the seeds"
     )
 
     @field_validator("seeds", mode="before")
@@ -77,7 +181,7 @@ class SystemConfig(_Section):
 
         bad = [e for e in v if e not in chemical_symbols[1:]]
         if bad:
-            raise ValueError(f"unknown element(s) {bad}")
+            raise ValueError(f"unknown element(s) {short(bad)}")
         return v
 
 
@@ -89,12 +193,14 @@ class DFTConfig(_Section):
     basis: str = "def2-svp"
     density_fit: bool = True
     grid_level: int = Field(1, ge=0, le=9)
-    max_cycle: int = Field(100, gt=0)
-    conv_tol: float = Field(1e-9, gt=0, description="Hartree")
-    min_distance_A: float = Field(0.5, gt=0, description="refuse structures with a closer pair")
+    max_cycle: int = Field(100, gt=0, le=100_000)
+    conv_tol: float = Field(1e-9, gt=0, le=1e-2, description="Hartree (at most 1e-2)")
+    min_distance_A: float = Field(0.5, gt=0, le=3.0, description="refuse structures with a "
+                                  "closer pair (at most 3 A: longer than any bond)")
     rescue: bool = Field(True, description="on non-convergence, climb the SCF rescue ladder")
     timeout_s: float | None = Field(
-        None, gt=0, description="wall-time limit per label (s); over it: status 'timeout'")
+        None, gt=0, le=MAX_SECONDS, description="wall-time limit per label (s, at most 30 "
+        "days); over it: status 'timeout'")
 
 
 class InitialConfig(_Section):
@@ -107,19 +213,26 @@ class InitialConfig(_Section):
     selected or seen by the probe.
     """
 
-    n_rattle: int = Field(24, ge=0, description="randomly displaced copies of the seeds")
-    rattle_A: float = Field(0.08, gt=0, description="largest Gaussian displacement std (A)")
-    n_md: int = Field(24, ge=0, description="frames from short MD of a bootstrap backbone")
-    md_steps: int = Field(200, gt=0)
+    n_rattle: int = Field(24, ge=0, le=MAX_LABELS, description="randomly displaced copies of "
+                          "the seeds (at most 100000)")
+    rattle_A: float = Field(0.08, gt=0, le=1.0, description="largest Gaussian displacement std "
+                            "(A, at most 1)")
+    n_md: int = Field(24, ge=0, le=MAX_LABELS, description="frames from short MD of a "
+                      "bootstrap backbone (at most 100000)")
+    md_steps: int = Field(200, gt=0, le=MAX_STEPS, description="steps of each bootstrap "
+                          "walker (at most 1e7; at least explore.stride when n_md > 0)")
     test_size: int = Field(
-        480, gt=0, description="held-out test frames; the default keeps the 95% bootstrap "
+        480, gt=0, le=MAX_LABELS,
+        description="held-out test frames (1..100000); the default keeps the 95% bootstrap "
         "interval of the test force MAE within +-5% of the MAE when the test walkers stay in "
         "thermal geometries (ethanol: 160 frames up to +-5.7% at PBE; 480 up to +-3.1% at PBE "
         "and +-3.6% in the quick start); a comparison's summary reports it")
-    test_walkers: int = Field(12, gt=0, description="walkers whose frames form the test set")
+    test_walkers: int = Field(12, gt=0, le=MAX_WALKERS, description="walkers whose frames "
+                              "form the test set (at most 10000)")
     test_md_steps: int | None = Field(
-        None, gt=0, description="steps of each test walker (default: enough for test_size "
-        "frames at explore.stride, at least md_steps)")
+        None, gt=0, le=MAX_STEPS, description="steps of each test walker (default: enough for "
+        "test_size frames at explore.stride, at least md_steps); must leave room for "
+        "test_size frames (one every explore.stride steps)")
     calibration_fraction: float = Field(
         0.25, gt=0, lt=1, description="fraction of every labeled batch held out of backbone "
         "training, so that the probe sees only out-of-sample errors",
@@ -156,9 +269,11 @@ class PoolConfig(_Section):
         "test and training")
     test_fraction: float = Field(0.25, gt=0, lt=1)
     test_file: str | None = Field(None, description="a separate labeled test file instead")
-    initial_size: int = Field(16, ge=4, description="generation 0's labels (train + calib)")
+    initial_size: int = Field(16, ge=4, le=MAX_LABELS, description="generation 0's labels "
+                              "(train + calib; at most 100000)")
     candidates: int | None = Field(
-        None, gt=0, description="per generation, a random subset of this many unlabeled "
+        None, gt=0, le=MAX_STEPS,
+        description="per generation, a random subset of this many unlabeled "
         "frames are the candidates (default: all of them)")
 
 
@@ -168,31 +283,38 @@ class BackboneConfig(_Section):
     model_file: str | None = Field(
         None, description="local MACE model file to start from (loading runs pickled code)"
     )
-    channels: int = Field(32, gt=0)
+    channels: int = Field(32, gt=0, le=1024)
     max_L: int = Field(0, ge=0, le=3)
-    r_max_A: float = Field(5.0, gt=0)
-    interactions: int = Field(2, ge=1)
-    correlation: int = Field(2, ge=1)
-    epochs: int = Field(60, gt=0)
+    r_max_A: float = Field(5.0, gt=0, le=20.0, description="cutoff radius (A, at most 20)")
+    interactions: int = Field(2, ge=1, le=8)
+    correlation: int = Field(2, ge=1, le=6)
+    epochs: int = Field(60, gt=0, le=MAX_EPOCHS)
     finetune: bool = Field(True, description="fine-tune on all training labels every generation")
-    finetune_epochs: int = Field(30, gt=0)
-    batch_size: int = Field(4, gt=0)
-    lr: float = Field(0.01, gt=0)
-    forces_weight: float = Field(10.0, ge=0)
-    energy_weight: float = Field(1.0, ge=0)
-    stage_two_energy_weight: float = Field(100.0, ge=0)
+    finetune_epochs: int = Field(30, gt=0, le=MAX_EPOCHS)
+    batch_size: int = Field(4, gt=0, le=65_536)
+    lr: float = Field(0.01, gt=0, le=10.0)
+    forces_weight: float = Field(10.0, ge=0, le=1e6)
+    energy_weight: float = Field(1.0, ge=0, le=1e6)
+    stage_two_energy_weight: float = Field(100.0, ge=0, le=1e6)
     dtype: Literal["float32", "float64"] = "float32"
-    device: str = "cpu"
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:N or mps")
     refresh_every: int = Field(
-        1, ge=1, description="train the backbone only every K generations; in between it is "
+        1, ge=1, le=MAX_GENERATIONS,
+        description="train the backbone only every K generations; in between it is "
         "frozen, so every new label is out of sample for the probe")
     retrain: Literal["finetune", "scratch"] = Field(
         "finetune", description="every generation: fine-tune the previous backbone "
         "(finetune_epochs) or train a new one from scratch on all training labels (epochs)")
     ema: bool = Field(False, description="exponential moving average of the weights (mace)")
     train_timeout_s: float | None = Field(
-        None, gt=0, description="wall-time limit of one training run (s); over it the "
-        "trainer is killed and the stage stops with an error (resumable)")
+        None, gt=0, le=MAX_SECONDS, description="wall-time limit of one training run (s, at "
+        "most 30 days); over it the trainer is killed and the stage stops with an error "
+        "(resumable)")
+
+    @field_validator("device")
+    @classmethod
+    def _torch_device(cls, v: str) -> str:
+        return _device(v)
 
 
 class ProbeConfig(_Section):
@@ -201,10 +323,11 @@ class ProbeConfig(_Section):
     error: Literal["energy", "energy_per_atom", "force_rmse", "force_max"] = "force_rmse"
     threshold: Literal["quantile", "absolute"] = "quantile"
     threshold_value: float = Field(
-        0.5, gt=0, description="quantile in (0, 1), or eV / eV/A / eV per atom if absolute"
+        0.5, gt=0, le=1e6, description="quantile in (0, 1), or eV / eV/A / eV per atom if "
+        "absolute"
     )
-    members: int = Field(3, ge=1, description="heads with different seeds, averaged (one "
-                         "batched forward pass for all)")
+    members: int = Field(3, ge=1, le=MAX_MEMBERS, description="heads with different seeds, "
+                         "averaged (one batched forward pass for all; at most 64)")
     attention: bool = Field(True, description="False: mean-pool MLP ablation (no attention)")
     target: Literal["structure", "atom"] = Field(
         "structure", description="structure: one example per frame (its error against the "
@@ -216,23 +339,39 @@ class ProbeConfig(_Section):
     use_energy: bool = Field(True, description="the predicted energy in the pooling vector")
     features: Literal["last", "all"] = Field(
         "last", description="invariant features of the last interaction layer, or of all")
-    width: int | Literal["auto"] = Field(
-        "auto", description="hidden width; auto: probe.auto_width (grows with the training "
-        "examples, 32..256)")
+    width: Annotated[
+        Union[Annotated[Annotated[int, Field(gt=0, le=4096)], Tag("width-int")],
+              Annotated[Literal["auto"], Tag("width-auto")]],
+        Discriminator(lambda v: "width-auto" if isinstance(v, str) else "width-int"),
+    ] = Field("auto", description="hidden width (1..4096); auto: probe.auto_width (grows "
+              "with the training examples, 32..256)")
     lineage: int = Field(
-        1, ge=1, description="backbones whose out-of-sample errors train the probe: 1 = the "
+        1, ge=1, le=MAX_GENERATIONS,
+        description="backbones whose out-of-sample errors train the probe: 1 = the "
         "current backbone only; K = also the K-1 before it, each on the labeled frames none "
         "of its lineage trained on (frames labeled after it), errors scaled to the current "
         "backbone's median (more examples where each generation adds few)")
     temperature_scaling: bool = Field(
         False, description="fit a temperature on the validation split (calibrates P(reliable))")
-    epochs: int = Field(300, gt=0)
-    patience: int = Field(25, gt=0)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    epochs: int = Field(300, gt=0, le=MAX_EPOCHS)
+    patience: int = Field(25, gt=0, le=MAX_EPOCHS)
+    lr: float = Field(1e-3, gt=0, le=10.0)
+    weight_decay: float = Field(1e-4, ge=0, le=10.0)
     validation_fraction: float = Field(0.15, gt=0, lt=1)
-    batch_size: int = Field(32, gt=0)
-    device: str = "cpu"
+    batch_size: int = Field(32, gt=0, le=65_536)
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:N or mps")
+
+    @field_validator("width", mode="before")
+    @classmethod
+    def _width(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "auto":
+            raise ValueError("expected a whole number of hidden units or 'auto'")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _torch_device(cls, v: str) -> str:
+        return _device(v)
 
     @model_validator(mode="after")
     def _quantile_range(self) -> ProbeConfig:
@@ -244,17 +383,22 @@ class ProbeConfig(_Section):
 class ExploreConfig(_Section):
     """MD walkers (ASE Langevin) on the backbone."""
 
-    walkers: int = Field(4, gt=0)
-    temperatures_K: tuple[float, ...] = Field((300.0,), min_length=1)
+    walkers: int = Field(4, gt=0, le=MAX_WALKERS, description="MD walkers (at most 10000)")
+    temperatures_K: tuple[float, ...] = Field(
+        (300.0,), min_length=1, max_length=MAX_WALKERS,
+        description="walker temperatures, cycled over the walkers (each in (0, 1e6] K)")
     timestep_fs: float = Field(0.5, gt=0, le=5)
-    steps: int = Field(400, gt=0)
-    stride: int = Field(10, gt=0, description="MD steps between sampled frames")
-    friction_per_fs: float = Field(0.01, gt=0)
+    steps: int = Field(400, gt=0, le=MAX_STEPS, description="MD steps of each walker per "
+                       "generation (at most 1e7; at least stride)")
+    stride: int = Field(10, gt=0, le=MAX_STEPS, description="MD steps between sampled frames")
+    friction_per_fs: float = Field(0.01, gt=0, le=10.0)
     trust_floor: float = Field(0.1, ge=0, le=1, description="stop when P(reliable) stays below")
-    patience: int = Field(3, gt=0, description="consecutive samples below the floor to stop")
-    min_distance_A: float = Field(0.6, gt=0, description="closer pairs are unphysical")
+    patience: int = Field(3, gt=0, le=MAX_STEPS, description="consecutive samples below the "
+                          "floor to stop")
+    min_distance_A: float = Field(0.6, gt=0, le=3.0, description="closer pairs are unphysical")
     fragment_distance_A: float = Field(
-        3.0, gt=0, description="an atom group farther than this from the rest has flown off"
+        3.0, gt=0, le=100.0,
+        description="an atom group farther than this from the rest has flown off"
     )
     keep_bonds: bool = Field(
         True, description="a walker whose bonds change is unphysical: a bond of its start "
@@ -267,6 +411,8 @@ class ExploreConfig(_Section):
     def _positive(cls, v: tuple[float, ...]) -> tuple[float, ...]:
         if any(t <= 0 for t in v):
             raise ValueError("temperatures must be > 0 K")
+        if any(t > MAX_TEMPERATURE_K for t in v):
+            raise ValueError(f"temperatures must be at most {MAX_TEMPERATURE_K:g} K")
         return v
 
 
@@ -281,23 +427,26 @@ class SelectConfig(_Section):
 
     rule: str = Field("probe", description="the arm's strategy: probe, ensemble, random, "
                       "latent (any name registered in alprobe.arms.ARMS)")
-    budget: int = Field(16, gt=0, description="labels per generation")
+    budget: int = Field(16, gt=0, le=MAX_LABELS, description="labels per generation (at "
+                        "most 100000)")
     sampling: Literal["top", "power"] = Field(
         "top", description="top: the rule's most wanted frames first; power: drawn at random "
         "with probability proportional to (wanted-ness)**select.power (stochastic batch "
         "acquisition: a batch that does not pile onto one kind of structure)")
-    power: float = Field(1.0, ge=0, description="the exponent of sampling: power")
-    min_spacing: int = Field(2, ge=0, description="samples between two picks of one walker")
+    power: float = Field(1.0, ge=0, le=100.0, description="the exponent of sampling: power")
+    min_spacing: int = Field(2, ge=0, le=MAX_STEPS, description="samples between two picks of "
+                             "one walker")
     max_failed_fraction: float = Field(
         0.5, ge=0, le=1, description="pause before training when more labels of a generation "
         "failed than this fraction")
     audit_random: int = Field(
-        0, ge=0, description="of the budget, this many labels go to candidates drawn at "
+        0, ge=0, le=MAX_LABELS,
+        description="of the budget, this many labels go to candidates drawn at "
         "random (marked audit), which measure the trust signal without selection bias")
     hit_threshold_force_rmse_eV_A: float | None = Field(
-        None, gt=0, description="absolute hit-rate threshold: a new label is a hit when the "
+        None, gt=0, le=1e4,
+        description="absolute hit-rate threshold: a new label is a hit when the "
         "force RMSE of the model that picked it exceeds this (eV/A), from its raw predictions")
-
 
     @field_validator("rule")
     @classmethod
@@ -326,11 +475,14 @@ class CommitteeConfig(_Section):
     (largest first); frames at or above sigma_hi are treated as broken and never labeled.
     """
 
-    members: int = Field(4, ge=2, description="committee size M, the backbone included")
+    members: int = Field(4, ge=2, le=MAX_MEMBERS, description="committee size M, the "
+                         "backbone included (2..64)")
     bootstrap: bool = Field(False, description="members 1..M-1 train on bootstrap resamples")
     signal: Literal["force", "energy"] = "force"
-    sigma_lo: float = Field(0.0, ge=0, description="eV/A (force) or eV/atom (energy)")
-    sigma_hi: float | None = Field(None, gt=0, description="eV/A or eV/atom; None: no ceiling")
+    sigma_lo: float = Field(0.0, ge=0, le=1e4, description="eV/A (force) or eV/atom "
+                            "(energy)")
+    sigma_hi: float | None = Field(None, gt=0, le=1e4, description="eV/A or eV/atom; None: no "
+                                   "ceiling")
 
     @model_validator(mode="after")
     def _window(self) -> CommitteeConfig:
@@ -354,20 +506,25 @@ class StreamingConfig(_Section):
     """
 
     total_budget: int | None = Field(
-        None, gt=0, description="labels after generation 0, audit sample included (default: "
+        None, gt=0, le=MAX_LABELS * 100,
+        description="labels after generation 0, audit sample included (default: "
         "select.budget x generations)")
     retrain_every: int | None = Field(
-        None, gt=0, description="new labels between two trainings (default: select.budget)")
+        None, gt=0, le=MAX_LABELS,
+        description="new labels between two trainings (default: select.budget)")
     segment_steps: int | None = Field(
-        None, gt=0, description="MD steps of one walker segment (default: explore.steps / 3, "
+        None, gt=0, le=MAX_STEPS,
+        description="MD steps of one walker segment (default: explore.steps / 3, "
         "at least 2 strides)")
     picks_per_segment: int | None = Field(
-        None, gt=0, description="frames the rule picks per segment (default: the generations "
+        None, gt=0, le=MAX_LABELS,
+        description="frames the rule picks per segment (default: the generations "
         "schedule's fraction, select.budget of walkers x steps / stride candidates, at least 1)")
     max_labels_per_hour: float | None = Field(
         None, gt=0, description="optional rate limit of new label tasks")
     label_slots: int | None = Field(
-        None, gt=0, description="label tasks kept in flight (default: every worker thread)")
+        None, gt=0, le=MAX_LABELS,
+        description="label tasks kept in flight (default: every worker thread)")
 
 
 TASK_KINDS = ("md", "label", "train", "probe", "evaluate")
@@ -376,9 +533,9 @@ TASK_KINDS = ("md", "label", "train", "probe", "evaluate")
 class TLSConfig(_Section):
     """TLS files passed to distributed.security.Security (all paths)."""
 
-    ca_file: str
-    cert: str
-    key: str
+    ca_file: str = Field(min_length=1)
+    cert: str = Field(min_length=1)
+    key: str = Field(min_length=1)
 
 
 class ClusterConfig(_Section):
@@ -393,32 +550,92 @@ class ClusterConfig(_Section):
     """
 
     kind: Literal["local", "address", "slurm", "pbs", "lsf"] = "local"
-    address: str | None = None
-    n_workers: int = Field(2, gt=0)
-    threads_per_worker: int = Field(1, gt=0)
-    memory_limit: str = "auto"
-    dashboard_address: str = "127.0.0.1:0"
+    address: str | None = Field(None, description="kind address: the scheduler, "
+                                "[tcp:// or tls://]HOST:PORT")
+    n_workers: int = Field(2, gt=0, le=MAX_WORKERS, description="local: workers (at most 4096)")
+    threads_per_worker: int = Field(1, gt=0, le=MAX_THREADS, description="at most 1024")
+    memory_limit: str = Field(
+        "auto", description="local: memory per worker, as Dask reads it: '4GB', '4 GiB', a "
+        "number of bytes, 'auto', or a fraction of the machine's memory (0 < x <= 1)")
+    dashboard_address: str = Field(
+        "127.0.0.1:0", description="HOST:PORT of the dashboard (local and jobqueue); off "
+        "loopback (0.0.0.0, ':8787', a host name) it needs cluster.tls, like cluster.host")
     host: str = Field("127.0.0.1", description="scheduler bind address (local and jobqueue)")
-    cores: int = Field(1, gt=0, description="jobqueue: cores per job")
-    processes: int = Field(1, gt=0, description="jobqueue: worker processes per job")
-    memory: str = Field("4GB", description="jobqueue: memory per job")
+    cores: int = Field(1, gt=0, le=MAX_THREADS, description="jobqueue: cores per job")
+    processes: int = Field(1, gt=0, le=MAX_THREADS, description="jobqueue: worker processes "
+                           "per job")
+    memory: str = Field("4GB", description="jobqueue: memory per job ('4GB', '4 GiB', bytes)")
     walltime: str = "01:00:00"
     queue: str | None = None
     account: str | None = None
     job_extra_directives: tuple[str, ...] = ()
     job_script_prologue: tuple[str, ...] = ()
     interface: str | None = None
-    jobs: int = Field(1, ge=0, description="jobqueue: jobs to start when not adaptive")
+    jobs: int = Field(1, ge=0, le=MAX_WORKERS, description="jobqueue: jobs to start when not "
+                      "adaptive (at most 4096)")
     adaptive: bool = False
-    adapt_minimum_jobs: int = Field(0, ge=0)
-    adapt_maximum_jobs: int = Field(4, ge=1)
-    worker_resources: dict[str, float] = Field(default_factory=dict)
-    resources: dict[str, dict[str, float]] = Field(default_factory=dict)
+    adapt_minimum_jobs: int = Field(0, ge=0, le=MAX_WORKERS)
+    adapt_maximum_jobs: int = Field(4, ge=1, le=MAX_WORKERS)
+    worker_resources: dict[str, Annotated[float, Field(ge=0, le=1e9)]] = Field(
+        default_factory=dict)
+    resources: dict[str, dict[str, Annotated[float, Field(ge=0, le=1e9)]]] = Field(
+        default_factory=dict)
     wait_for_resources_s: float = Field(
-        60.0, ge=0, description="how long to wait for a worker offering a requested resource")
-    tls: TLSConfig | Literal["auto"] | None = Field(
+        60.0, ge=0, le=MAX_SECONDS, description="how long to wait for a worker offering a "
+        "requested resource")
+    tls: Annotated[
+        Union[Annotated[TLSConfig, Tag("tls-files")], Annotated[Literal["auto"], Tag("tls-auto")]],
+        Discriminator(lambda v: "tls-auto" if isinstance(v, str) else "tls-files"),
+    ] | None = Field(
         None, description="TLS for every connection: 'auto' makes a throw-away CA and "
-        "certificate in the campaign folder (tls/), or give {ca_file, cert, key}")
+        "certificate in the campaign folder (tls/), or give {ca_file, cert, key} (files that "
+        "exist; paths as given, relative to the working directory)")
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls_shape(cls, v: Any) -> Any:
+        if v is None or v == "auto" or isinstance(v, (dict, TLSConfig)):
+            return v
+        raise ValueError("expected 'auto' or a mapping {ca_file, cert, key}")
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _memory_limit(cls, v: Any) -> Any:
+        return _memory(v, auto=True)
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory_per_job(cls, v: Any) -> Any:
+        return _memory(v, auto=False)
+
+    @field_validator("address")
+    @classmethod
+    def _address_form(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        proto, sep, rest = v.rpartition("://")
+        m = _PORT_TAIL.search(rest)
+        if (sep and proto not in ("tcp", "tls")) or not m or not 0 < int(m.group(1)) < 65536 \
+                or not rest[: m.start()].strip("[]"):
+            raise ValueError("expected a scheduler address [tcp:// or tls://]HOST:PORT, e.g. "
+                             "tls://10.0.0.5:8786")
+        return v
+
+    @field_validator("dashboard_address")
+    @classmethod
+    def _dashboard_form(cls, v: str) -> str:
+        rest = v.strip().removeprefix("http://").removeprefix("https://")
+        port = rest.rpartition(":")[2] if ":" in rest else rest
+        if not port.isdigit() or int(port) > 65535:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8787 (port 0: any free port)")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _host_form(cls, v: str) -> str:
+        if not re.fullmatch(r"\[?[A-Za-z0-9_.:%-]+\]?", v):
+            raise ValueError("expected a host name or IP address, e.g. 127.0.0.1")
+        return v
 
     @field_validator("resources")
     @classmethod
@@ -435,6 +652,12 @@ class ClusterConfig(_Section):
         if self.adapt_minimum_jobs > self.adapt_maximum_jobs:
             raise ValueError("adapt_minimum_jobs must not exceed adapt_maximum_jobs")
         exposed = network_exposure(self)
+        if exposed.startswith("cluster.dashboard_address") and self.tls is None:
+            raise ValueError(
+                f"{exposed} without TLS (the printed link says 127.0.0.1, yet anyone who "
+                "reaches that port sees the campaign's tasks and workers): keep it on "
+                "127.0.0.1:PORT and reach it through an ssh tunnel (ssh -L PORT:127.0.0.1:PORT), "
+                "or set cluster.tls as for a scheduler on the network")
         if exposed and self.tls is None:
             raise ValueError(
                 f"{exposed} without TLS: anyone who reaches that port can run code as you; "
@@ -476,19 +699,32 @@ def network_exposure(cfg: ClusterConfig) -> str:
         return ""
     if not _is_loopback(cfg.host):
         return f"cluster.host {cfg.host} binds the scheduler to the network"
+    if not _is_loopback(_dashboard_host(cfg.dashboard_address)):
+        return (f"cluster.dashboard_address {cfg.dashboard_address} binds the dashboard to the "
+                "network")
     return ""
+
+
+def _dashboard_host(address: str) -> str:
+    """The host part of a dashboard address ('' for every interface: ':8787' or '8787')."""
+    rest = address.strip().removeprefix("http://").removeprefix("https://")
+    if ":" not in rest:
+        return "" if rest.isdigit() else rest
+    return rest.rsplit(":", 1)[0]
 
 
 class CampaignConfig(_Section):
     """A whole campaign; ``source_dir`` is where relative paths are resolved."""
 
-    name: str = Field(min_length=1)
-    seed: int = 0
+    name: str = Field(min_length=1, max_length=100, description="a plain name (letters, "
+                      "digits, '_', '-', '.'; not starting with '.' or '-'): the default "
+                      "campaign folder is runs/<name>")
+    seed: int = Field(0, ge=0, le=2**63 - 1)
     replica: int = Field(
-        0, ge=0, description="a replica of an arm: mixes into the selection, training and "
+        0, ge=0, le=1000, description="a replica of an arm: mixes into the selection, training and "
         "probe seeds after generation 0 (walker seeds and generation 0 stay shared)")
-    generations: int = Field(3, ge=0, description="generations (the streaming schedule: "
-                             "its default number of retrain cycles)")
+    generations: int = Field(3, ge=0, le=MAX_GENERATIONS, description="generations (the "
+                             "streaming schedule: its default number of retrain cycles)")
     schedule: Literal["generations", "streaming"] = Field(
         "generations", description="generations: explore, select, label, train in turn; "
         "streaming: all at once, no barrier (see StreamingConfig)")
@@ -505,6 +741,44 @@ class CampaignConfig(_Section):
     committee: CommitteeConfig = CommitteeConfig()
     cluster: ClusterConfig = ClusterConfig()
     source_dir: str = Field(".", description="set by the loader: folder of the campaign file")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("must be a plain name: letters, digits, '_', '-', '.', not "
+                             "starting with '.' or '-' (the campaign folder is runs/<name>)")
+        return v
+
+    @model_validator(mode="after")
+    def _frames_sampled(self) -> CampaignConfig:
+        """MD settings under which walkers would sample too few frames (one every stride)."""
+        if self.pool is not None:
+            return self  # no MD
+        ini, stride = self.initial, self.explore.stride
+        if self.explore.steps < stride:
+            raise ValueError(f"explore.steps: {self.explore.steps} steps are fewer than "
+                             f"explore.stride ({stride}): walkers would sample no frame")
+        if ini.n_md > 0 and ini.md_steps < stride:
+            raise ValueError(f"initial.md_steps: {ini.md_steps} steps are fewer than "
+                             f"explore.stride ({stride}): the bootstrap walkers would sample no "
+                             "frame for initial.n_md")
+        if ini.test_md_steps is not None:
+            cap = ini.test_md_steps // stride
+            n = ini.test_walkers
+            per = [ini.test_size // n + (1 if w < ini.test_size % n else 0) for w in range(n)]
+            got = sum(min(p, cap) for p in per)
+            if got < ini.test_size:
+                raise ValueError(
+                    f"initial.test_md_steps: {ini.test_md_steps} steps at explore.stride "
+                    f"({stride}) give {'no test frame' if got == 0 else f'only {got} test frames'}"
+                    f" of initial.test_size ({ini.test_size}), at most {cap} per test walker; "
+                    f"set it to at least {max(per) * stride} or leave it out")
+        seg = self.streaming.segment_steps
+        if self.schedule == "streaming" and seg is not None and seg < stride:
+            raise ValueError(f"streaming.segment_steps: {seg} steps are fewer than "
+                             f"explore.stride ({stride}): segments would sample no frame")
+        return self
 
     @model_validator(mode="after")
     def _system_or_pool(self) -> CampaignConfig:
@@ -530,8 +804,17 @@ class CampaignConfig(_Section):
         return self.model_dump(mode="json", exclude={"cluster", "source_dir"})
 
 
+#: Tags of tagged unions (``Tag``): part of pydantic's error locations, not of the key path.
+_UNION_TAGS = {"tls-files", "tls-auto", "width-int", "width-auto"}
+
+
+def _key(part: Any) -> str:
+    text = str(part)
+    return text if len(text) <= SHORT_VALUE else text[: SHORT_VALUE - 3] + "..."
+
+
 def _format_error(err: dict[str, Any]) -> str:
-    path = ".".join(str(p) for p in err["loc"]) or "<top>"
+    path = ".".join(_key(p) for p in err["loc"] if p not in _UNION_TAGS) or "<top>"
     msg = err["msg"].removeprefix("Value error, ")
     if path == "<top>" and msg.split(":")[0].replace(".", "").replace("_", "").isalnum():
         return msg  # a whole-campaign check that names its own key
@@ -541,7 +824,7 @@ def _format_error(err: dict[str, Any]) -> str:
         return f"{path}: required key missing"
     got = err.get("input")
     if err["type"] not in ("model_type",) and got is not None and not isinstance(got, dict):
-        return f"{path}: {msg} (got {got!r})"
+        return f"{path}: {msg} (got {short(got)})"
     return f"{path}: {msg}"
 
 
@@ -557,21 +840,143 @@ def parse_campaign(data: Any, source_dir: str | Path = ".", source: str = "campa
     try:
         cfg = CampaignConfig.model_validate({**data, "source_dir": str(source_dir)})
     except ValidationError as exc:
-        problems += [p for p in map(_format_error, exc.errors()) if p not in problems]
+        problems += [p for p in map(_format_error, _primary(exc.errors())) if p not in problems]
     if problems:
         raise ConfigError(problems, source) from None
     return cfg
 
 
-def read_yaml(path: str | Path, kind: str = "campaign") -> Any:
-    """The YAML document at ``path``; ConfigError if the ``kind`` file is missing or invalid."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"{kind} file not found: {path}"], str(path))
+def _primary(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pydantic's errors without the echoes: a sequence "too short after validation" because
+    its items were refused (the items' own errors say why)."""
+    def below(err: dict[str, Any]) -> bool:
+        n = len(err["loc"])
+        return any(len(o["loc"]) > n and o["loc"][:n] == err["loc"] for o in errors)
+
+    return [e for e in errors if not (e["type"] in ("too_short", "too_long") and below(e))]
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads 1e12 as a number (YAML 1.2; YAML 1.1 wants 1.0e12)."""
+
+
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def _node_problems(root: yaml.Node, limit: int = MAX_YAML_NODES) -> list[str]:
+    """Duplicate keys of every mapping (with their path and lines) and the size of the document
+    after alias expansion (more than ``limit`` nodes, or an alias inside itself), found on the
+    composed node graph before anything is constructed. Every node is visited once (an anchor's
+    content reached again through an alias adds its size without a second walk)."""
+    problems: list[str] = []
+    size: dict[int, int] = {}
+    open_: set[int] = set()
+    merge = "tag:yaml.org,2002:merge"
+
+    def walk(node: yaml.Node, path: str) -> int:
+        key = id(node)
+        if key in size:
+            return size[key]
+        if key in open_:
+            raise _Recursive(node)
+        open_.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], int] = {}
+            for k, v in node.value:
+                name = str(k.value) if isinstance(k, yaml.ScalarNode) else "<complex key>"
+                where = f"{path}.{name}" if path else name
+                if isinstance(k, yaml.ScalarNode) and k.tag != merge:
+                    line = k.start_mark.line + 1
+                    if (k.tag, k.value) in seen:
+                        first = seen[k.tag, k.value]
+                        lines = f"twice on line {line}" if first == line else \
+                            f"lines {first} and {line}"
+                        problems.append(f"{short_key(where)}: duplicate key ({lines}; the second "
+                                        "would silently replace the first)")
+                    else:
+                        seen[k.tag, k.value] = line
+                total += walk(k, where) + walk(v, where)
+                if total > limit:
+                    return total
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                total += walk(v, f"{path}.{i}" if path else str(i))
+                if total > limit:
+                    return total
+        open_.discard(key)
+        size[key] = total
+        return total
+
     try:
-        return yaml.safe_load(path.read_text())
+        total = walk(root, "")
+    except _Recursive as exc:
+        line = exc.node.start_mark.line + 1
+        return problems + [f"the YAML document contains itself (an alias inside its own anchor, "
+                           f"line {line})"]
+    if total > limit:
+        problems.append(f"the YAML document expands to more than {limit} values (aliases *name "
+                        "repeat their anchor's content; a campaign file has a few hundred)")
+    return problems
+
+
+class _Recursive(Exception):
+    def __init__(self, node: yaml.Node):
+        super().__init__("recursive YAML alias")
+        self.node = node
+
+
+def short_key(path: str, limit: int = 2 * SHORT_VALUE) -> str:
+    """A key path cut to ``limit`` characters."""
+    return path if len(path) <= limit else path[: limit - 3] + "..."
+
+
+def read_yaml(path: str | Path, kind: str = "campaign") -> Any:
+    """The YAML document at ``path``; ConfigError if the ``kind`` file is missing or invalid.
+
+    Refused with one line each: a file that is not UTF-8 text or is larger than
+    ``MAX_YAML_BYTES``, invalid YAML, a key given twice in one mapping (YAML would keep the
+    last silently), a document that expands beyond ``MAX_YAML_NODES`` values through aliases
+    (an "alias bomb") or contains itself."""
+    path = Path(path)
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):  # a name no file can have (too long, NUL byte)
+        found = False
+    if not found:
+        raise ConfigError([f"{kind} file not found: {path}"], str(path))
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise ConfigError([f"{kind} file is {size} bytes, more than {MAX_YAML_BYTES}: not a "
+                           f"{kind} file"], str(path))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"not a text file (UTF-8): byte {exc.start} cannot be decoded"],
+                          str(path)) from None
+    loader = None
+    try:
+        loader = _StrictLoader(text)
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        problems = _node_problems(root)
+        if problems:
+            raise ConfigError(problems, str(path))
+        return loader.construct_document(root)
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {' '.join(str(exc).split())}"], str(path)) from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        what = "nested too deeply" if isinstance(exc, RecursionError) else " ".join(
+            str(exc).split())
+        raise ConfigError([f"not valid YAML: {what}"], str(path)) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def load_campaign(path: str | Path) -> CampaignConfig:

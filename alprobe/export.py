@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from ase import Atoms
 
 from .errors import AlprobeError
@@ -64,13 +63,15 @@ def _level(campaign: dict[str, Any], source_dir: Path) -> str:
             return (f"retrospective pool {path.name}: "
                     f"{info.get('labels', {}).get('level', 'level not recorded')}")
         return f"retrospective pool {path} (its level of theory is not recorded next to it)"
-    dft = campaign.get("dft", {})
+    dft = campaign.get("dft") or {}
+    system = campaign.get("system") or {}
     words = f"{dft.get('method', '?')}/{dft.get('basis', '?')}"
     if dft.get("density_fit"):
         words += ", density fitting"
     if dft.get("grid_level") is not None and dft.get("method", "").lower() not in ("hf",):
         words += f", grid level {dft['grid_level']}"
-    return words + f" (PySCF; charge {dft.get('charge', 0)}, spin {dft.get('spin', 0)})"
+    return words + (f" (PySCF; charge {system.get('charge', 0)}, spin 2S = "
+                    f"{system.get('spin', 0)})")
 
 
 def _plain_frame(a: Atoms, energy_key: str, forces_key: str) -> Atoms:
@@ -84,10 +85,12 @@ def _plain_frame(a: Atoms, energy_key: str, forces_key: str) -> Atoms:
 
 
 def export_campaign(directory: str | Path, out: str | Path, energy_key: str = "REF_energy",
-                    forces_key: str = "REF_forces") -> dict[str, Any]:
-    """Export the campaign in ``directory`` to the folder ``out`` (created; files of the same
-    names are replaced). Returns what was written (also in ``out/export.json``)."""
-    from .folder import versions
+                    forces_key: str = "REF_forces", force: bool = False) -> dict[str, Any]:
+    """Export the campaign in ``directory`` to the folder ``out`` (created). A non-empty
+    ``out`` is refused unless ``force`` (then files of the same names are replaced). Models
+    are copied only from inside ``directory``. Returns what was written (also in
+    ``out/export.json``)."""
+    from .folder import read_stored_campaign, versions
     from .ledger import Ledger, LedgerError
 
     directory, out = Path(directory), Path(out)
@@ -100,13 +103,22 @@ def export_campaign(directory: str | Path, out: str | Path, energy_key: str = "R
         raise ExportError(f"{directory} is not a campaign folder (no ledger.db)")
     if energy_key == forces_key:
         raise ExportError("energy and forces keys must differ")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file, not a folder")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not force:
+        raise ExportError(f"{out} is not empty ({', '.join(held[:5])}"
+                          f"{', ...' if len(held) > 5 else ''}): choose a new folder, or pass "
+                          "--force to replace files of the same names")
+    if out.resolve() == directory.resolve() or out.resolve().is_relative_to(directory.resolve()):
+        raise ExportError(f"{out} is inside the campaign folder {directory}: export elsewhere")
     try:
         L = Ledger(directory, readonly=True)
     except LedgerError as exc:
         raise ExportError(str(exc)) from None
-    campaign = yaml.safe_load((directory / "campaign.yaml").read_text()) \
-        if (directory / "campaign.yaml").is_file() else {}
-    source = Path(campaign.get("source_dir") or directory)
+    campaign = read_stored_campaign(directory) if (directory / "campaign.yaml").is_file() else {}
+    source = Path(campaign.get("source_dir") or directory) \
+        if isinstance(campaign.get("source_dir"), (str, type(None))) else directory
     stages = L.stages()
     out.mkdir(parents=True, exist_ok=True)
     counts, files = {}, {}
@@ -130,7 +142,9 @@ def export_campaign(directory: str | Path, out: str | Path, energy_key: str = "R
             continue
         with atomic_path(out / name) as tmp:
             shutil.copyfile(last[1], tmp)
-        models[name] = {"generation": last[0], "source": str(last[1])}
+        models[name] = {"generation": last[0],
+                        "source": Path(last[1]).resolve().relative_to(
+                            directory.resolve()).as_posix()}
     status = {s: L.count(status=s) for s in ("labeled", "failed", "rejected", "timeout")}
     info = {
         "campaign": campaign.get("name", directory.name), "folder": str(directory.resolve()),
@@ -160,7 +174,8 @@ def _readme(info: dict[str, Any]) -> str:
         f"{info['generations_done']} generation(s) finished.",
     ]
     for name, m in info["models"].items():
-        lines.append(f"- `{name}`: generation {m['generation']} (from `{m['source']}`).")
+        lines.append(f"- `{name}`: generation {m['generation']} (from `{m['source']}` in the "
+                     "campaign folder).")
     lines += ["- Versions: " + ", ".join(f"{p} {v}" for p, v in info["versions"].items()), "",
               "Train a MACE model on it (mace-torch reads these keys by default):", "", "```",
               "mace_run_train --name mymodel --train_file train.xyz"

@@ -67,6 +67,19 @@ def bare_copy(atoms: Atoms) -> Atoms:
                  cell=atoms.cell.copy(), pbc=atoms.pbc.copy())
 
 
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_file(path: str | Path) -> bool:
+    """``Path(path).is_file()``, False (not an error) for a name no file can have: too long,
+    a NUL byte, a component that is not a folder."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def load_seeds(specs: Sequence[str], base_dir: str | Path = ".") -> list[Atoms]:
     """Seed structures from molecule names (ase.build.molecule, ALIASES) or xyz/extxyz files.
 
@@ -84,19 +97,24 @@ def load_seeds(specs: Sequence[str], base_dir: str | Path = ".") -> list[Atoms]:
         path = Path(spec).expanduser()
         if not path.is_absolute():
             path = Path(base_dir) / path
-        if path.suffix.lower() in {".xyz", ".extxyz"} or path.exists():
-            if not path.is_file():
-                raise ValueError(f"seed file not found: {path}")
+        try:
+            exists = path.exists()
+        except (OSError, ValueError):  # a name no file can have (too long, NUL byte)
+            exists = False
+        if path.suffix.lower() in {".xyz", ".extxyz"} or exists:
+            if not is_file(path):
+                raise ValueError(f"seed file not found: {_cut(str(path))}")
             try:
                 read_frames = read(path, index=":")
             except Exception as exc:  # noqa: BLE001 - ase raises many kinds
-                raise ValueError(f"cannot read seed file {path}: {exc}") from None
+                why = " ".join(str(exc).split())
+                raise ValueError(f"cannot read seed file {_cut(str(path))}: {_cut(why)}") from None
             seeds.extend(bare_copy(a) for a in read_frames)
         elif name in g2.names:
             seeds.append(bare_copy(molecule(name)))
         else:
             raise ValueError(
-                f"unknown seed {spec!r}: not a file and not a molecule name known to "
+                f"unknown seed {_cut(repr(spec), 80)}: not a file and not a molecule name known to "
                 "ase.build.molecule (e.g. 'CH3CH2OH', 'H2O') or an alias "
                 f"({', '.join(sorted(ALIASES))})"
             )
@@ -222,24 +240,64 @@ def read_labeled(path: str | Path, energy_key: str = "ref_energy", forces_key: s
     (eV/A) in arrays[forces_key], or else the file's own energy/forces (a calculator block).
 
     Returns bare frames with ``ref_energy`` / ``ref_forces`` (and, with ``keep_info``, the
-    file's other scalar info entries). Raises ValueError naming the first frame without a
-    label.
+    file's other scalar info entries). Raises ValueError (one line naming the file, and the
+    frame index where it applies) for an empty or unreadable file, a frame without a label, an
+    energy that is not one finite number, forces that are not finite numbers of shape
+    (n_atoms, 3), and non-finite positions.
     """
     from ase.io import read
 
+    path = Path(path)
+    if is_file(path) and path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file (no frames)")
+    try:
+        frames = read(path, index=":")
+    except Exception as exc:  # noqa: BLE001 - ase raises many kinds for a file it cannot parse
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise ValueError(f"{path}: cannot be read as extxyz ({why[:160]})") from None
     out = []
-    for i, a in enumerate(read(path, index=":")):
+    for i, a in enumerate(frames):
         if energy_key in a.info and forces_key in a.arrays:
             e, f = a.info[energy_key], a.arrays[forces_key]
+            where = f"info[{energy_key!r}]", f"arrays[{forces_key!r}]"
         elif a.calc is not None and "energy" in a.calc.results and "forces" in a.calc.results:
             e, f = a.calc.results["energy"], a.calc.results["forces"]
+            where = "energy", "forces"
         else:
             raise ValueError(f"{path}: frame {i} has no reference energy and forces "
                              f"(looked for info[{energy_key!r}], arrays[{forces_key!r}], "
                              "or energy/forces written by a calculator)")
+        problem = label_problem(a, e, f, *where)
+        if problem:
+            raise ValueError(f"{path}: frame {i}: {problem}")
         b = bare_copy(a)
         if keep_info:
             b.info.update({k: v for k, v in a.info.items()
                            if isinstance(v, (str, int, float, np.integer, np.floating))})
         out.append(set_reference(b, e, f))
     return out
+
+
+def label_problem(atoms: Atoms, energy: object, forces: object, energy_name: str = "energy",
+                  forces_name: str = "forces") -> str:
+    """'' if ``energy`` is one finite number (eV) and ``forces`` finite numbers of shape
+    (len(atoms), 3) (eV/A) on finite positions, else a one-line reason."""
+    if len(atoms) == 0:
+        return "no atoms"
+    if not np.all(np.isfinite(np.asarray(atoms.positions, dtype=float))):
+        return "non-finite positions"
+    e = np.asarray(energy)
+    if e.dtype.kind not in "iuf" or e.size != 1:
+        got = repr(energy) if e.size == 1 else f"{e.size} values"
+        return f"energy {energy_name} is not a number (got {got[:40]})"
+    if not np.isfinite(float(e.reshape(()))):
+        return f"non-finite energy {energy_name} ({float(e.reshape(()))})"
+    f = np.asarray(forces)
+    if f.dtype.kind not in "iuf":
+        return f"forces {forces_name} are not numbers"
+    if f.shape != (len(atoms), 3):
+        return f"forces {forces_name} have shape {f.shape}, expected ({len(atoms)}, 3)"
+    bad = np.flatnonzero(~np.all(np.isfinite(f), axis=1))
+    if len(bad):
+        return f"non-finite forces {forces_name} on atom(s) {', '.join(map(str, bad[:5]))}"
+    return ""

@@ -244,12 +244,12 @@ def read_campaign(directory: str | Path, images: bool = True) -> CampaignData:
         config = yaml.safe_load(yaml_text) or {}
     except yaml.YAMLError:
         config = {}
+    config = config if isinstance(config, dict) else {}  # a damaged file: shown, not used
     data = CampaignData(
         directory=d, name=str(config.get("name") or d.name), metrics=L.metrics(),
         stages=L.stages(), status={s: L.count(status=s) for s in _STATUSES},
         splits={s: L.count(status="labeled", split=s) for s in ("train", "calib", "test")},
-        problems=problems, audits=dict(audits), config=config if isinstance(config, dict)
-        else {}, campaign_yaml=yaml_text, versions=_text(d / "versions.json"))
+        problems=problems, audits=dict(audits), config=config, campaign_yaml=yaml_text, versions=_text(d / "versions.json"))
     if images:
         data.audit_pngs, data.importance = _pngs(d / "audits")
     return data

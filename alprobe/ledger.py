@@ -93,7 +93,74 @@ def read_stages(directory: str | Path) -> dict[str, dict[str, Any]]:
             con.close()
     except sqlite3.OperationalError:  # no stage table: a legacy folder, or not started
         return dict(_read_json(directory / "state.json", {"stages": {}})["stages"])
-    return {name: json.loads(info) for name, info in rows}
+    return {name: resolve_paths(json.loads(info), directory, strict=False)
+            for name, info in rows}
+
+
+#: Keys of stage records that hold model files (str, or a list of str): stored relative to
+#: the campaign folder, resolved inside it when read.
+PATH_KEYS = ("path", "members")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` (symlinks followed) lies inside the folder ``root``."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def _map_paths(info: dict[str, Any], fn: Any) -> dict[str, Any]:
+    """``info`` with ``fn`` applied to every model path (PATH_KEYS; a path or a list)."""
+    out = dict(info)
+    for k in PATH_KEYS:
+        if k in out:
+            v = out[k]
+            out[k] = [fn(x) for x in v] if isinstance(v, list) else fn(v)
+    return out
+
+
+def relative_paths(info: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """``info`` with every model path (PATH_KEYS) inside ``directory`` made relative to it
+    (POSIX form), so that a copied or moved folder still finds its own models."""
+    root = Path(directory).resolve()
+
+    def rel(v: Any) -> Any:
+        if isinstance(v, str) and Path(v).is_absolute() and _inside(Path(v), root):
+            return Path(v).resolve().relative_to(root.resolve()).as_posix()
+        return v
+
+    return _map_paths(info, rel)
+
+
+def resolve_paths(info: dict[str, Any], directory: Path, strict: bool = True) -> dict[str, Any]:
+    """``info`` with every model path (PATH_KEYS) as an absolute path inside ``directory``.
+
+    Relative paths are taken from the folder. An absolute path (ledgers written before paths
+    were stored relative) is used if it lies inside the folder, or else re-anchored at its
+    ``models/`` part (a copied folder finds its own copy). A path that still leaves the
+    folder (``..``, a symlink out, no ``models/`` part) is never loaded: LedgerError, or None
+    with ``strict=False``.
+    """
+    root = Path(directory).resolve()
+
+    def one(v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        p = Path(v)
+        if not p.is_absolute():
+            p = root / p
+        elif not _inside(p, root) and "models" in p.parts:
+            i = len(p.parts) - 1 - p.parts[::-1].index("models")
+            p = root.joinpath(*p.parts[i:])
+        if _inside(p, root):
+            return str(p)
+        if strict:
+            raise LedgerError(f"{root / 'ledger.db'} names a model file outside the campaign "
+                              f"folder ({v}); alprobe loads models only from inside the folder")
+        return None
+
+    return _map_paths(info, one)
 
 
 class Ledger:
@@ -136,6 +203,12 @@ class Ledger:
             else:
                 self._open_for_writing(legacy_state)
         except (sqlite3.DatabaseError, AttributeError) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not (
+                    os.access(self.dir, os.W_OK) and os.access(self.path, os.W_OK)):
+                raise LedgerError(
+                    f"cannot open {self.path}: the folder or the file is read-only ({exc}); the "
+                    "ledger itself may be fine: make it writable or copy the folder elsewhere"
+                ) from None
             raise LedgerError(f"{self.path} is damaged or not an alprobe ledger: {exc}") from None
 
     def _open_for_writing(self, legacy_state: Path) -> None:
@@ -425,11 +498,14 @@ class Ledger:
         return stage in self._stages
 
     def stage_info(self, stage: str) -> dict[str, Any]:
-        return self._stages.get(stage, {})
+        """What ``stage`` produced ({} if not done); model paths resolved inside this folder
+        (LedgerError for one that leaves it)."""
+        return resolve_paths(self._stages.get(stage, {}), self.dir)
 
     def stages(self) -> dict[str, dict[str, Any]]:
-        """Every stage record (name -> what it produced)."""
-        return {k: dict(v) for k, v in self._stages.items()}
+        """Every stage record (name -> what it produced); a model path that would leave the
+        folder reads as None."""
+        return {k: resolve_paths(v, self.dir, strict=False) for k, v in self._stages.items()}
 
     def mark_done(self, stage: str, **info: Any) -> None:
         """Record ``stage`` (e.g. "gen001/label") as done, with what it produced.
@@ -439,7 +515,7 @@ class Ledger:
         with self.transaction():
             if os.environ.get(CRASH_ENV) == stage:
                 _crash()
-            text = json.dumps(info, default=_plain)
+            text = json.dumps(relative_paths(info, self.dir), default=_plain)
             self.db.connection.execute("INSERT OR REPLACE INTO alprobe_stages VALUES (?, ?)",
                                        (stage, text))
             self._stages[stage] = json.loads(text)

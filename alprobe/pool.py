@@ -16,9 +16,16 @@ import numpy as np
 from ase import Atoms
 
 from .errors import AlprobeError
-from .frames import REF_ENERGY, REF_FORCES, frame_id, read_labeled
+from .frames import REF_ENERGY, REF_FORCES, frame_id, is_file, read_labeled
 
-__all__ = ["Pool", "PoolError", "label_frame", "read_pool", "sample_trajectory"]
+__all__ = ["MAX_FORCE_EV_A", "Pool", "PoolError", "label_frame", "read_pool", "sample_trajectory"]
+
+#: Largest reference force component a pool may hold (eV/A). Thermal MD of molecules stays
+#: below ~10 eV/A; the repository's ethanol pool tops out at 24 eV/A (an H migrating from C to
+#: O), and two atoms at dft.min_distance_A (0.5 A) see a few tens. 1000 eV/A is far beyond any
+#: of them, while forces written in meV/A (1000 times too large) or kcal/mol/A of a broken
+#: structure land beyond it.
+MAX_FORCE_EV_A = 1000.0
 
 
 class PoolError(AlprobeError):
@@ -70,6 +77,13 @@ def _prepare(frames: list[Atoms], path: Path, group_key: str | None, tag: str) -
         if fid in seen:
             raise PoolError(f"{path}: frames {seen[fid]} and {i} are the same structure")
         seen[fid] = i
+        forces = np.asarray(a.arrays[REF_FORCES], dtype=float)
+        if forces.size and np.abs(forces).max() > MAX_FORCE_EV_A:
+            k = int(np.abs(forces).max(axis=1).argmax())
+            raise PoolError(f"{path}: frame {i}: reference force {np.abs(forces).max():.3g} "
+                            f"eV/A on atom {k} exceeds {MAX_FORCE_EV_A:g} eV/A "
+                            "(pool.MAX_FORCE_EV_A: no molecular structure comes close; are the "
+                            "forces in meV/A or another unit?)")
         b = Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)
         b.info.update(fid=fid, ref_energy=float(a.info[REF_ENERGY]), group=group,
                       walker=groups.setdefault(group, len(groups)), sample=counts.get(group, 0))
@@ -82,8 +96,9 @@ def _prepare(frames: list[Atoms], path: Path, group_key: str | None, tag: str) -
 def read_pool(cfg: Any, source_dir: str | Path = ".") -> Pool:
     """Read the pool a ``PoolConfig`` names (paths relative to ``source_dir``).
 
-    Raises PoolError with a one-line reason (missing file, frame without a label, missing
-    group key, duplicate structures, a pool too small to split).
+    Raises PoolError with a one-line reason naming the file (and the frame where it applies):
+    missing, empty or unreadable file, a frame without a label, a label that is not finite,
+    of the wrong shape or beyond ``MAX_FORCE_EV_A``, missing group key, duplicate structures.
     """
     def resolve(p: str) -> Path:
         path = Path(p).expanduser()
@@ -91,12 +106,13 @@ def read_pool(cfg: Any, source_dir: str | Path = ".") -> Pool:
 
     def read(p: str, tag: str) -> list[Atoms]:
         path = resolve(p)
-        if not path.is_file():
+        if not is_file(path):
             raise PoolError(f"pool file not found: {path}")
         try:
             raw = read_labeled(path, cfg.energy_key, cfg.forces_key, keep_info=True)
         except (ValueError, OSError) as exc:
-            raise PoolError(" ".join(str(exc).split())) from None
+            msg = " ".join(str(exc).split())
+            raise PoolError(msg if str(path) in msg else f"{path}: {msg}") from None
         if not raw:
             raise PoolError(f"{path}: no frames")
         return _prepare(raw, path, cfg.group_key, tag)

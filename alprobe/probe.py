@@ -341,10 +341,23 @@ def load_probe(path: str | Path) -> ProbeModel:
         raise ProbeError(f"probe checkpoint not found: {path}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds
+        # never pass on torch's advice to retry with weights_only=False: that runs pickled code
+        why = ("it holds Python objects other than tensors and numbers, which alprobe never "
+               "unpickles" if "weights_only" in str(exc) or "Unsupported global" in str(exc)
+               else f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}")
+        raise ProbeError(f"{path} is not a probe checkpoint written by alprobe: {why}") from None
+    missing = [k for k in ("config", "state", "stats", "meta")
+               if not isinstance(blob, dict) or k not in blob]
+    if missing:
+        raise ProbeError(f"{path} is not a probe checkpoint written by alprobe (no "
+                         f"{', '.join(repr(k) for k in missing)} entr{'y' if len(missing) == 1 else 'ies'})")
+    try:
         net = ProbeEnsemble(**blob["config"])
         net.load_state_dict(blob["state"])
     except Exception as exc:  # noqa: BLE001
-        raise ProbeError(f"cannot read probe checkpoint {path}: {exc}") from None
+        raise ProbeError(f"{path} is a damaged probe checkpoint: "
+                         f"{' '.join(str(exc).split())[:200]}") from None
     net.eval()
     stats = {k: (v.numpy() if torch.is_tensor(v) else v) for k, v in blob["stats"].items()}
     return ProbeModel(net, stats, blob["meta"])

@@ -6,15 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import CampaignConfig, ConfigError, parse_campaign
-from .frames import load_seeds
+from .config import CampaignConfig, ConfigError, clip, parse_campaign, short
+from .frames import is_file, load_seeds
 
 __all__ = ["campaign_problems", "check_campaign", "dft_level"]
 
 
 def check_campaign(cfg: CampaignConfig) -> list[str]:
-    """Problems a schema cannot see: seeds or a pool that cannot be read, elements, the DFT
-    level, a pool too small for its splits."""
+    """Problems a schema cannot see, one line each: seeds or a pool that cannot be read; seeds
+    that PySCF cannot label (periodic, atoms closer than dft.min_distance_A, an electron count
+    that does not fit system.charge and system.spin); elements, the DFT level; a pool too small
+    for its splits; files named by backbone.model_file and cluster.tls that do not exist."""
     from .dft import check_level
 
     problems = []
@@ -22,16 +24,86 @@ def check_campaign(cfg: CampaignConfig) -> list[str]:
         problems += _pool_problems(cfg)
     if cfg.system is not None:
         elements: set[str] = set(cfg.system.elements or [])
-        try:
-            seeds = load_seeds(cfg.system.seeds, cfg.source_dir)
+        for spec in cfg.system.seeds:
+            try:
+                seeds = load_seeds([spec], cfg.source_dir)
+            except ValueError as exc:
+                problems.append(f"system.seeds: {exc}")
+                continue
             elements |= {s for a in seeds for s in a.get_chemical_symbols()}
-        except ValueError as exc:
-            problems.append(f"system.seeds: {exc}")
+            if cfg.pool is None:  # a pool campaign runs no MD and no DFT on its seeds
+                problems += seed_problems(spec, seeds, cfg)
         if cfg.pool is None:  # a pool campaign runs no DFT
             problems += [f"dft: {p}" for p in check_level(dft_level(cfg), sorted(elements))]
-    if cfg.backbone.model_file and not cfg.resolve(cfg.backbone.model_file).is_file():
-        problems.append(f"backbone.model_file: file not found: {cfg.resolve(cfg.backbone.model_file)}")
+    if cfg.backbone.model_file and not is_file(cfg.resolve(cfg.backbone.model_file)):
+        problems.append("backbone.model_file: file not found: "
+                        f"{_cut(str(cfg.resolve(cfg.backbone.model_file)))}")
+    problems += tls_problems(cfg)
+    return [clip(p) for p in problems]
+
+
+def seed_problems(spec: str, seeds: list[Any], cfg: CampaignConfig) -> list[str]:
+    """What keeps the structures read from seed ``spec`` from being labeled by alprobe's
+    (molecular) PySCF labeler or simulated by its walkers, one line each: a periodic cell,
+    a pair of atoms closer than dft.min_distance_A (or explore.min_distance_A, whichever is
+    larger: a walker would stop at once), an electron count (sum of Z - system.charge) that is
+    not positive, smaller than system.spin, or of another parity than system.spin (2S)."""
+    import numpy as np
+
+    from .frames import min_distance
+
+    d_min, d_key = cfg.dft.min_distance_A, "dft.min_distance_A"
+    if cfg.explore.min_distance_A > d_min:
+        d_min, d_key = cfg.explore.min_distance_A, "explore.min_distance_A"
+    charge, spin = cfg.system.charge, cfg.system.spin
+    problems = []
+    for k, a in enumerate(seeds):
+        what = f"seed {short(spec)}" + (f" (structure {k})" if len(seeds) > 1 else "")
+        if len(a) == 0:
+            problems.append(f"system.seeds: {what} has no atoms")
+            continue
+        if np.any(a.pbc):
+            problems.append(f"system.seeds: {what} is periodic (pbc {a.pbc.tolist()}): "
+                            "alprobe's PySCF labels are molecular; write it without a cell "
+                            "(pbc F F F)")
+        if len(a) > 1 and min_distance(a) < d_min:
+            d = a.get_all_distances()
+            d[np.diag_indices(len(a))] = np.inf
+            i, j = sorted(int(x) for x in np.unravel_index(np.argmin(d), d.shape))
+            sym = a.get_chemical_symbols()
+            problems.append(f"system.seeds: {what}: atoms {i} ({sym[i]}) and {j} ({sym[j]}) are "
+                            f"{d[i, j]:.3f} A apart, closer than {d_key} ({d_min:g} A)")
+        n_elec = int(np.sum(a.numbers)) - charge
+        formula = a.get_chemical_formula()
+        electrons = f"{n_elec} electron{'' if n_elec == 1 else 's'}"
+        if n_elec <= 0:
+            problems.append(f"system.charge: {charge} leaves {what} ({formula}) with "
+                            f"{electrons}")
+        elif spin > n_elec:
+            problems.append(f"system.spin: {spin} unpaired electrons exceed the "
+                            f"{electrons} of {what} ({formula}) at system.charge {charge}")
+        elif (n_elec - spin) % 2:
+            fits = " or ".join(str(x) for x in (spin - 1, spin + 1) if 0 <= x <= n_elec)
+            problems.append(
+                f"system.spin: {spin} does not fit the {electrons} of {what} ({formula}) "
+                f"at system.charge {charge}: spin is 2S = N_alpha - N_beta, so N - spin must be "
+                f"even (spin {fits}, or another charge)")
     return problems
+
+
+def tls_problems(cfg: CampaignConfig) -> list[str]:
+    """TLS files named by cluster.tls that are not files. Paths are checked as distributed
+    uses them: as given (relative to the working directory, no ~ expansion)."""
+    tls = cfg.cluster.tls
+    if tls is None or isinstance(tls, str):
+        return []
+    return [f"cluster.tls.{key}: file not found: {_cut(getattr(tls, key))}"
+            + (" (~ is not expanded: give the full path)" if "~" in getattr(tls, key) else "")
+            for key in ("ca_file", "cert", "key") if not is_file(getattr(tls, key))]
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _pool_problems(cfg: CampaignConfig) -> list[str]:
@@ -68,13 +140,15 @@ def campaign_problems(data: Any, source_dir: str | Path = ".", source: str = "ca
             return schema
         extra = [p for p in check_campaign(cfg) if p not in schema]
         if _seeds_invalid(schema):  # placeholder seeds stood in: say nothing about them
-            extra = [p for p in extra if not p.startswith("system.seeds")]
+            extra = [p for p in extra if not p.startswith(
+                ("system.seeds", "system.charge", "system.spin"))]
         return schema + extra
     return check_campaign(cfg)
 
 
 def _seeds_invalid(schema: list[str]) -> bool:
-    return any(p.startswith(("system:", "system.seeds")) for p in schema)
+    return any(p.startswith(("system:", "system.seeds", "system.charge", "system.spin"))
+               for p in schema)
 
 
 def _salvage(data: Any, source_dir: str | Path) -> CampaignConfig | None:

@@ -266,8 +266,12 @@ def test_arms_share_generation_0_and_the_test_set_byte_for_byte(compared):
     assert sum(1 for row in shared if row[2] == "test") == ini["test_size"]
     for arm in ARMS:
         assert _gen0(directory / "arms" / arm) == shared
+    # each run holds its own copy of the shared models (its ledger names paths inside it)
     state = read_stages(directory / "arms" / "random")
-    assert state["gen000/train"]["path"].startswith(str(directory / "shared"))
+    own = Path(state["gen000/train"]["path"])
+    assert own.is_relative_to((directory / "arms" / "random").resolve())
+    assert own.read_bytes() == (directory / "shared" / "models" / "gen_000" /
+                                "backbone.model").read_bytes()
 
 
 def test_no_test_frame_is_selected_or_trained_on(compared):

@@ -349,3 +349,324 @@ def test_validate_reports_schema_and_chemistry_problems_in_one_run(tmp_path, cap
     assert main(["run", str(path), "--dir", str(tmp_path / "never")]) == 2
     err = capsys.readouterr().err
     assert "4 problem(s)" in err and not (tmp_path / "never").exists()
+
+
+# ----------------------------------------------------------------------------- issue 23: every
+# bad input refused before any work, one line naming the key path (or file) and the problem
+
+
+def validate_lines(path: Path, capsys) -> tuple[int, list[str]]:
+    """`alprobe validate path`: its return code and its problem lines (stripped)."""
+    code = main(["validate", str(path)])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    return code, [line.strip() for line in captured.out.splitlines()[1:]]
+
+
+def write_seed(path: Path, symbols: str, positions: list, pbc: bool = False) -> Path:
+    from ase import Atoms
+    from ase.io import write
+
+    atoms = Atoms(symbols, positions=positions, cell=[8, 8, 8] if pbc else None, pbc=pbc)
+    write(path, atoms, format="extxyz")
+    return path
+
+
+def test_seed_with_overlapping_atoms_is_refused(tmp_path, capsys):
+    write_seed(tmp_path / "close.xyz", "H2", [[0, 0, 0], [0, 0, 0.1]])
+    path = write_yaml(tmp_path / "c.yaml", {"name": "x", "system": {"seeds": ["close.xyz"]},
+                                            "dft": {"method": "hf", "basis": "sto-3g"}})
+    code, lines = validate_lines(path, capsys)
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("system.seeds:") and "close.xyz" in lines[0]
+    assert "0.100 A apart" in lines[0] and "min_distance_A" in lines[0]
+
+
+def test_periodic_seed_is_refused(tmp_path, capsys):
+    write_seed(tmp_path / "box.xyz", "H2", [[0, 0, 0], [0, 0, 0.74]], pbc=True)
+    path = write_yaml(tmp_path / "c.yaml", {"name": "x", "system": {"seeds": ["box.xyz"]},
+                                            "dft": {"method": "hf", "basis": "sto-3g"}})
+    code, lines = validate_lines(path, capsys)
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("system.seeds:") and "box.xyz" in lines[0]
+    assert "periodic" in lines[0]
+
+
+@pytest.mark.parametrize("system, key, words", [
+    ({"seeds": ["H"], "spin": 0}, "system.spin", ["1 electron of", "even"]),
+    ({"seeds": ["water"], "charge": 1, "spin": 0}, "system.spin", ["9 electrons", "even"]),
+    ({"seeds": ["water"], "charge": 100, "spin": 40}, "system.charge", ["-90 electrons"]),
+    ({"seeds": ["water"], "charge": 2, "spin": 40}, "system.spin", ["exceed", "8 electrons"]),
+])
+def test_seed_electron_count_must_fit_charge_and_spin(tmp_path, capsys, system, key, words):
+    path = write_yaml(tmp_path / "c.yaml", {"name": "x", "system": system,
+                                            "dft": {"method": "hf", "basis": "sto-3g"}})
+    code, lines = validate_lines(path, capsys)
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(f"{key}:"), lines
+    assert all(w in lines[0] for w in words), lines
+    # consistent settings pass: water with charge 1 is a doublet
+    ok = write_yaml(tmp_path / "ok.yaml", {"name": "x", "system": {"seeds": ["water"], "charge": 1,
+                                                                  "spin": 1},
+                                           "dft": {"method": "hf", "basis": "sto-3g"}})
+    assert main(["validate", str(ok)]) == 0
+
+
+@pytest.mark.parametrize("section, values, key", [
+    ("explore", {"temperatures_K": [300, float("inf")]}, "explore.temperatures_K.1"),
+    ("explore", {"temperatures_K": [float("nan")]}, "explore.temperatures_K.0"),
+    ("explore", {"timestep_fs": float("nan")}, "explore.timestep_fs"),
+    ("dft", {"conv_tol": float("inf")}, "dft.conv_tol"),
+    ("select", {"hit_threshold_force_rmse_eV_A": float("inf")},
+     "select.hit_threshold_force_rmse_eV_A"),
+    ("committee", {"sigma_lo": float("nan")}, "committee.sigma_lo"),
+    ("cluster", {"worker_resources": {"GPU": float("inf")}}, "cluster.worker_resources.GPU"),
+    ("probe", {"threshold": "absolute", "threshold_value": float("inf")},
+     "probe.threshold_value"),
+])
+def test_non_finite_floats_are_refused_with_their_key(section, values, key):
+    problems = problems_of(minimal(**{section: values}))
+    assert len(problems) == 1 and problems[0].startswith(f"{key}: "), problems
+    assert "finite" in problems[0]
+
+
+def test_every_float_setting_refuses_inf_and_nan():
+    """Every float field of every section, set to inf and to nan: refused, naming its key."""
+    from alprobe import config
+
+    sections = {"dft": config.DFTConfig, "initial": config.InitialConfig,
+                "backbone": config.BackboneConfig, "probe": config.ProbeConfig,
+                "explore": config.ExploreConfig, "select": config.SelectConfig,
+                "committee": config.CommitteeConfig, "streaming": config.StreamingConfig,
+                "cluster": config.ClusterConfig}
+    checked = 0
+    for section, cls in sections.items():
+        for name, field in cls.model_fields.items():
+            if "float" not in str(field.annotation):
+                continue
+            for bad in (float("inf"), float("nan")):
+                value = [bad] if "tuple" in str(field.annotation) else bad
+                problems = problems_of(minimal(**{section: {name: value}}))
+                assert any(p.startswith(f"{section}.{name}") for p in problems), (name, problems)
+                checked += 1
+    assert checked > 40
+
+
+def test_yaml_inf_and_nan_in_a_file(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\nsystem: {seeds: [water]}\nexplore: {temperatures_K: [.inf, .nan]}\n")
+    code, lines = validate_lines(path, capsys)
+    assert code == 1
+    assert [ln.split(":")[0] for ln in lines] == ["explore.temperatures_K.0",
+                                                   "explore.temperatures_K.1"], lines
+
+
+@pytest.mark.parametrize("text, key, line", [
+    ("name: x\nsystem: {seeds: [water]}\nselect: {budget: 3}\nselect: {budget: 4}\n",
+     "select", "lines 3 and 4"),
+    ("name: x\nsystem:\n  seeds: [water]\n  charge: 0\n  charge: 1\n", "system.charge",
+     "lines 4 and 5"),
+    ("name: x\nsystem: {seeds: [water]}\ncluster: {tls: {ca_file: a, cert: b, cert: c, key: d}}\n",
+     "cluster.tls.cert", "twice on line 3"),
+    ("name: x\nname: y\nsystem: {seeds: [water]}\n", "name", "lines 1 and 2"),
+])
+def test_duplicate_yaml_key_names_the_key_and_lines(tmp_path, capsys, text, key, line):
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_campaign(path)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{key}: duplicate key") and line in problem, problem
+    code, lines = validate_lines(path, capsys)
+    assert code == 1 and lines == [problem]
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    from alprobe.config import read_yaml
+
+    path = tmp_path / "merge.yaml"
+    path.write_text("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  x: 3\n")
+    assert read_yaml(path) == {"base": {"x": 1, "y": 2}, "other": {"x": 3, "y": 2}}
+
+
+def test_yaml_alias_bomb_is_refused_quickly(tmp_path, capsys):
+    import time
+
+    rows = ["a: &a [x,x,x,x,x,x,x,x,x]"]
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        rows.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(rows) + "\n")
+    t0 = time.perf_counter()
+    code, lines = validate_lines(path, capsys)
+    assert time.perf_counter() - t0 < 5
+    assert code == 1 and len(lines) == 1 and "expands to more than 100000" in lines[0], lines
+    # an alias inside its own anchor
+    path.write_text("name: x\nsystem: &s {seeds: [water], more: *s}\n")
+    code, lines = validate_lines(path, capsys)
+    assert code == 1 and len(lines) == 1 and "contains itself" in lines[0], lines
+
+
+def test_a_few_aliases_are_fine(tmp_path):
+    path = tmp_path / "alias.yaml"
+    path.write_text("name: x\nsystem: {seeds: &s [water]}\ninitial: {n_rattle: &n 8, n_md: *n}\n")
+    cfg = load_campaign(path)
+    assert cfg.initial.n_md == 8 and cfg.system.seeds == ("water",)
+
+
+@pytest.mark.parametrize("text", [
+    "name: x\nsystem: {seeds: [water]}\nexplore: {walkers: " + "9" * 5000 + "}\n",
+    "a: " + "[" * 3000 + "]" * 3000 + "\n",
+])
+def test_pathological_yaml_gets_one_line(tmp_path, capsys, text):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    code, lines = validate_lines(path, capsys)
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("not valid YAML"), lines
+
+
+def test_binary_campaign_file_gets_one_line(tmp_path, capsys):
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(bytes(range(256)) * 4)
+    code, lines = validate_lines(path, capsys)
+    assert code == 1 and len(lines) == 1 and "not a text file" in lines[0], lines
+
+
+def test_echoed_values_are_cut(tmp_path, capsys):
+    long = "x" * 10_000
+    problems = problems_of(minimal(generations=long, explore={"temperatures_K": [long] * 3},
+                                   **{long: 1}))
+    assert len(problems) == 5, problems
+    for p in problems:
+        assert len(p) < 300 and "..." in p, p
+    path = write_yaml(tmp_path / "c.yaml", {"name": "x", "system": {"seeds": [long]}})
+    code, lines = validate_lines(path, capsys)
+    assert code == 1 and lines and all(len(ln) < 400 for ln in lines), lines
+
+
+def test_open_dashboard_is_treated_like_an_open_scheduler():
+    for address in ("0.0.0.0:8787", ":8787", "8787", "10.1.2.3:8787"):
+        problems = problems_of(minimal(cluster={"dashboard_address": address}))
+        (line,) = problems
+        assert line.startswith(f"cluster: cluster.dashboard_address {address} binds the "
+                               "dashboard to the network without TLS"), line
+    for address in ("127.0.0.1:8787", "localhost:0", "[::1]:8787"):
+        parse_campaign(minimal(cluster={"dashboard_address": address}))
+    parse_campaign(minimal(cluster={"dashboard_address": "0.0.0.0:8787", "tls": "auto"}))
+    problems = problems_of(minimal(cluster={"dashboard_address": "dashboard"}))
+    assert problems[0].startswith("cluster.dashboard_address: expected HOST:PORT"), problems
+
+
+def test_missing_tls_files_are_refused_with_key_and_file(tmp_path, capsys):
+    (tmp_path / "ca.pem").write_text("x")
+    data = minimal(cluster={"tls": {"ca_file": str(tmp_path / "ca.pem"),
+                                    "cert": str(tmp_path / "cert.pem"),
+                                    "key": str(tmp_path / "key.pem")}},
+                   dft={"method": "hf", "basis": "sto-3g"})
+    code, lines = validate_lines(write_yaml(tmp_path / "c.yaml", data), capsys)
+    assert code == 1
+    assert lines == [f"cluster.tls.cert: file not found: {tmp_path / 'cert.pem'}",
+                     f"cluster.tls.key: file not found: {tmp_path / 'key.pem'}"], lines
+
+
+@pytest.mark.parametrize("tls, expected", [
+    ({"ca_file": "a", "cert": "b", "key": "c", "colour": "red"}, "cluster.tls.colour: unknown key"),
+    ({"ca_file": "a", "cert": "b"}, "cluster.tls.key: required key missing"),
+    ("auot", "cluster.tls: expected 'auto' or a mapping {ca_file, cert, key} (got 'auot')"),
+    (3, "cluster.tls: expected 'auto' or a mapping {ca_file, cert, key} (got 3)"),
+])
+def test_bad_tls_section_gives_one_clear_line(tls, expected):
+    assert problems_of(minimal(cluster={"tls": tls})) == [expected]
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("backbone", "device", "tpu9"), ("probe", "device", "cuda:x"), ("backbone", "device", ""),
+])
+def test_unknown_device_is_refused(section, key, value):
+    (line,) = problems_of(minimal(**{section: {key: value}}))
+    assert line.startswith(f"{section}.{key}: expected a torch device: cpu, cuda, cuda:N or mps")
+
+
+def test_known_devices_pass():
+    for device in ("cpu", "cuda", "cuda:0", "cuda:3", "mps"):
+        cfg = parse_campaign(minimal(backbone={"device": device}, probe={"device": device}))
+        assert cfg.backbone.device == cfg.probe.device == device
+
+
+@pytest.mark.parametrize("value", ["lots", "-4GB", "4 GX", "1e999", "", "50MB", True])
+def test_memory_limit_must_be_a_dask_memory_size(value):
+    (line,) = problems_of(minimal(cluster={"memory_limit": value}))
+    assert line.startswith("cluster.memory_limit: "), line
+
+
+@pytest.mark.parametrize("value", ["4GB", "4 GiB", "auto", 4_000_000_000, 0.5, "0.5", 0, "1e9",
+                                   "512MiB", "2g"])
+def test_memory_limit_accepts_what_dask_reads(value):
+    from dask.utils import parse_bytes
+
+    cfg = parse_campaign(minimal(cluster={"memory_limit": value}))
+    assert cfg.cluster.memory_limit == (value if isinstance(value, str) else str(value))
+    if cfg.cluster.memory_limit != "auto":
+        parse_bytes(cfg.cluster.memory_limit)  # dask reads it
+
+
+def test_jobqueue_memory_must_be_a_size():
+    for value in ("auto", "lots", "0"):
+        (line,) = problems_of(minimal(cluster={"memory": value}))
+        assert line.startswith("cluster.memory: "), line
+
+
+@pytest.mark.parametrize("section, key, value, bound", [
+    ("select", "budget", 1e12, 100000),
+    ("explore", "walkers", 1e9, 10000),
+    ("cluster", "n_workers", 10000, 4096),
+    ("initial", "test_size", 10**6, 100000),
+    ("explore", "steps", 10**9, 10000000),
+    ("backbone", "epochs", 10**7, 100000),
+    ("committee", "members", 1000, 64),
+    ("cluster", "adapt_maximum_jobs", 10**5, 4096),
+])
+def test_absurd_sizes_are_refused_with_the_bound(section, key, value, bound):
+    (line,) = problems_of(minimal(**{section: {key: value}}))
+    assert line.startswith(f"{section}.{key}: Input should be less than or equal to {bound}"), line
+
+
+def test_yaml_1e12_is_a_number(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\nsystem: {seeds: [water]}\nselect: {budget: 1e12}\n")
+    code, lines = validate_lines(path, capsys)
+    assert code == 1 and lines == [
+        "select.budget: Input should be less than or equal to 100000 (got 1000000000000.0)"]
+
+
+def test_bounds_are_documented_in_the_descriptions():
+    assert "100000" in SelectConfig.model_fields["budget"].description
+    assert "10000" in ExploreConfig.model_fields["walkers"].description
+    assert "4096" in ClusterConfig.model_fields["n_workers"].description
+
+
+@pytest.mark.parametrize("name", ["/etc", "../../../../etc", ".hidden", "a/b", "a b", "-rf", "~x",
+                                  "x" * 101])
+def test_name_must_be_a_plain_name(name):
+    (line,) = problems_of({"name": name, "system": {"seeds": ["water"]}})
+    assert line.startswith("name: "), line
+
+
+def test_plain_names_pass():
+    for name in ("quickstart", "ethanol_v2.1", "run-3", "_x"):
+        assert parse_campaign({"name": name, "system": {"seeds": ["water"]}}).name == name
+
+
+def test_settings_without_test_frames_are_refused():
+    (line,) = problems_of(minimal(initial={"test_size": 0}))
+    assert line.startswith("initial.test_size: "), line
+    (line,) = problems_of(minimal(initial={"test_md_steps": 5}, explore={"stride": 10}))
+    assert line.startswith("initial.test_md_steps: 5 steps") and "no test frame" in line, line
+    # too few for test_size: refused too, with the steps that would do
+    (line,) = problems_of(minimal(initial={"test_md_steps": 40, "test_size": 12,
+                                           "test_walkers": 2}, explore={"stride": 10}))
+    assert "only 8 test frames" in line and "at least 60" in line, line
+    parse_campaign(minimal(initial={"test_md_steps": 60, "test_size": 12, "test_walkers": 2},
+                           explore={"stride": 10}))
+    (line,) = problems_of(minimal(explore={"steps": 5, "stride": 10}))
+    assert line.startswith("explore.steps: 5 steps are fewer than explore.stride (10)"), line

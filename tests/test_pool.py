@@ -168,3 +168,108 @@ def test_pool_comparison_pairs_replicas(water_pool, tmp_path):
     assert "## Paired differences" in text and "random − probe" in text
     assert "| latent |" in text and "probe − latent" in text
     assert "## Noise floor" in text and "## Verdict" in text
+
+
+# ----- a bad pool file: one line naming the file (and the frame), before any work -----------
+
+
+def _pool_frames(n: int = 12) -> list:
+    from ase.build import molecule
+
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(n):
+        a = molecule("H2O")
+        a.positions += rng.normal(0, 0.05, a.positions.shape)
+        a.info["ref_energy"] = -2080.0 + 0.01 * i
+        a.info["traj_id"] = f"t{i % 4}"
+        a.arrays["ref_forces"] = rng.normal(0, 1.0, (3, 3))
+        out.append(a)
+    return out
+
+
+def _spoil(kind: str, path):
+    frames = _pool_frames()
+    if kind == "nan_energy":
+        frames[2].info["ref_energy"] = float("nan")
+    elif kind == "inf_energy":
+        frames[2].info["ref_energy"] = float("inf")
+    elif kind == "string_energy":
+        frames[2].info["ref_energy"] = "minus two thousand"
+    elif kind == "nan_forces":
+        frames[2].arrays["ref_forces"][1, 2] = float("nan")
+    elif kind == "inf_forces":
+        frames[2].arrays["ref_forces"][0, 0] = -float("inf")
+    elif kind == "huge_forces":
+        frames[2].arrays["ref_forces"][1, 1] = 5000.0  # meV/A written as eV/A
+    write(path, frames, format="extxyz")
+    if kind == "wrong_shape":  # forces with 2 columns
+        lines = path.read_text().splitlines()
+        out = []
+        for line in lines:
+            if line.startswith("Properties="):
+                line = line.replace("ref_forces:R:3", "ref_forces:R:2")
+            elif line.split() and line.split()[0] in ("H", "O"):
+                line = " ".join(line.split()[:-1])
+            out.append(line)
+        path.write_text("\n".join(out) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("nan_energy", ["frame 2", "non-finite energy"]),
+    ("inf_energy", ["frame 2", "non-finite energy"]),
+    ("string_energy", ["frame 2", "not a number"]),
+    ("nan_forces", ["frame 2", "non-finite forces", "atom(s) 1"]),
+    ("inf_forces", ["frame 2", "non-finite forces", "atom(s) 0"]),
+    ("huge_forces", ["frame 2", "exceeds 1000 eV/A", "MAX_FORCE_EV_A"]),
+    ("wrong_shape", ["frame 0", "shape (3, 2), expected (3, 3)"]),
+])
+def test_bad_pool_labels_are_one_line_naming_file_and_frame(tmp_path, capsys, kind, words):
+    from alprobe.cli import main
+    from alprobe.config import PoolConfig
+    from alprobe.pool import PoolError, read_pool
+
+    path = _spoil(kind, tmp_path / "pool.extxyz")
+    with pytest.raises(PoolError) as info:
+        read_pool(PoolConfig(file=str(path), group_key="traj_id"))
+    msg = str(info.value)
+    assert "\n" not in msg and str(path) in msg and all(w in msg for w in words), msg
+    # alprobe validate: a campaign file and a comparison file, one line each, no traceback
+    for name, text in (("c.yaml", "name: x\npool: {file: pool.extxyz, group_key: traj_id}\n"),
+                       ("cmp.yaml", "pool: {file: pool.extxyz, group_key: traj_id}\n")):
+        (tmp_path / name).write_text(text)
+        assert main(["validate", str(tmp_path / name)]) == 1
+        out = capsys.readouterr()
+        lines = [ln.strip() for ln in out.out.splitlines()[1:]]
+        assert lines == [f"pool: {msg}"], (name, lines)
+        assert "Traceback" not in out.out + out.err
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"", ["empty file"]),
+    (bytes(range(256)) * 8, ["cannot be read as extxyz"]),
+    (b"3\nnot a comment line\nH 0 0\n", ["cannot be read as extxyz"]),
+])
+def test_empty_or_unreadable_pool_file_gets_one_line(tmp_path, capsys, content, words):
+    from alprobe.cli import main
+
+    (tmp_path / "pool.extxyz").write_bytes(content)
+    for name, text in (("c.yaml", "name: x\npool: {file: pool.extxyz}\n"),
+                       ("cmp.yaml", "pool: {file: pool.extxyz}\n")):
+        (tmp_path / name).write_text(text)
+        assert main(["validate", str(tmp_path / name)]) == 1
+        out = capsys.readouterr()
+        lines = [ln.strip() for ln in out.out.splitlines()[1:]]
+        assert len(lines) == 1 and "Traceback" not in out.out + out.err, (name, out)
+        assert lines[0].startswith(f"pool: {tmp_path / 'pool.extxyz'}: ")
+        assert all(w in lines[0] for w in words), lines
+
+
+def test_a_good_pool_reads(tmp_path):
+    from alprobe.config import PoolConfig
+    from alprobe.pool import read_pool
+
+    path = _spoil("none", tmp_path / "pool.extxyz")
+    pool = read_pool(PoolConfig(file=str(path), group_key="traj_id"))
+    assert len(pool.frames) == 12 and len(set(pool.groups)) == 4

@@ -15,7 +15,7 @@ from typing import Any
 from ase import Atoms
 
 from ..frames import bare_copy
-from .base import Commit, Stage
+from .base import CampaignError, Commit, Stage
 from .context import Context
 from .explore import run_walkers
 from .label import LABEL_OUTCOMES
@@ -180,6 +180,14 @@ class InitialLabels(_Gen0):
 
     def run(self, ctx: Context, gen: int) -> Commit:
         parts = [ctx.ledger.stage_info(f"gen000/label_{p}") for p in ("rattle", "md", "test")]
+        if not ctx.ledger.count(status="labeled", split="test"):
+            t = parts[2]
+            raise CampaignError(
+                f"{ctx.dir}: no labeled test frame ({ctx.ledger.count(split='test')} test frames "
+                f"sampled, {t.get('labeled', 0)} labeled, {t.get('failed', 0)} failed, "
+                f"{t.get('rejected', 0)} rejected): every metric would be NaN; see alprobe.log "
+                "for why the test walkers stopped, change initial.* or explore.* and start a "
+                "new folder")
         return Commit({k: sum(p.get(k, 0) for p in parts)
                        for k in (*LABEL_OUTCOMES, "wall_s", "dft_s")})
 
