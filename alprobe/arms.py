@@ -17,7 +17,8 @@ import numpy as np
 
 from .acquire import deviation_window, select_by_deviation, select_least_trusted, select_random
 
-__all__ = ["ARMS", "Arm", "EnsembleArm", "LatentArm", "ProbeArm", "RandomArm", "make_arm"]
+__all__ = ["ARMS", "Arm", "EnsembleArm", "LatentArm", "OracleArm", "ProbeArm", "RandomArm",
+           "make_arm"]
 
 
 class Arm:
@@ -30,6 +31,10 @@ class Arm:
     rule = ""
     #: the selection is independent of the candidates' errors (its hit rate is the base rate)
     unbiased = False
+    #: the arm's own choice when ``select.hold_out`` is null (see :meth:`holds_calibration`)
+    default_hold_out = False
+    #: the arm can only run on a labeled pool (it reads the candidates' reference labels)
+    needs_pool = False
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -64,12 +69,16 @@ class Arm:
         return ""
 
     def holds_calibration(self) -> bool:
-        """A share of the new labels is kept out of backbone training (for the probe)."""
-        return False
+        """A share (``initial.calibration_fraction``) of the new labels is kept out of
+        backbone training: the probe's calibration split, or, for any other arm with
+        ``select.hold_out: true``, the same data tax paid by itself (a control)."""
+        hold = self.cfg.select.hold_out
+        return self.default_hold_out if hold is None else bool(hold)
 
     # ----- training
     def training_splits(self) -> tuple[str, ...]:
-        return ("train", "calib")
+        """The splits the backbone (and committee) train on."""
+        return ("train",) if self.holds_calibration() else ("train", "calib")
 
     def committee_size(self) -> int:
         """Models trained per generation (the backbone is model 0)."""
@@ -91,13 +100,27 @@ class Arm:
     def strategy(self) -> str:
         """What makes the strategy (two arms with the same one are the same arm)."""
         sel = self.cfg.select
-        return self.rule + ("" if sel.sampling == "top" or self.unbiased
-                            else f" power {sel.power:g}")
+        return (self.rule + ("" if sel.sampling == "top" or self.unbiased
+                             else f" power {sel.power:g}")
+                + ("" if self.holds_calibration() == self.default_hold_out
+                   else f" hold-out {self.holds_calibration()}"))
 
 
 def _walker_sample(cands: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([k["walker"] for k in cands], dtype=int),
             np.array([k["sample"] for k in cands], dtype=int))
+
+
+def _largest_first(cfg: Any, cands: Sequence[dict[str, Any]], key: str, budget: int,
+                   rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+    """Up to ``budget`` candidates with the largest ``key`` (no window), ``min_spacing``
+    apart per walker, by the campaign's sampling; and how many had a finite value."""
+    value = np.array([k.get(key, np.nan) for k in cands], dtype=float)
+    walker, sample = _walker_sample(cands)
+    sel = cfg.select
+    pick = select_by_deviation(value, walker, sample, budget, sel.min_spacing, 0.0, None,
+                               rng=rng, sampling=sel.sampling, power=sel.power)
+    return pick, {"scored": int(np.isfinite(value).sum())}
 
 
 class ProbeArm(Arm):
@@ -106,6 +129,7 @@ class ProbeArm(Arm):
     backbone training so that the probe learns from out-of-sample errors."""
 
     rule = "probe"
+    default_hold_out = True
 
     def walker_probe(self, ctx: Any, gen: int) -> str | None:
         return ctx.ledger.stage_info(f"gen{gen - 1:03d}/probe").get("path")
@@ -124,12 +148,6 @@ class ProbeArm(Arm):
 
     def describe(self, info: dict[str, Any]) -> str:
         return ""
-
-    def holds_calibration(self) -> bool:
-        return True
-
-    def training_splits(self) -> tuple[str, ...]:
-        return ("train",)
 
     def trains_probe(self) -> bool:
         return True
@@ -237,12 +255,7 @@ class LatentArm(Arm):
 
     def select(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, dict[str, Any]]:
-        dist = np.array([k.get("latent_dist", np.nan) for k in cands], dtype=float)
-        walker, sample = _walker_sample(cands)
-        sel = self.cfg.select
-        pick = select_by_deviation(dist, walker, sample, budget, sel.min_spacing, 0.0, None,
-                                   rng=rng, sampling=sel.sampling, power=sel.power)
-        return pick, {"scored": int(np.isfinite(dist).sum())}
+        return _largest_first(self.cfg, cands, "latent_dist", budget, rng)
 
     def audit_signal(self) -> str | None:
         return "knn_mean"
@@ -251,8 +264,31 @@ class LatentArm(Arm):
         return -np.array([a.info.get("latent_dist", np.nan) for a in frames], dtype=float)
 
 
+class OracleArm(Arm):
+    """The ceiling of any error-seeking signal (pool mode only): the candidates with the
+    largest true force RMSE (``true_force_rmse``, eV/A, backbone g-1's raw forces against the
+    pool's reference forces), ``min_spacing`` apart per walker. No real campaign can run it;
+    a comparison reports how much of its gain over random each arm recovers."""
+
+    rule = "oracle"
+    needs_pool = True
+
+    def extra_stages(self) -> list[Any]:
+        from .stages.deviation import OracleError
+
+        return [OracleError()]
+
+    def select(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, dict[str, Any]]:
+        return _largest_first(self.cfg, cands, "true_force_rmse", budget, rng)
+
+    def confidence(self, frames: Sequence[Any]) -> np.ndarray | None:
+        return -np.array([a.info.get("true_force_rmse", np.nan) for a in frames], dtype=float)
+
+
 #: Every strategy by its ``select.rule`` name.
-ARMS: dict[str, type[Arm]] = {a.rule: a for a in (ProbeArm, EnsembleArm, RandomArm, LatentArm)}
+ARMS: dict[str, type[Arm]] = {a.rule: a for a in (ProbeArm, EnsembleArm, RandomArm, LatentArm,
+                                                   OracleArm)}
 
 
 def make_arm(cfg: Any) -> Arm:

@@ -42,7 +42,8 @@ def plan(ctx: Context, gen: int) -> list[Stage | Together]:
     from .stages.evaluate import Audit, Evaluate
     from .stages.explore import Explore
     from .stages.initial import (Bootstrap, BootstrapTrain, InitialLabels, PoolStart, Rattle,
-                                 Split, TestWalkers, TrainBackbone0)
+                                 Split, StressLabeled, StressWalkers, TestWalkers,
+                                 TrainBackbone0)
     from .stages.label import Label
     from .stages.metrics import Metrics
     from .stages.probe import Probe
@@ -56,7 +57,8 @@ def plan(ctx: Context, gen: int) -> list[Stage | Together]:
         # the test set (walkers of its own, then labels) beside backbone 0's training
         return [Rattle(), Label("label_rattle"), BootstrapTrain(), Bootstrap(),
                 Label("label_md"), Split(),
-                Together([TrainBackbone0()], [TestWalkers(), Label("label_test")]),
+                Together([TrainBackbone0()], [TestWalkers(), StressWalkers(),
+                                              Label("label_test"), StressLabeled()]),
                 InitialLabels(), *after]
     return [Committee(offset=-1), Explore(), *ctx.arm.extra_stages(), Select(), Label(),
             FailureCeiling(), Train(), Committee(), *after]
@@ -64,9 +66,11 @@ def plan(ctx: Context, gen: int) -> list[Stage | Together]:
 
 def run_in_folder(cfg: CampaignConfig, directory: Path, client: Any,
                   log: Callable[[str], None] | None, accept_failures: bool = False,
-                  key_prefix: str = "") -> CampaignResult:
+                  key_prefix: str = "", stability: bool = True) -> CampaignResult:
     """Run the campaign in a prepared ``directory`` (see prepare_folder) on ``client``; task
-    keys start with ``key_prefix`` (runs sharing a cluster keep theirs apart)."""
+    keys start with ``key_prefix`` (runs sharing a cluster keep theirs apart). ``stability``:
+    measure the final model's MD stability at the end (a comparison's shared generation-0
+    folders do not)."""
     from .console import with_log_file
 
     log = with_log_file(log, directory / "alprobe.log")  # the folder keeps every message
@@ -78,12 +82,23 @@ def run_in_folder(cfg: CampaignConfig, directory: Path, client: Any,
 
         _generation(ctx, 0)
         run_streaming(ctx)
-        ctx.say(f"campaign {cfg.name} finished: {directory}")
-        return CampaignResult(directory, L.metrics())
-    for gen in range(cfg.generations + 1):
-        _generation(ctx, gen)
+    else:
+        for gen in range(cfg.generations + 1):
+            _generation(ctx, gen)
+    if stability:
+        _stability(ctx)
     ctx.say(f"campaign {cfg.name} finished: {directory}")
     return CampaignResult(directory, L.metrics())
+
+
+def _stability(ctx: Context) -> None:
+    """The final model's MD stability (stages.stability), once, after the last generation."""
+    from .stages.base import execute
+    from .stages.stability import Stability
+
+    rows = ctx.ledger.metrics()
+    if rows:
+        execute(Stability(), ctx, int(rows[-1]["generation"]))
 
 
 def _generation(ctx: Context, gen: int) -> None:

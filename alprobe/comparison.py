@@ -57,7 +57,7 @@ __all__ = ["POOL_DEFAULTS", "Comparison", "ComparisonError", "ComparisonResult",
            "load_comparison", "parse_comparison", "run_comparison", "strategy"]
 
 #: What an arm may set: {section: allowed keys (None: the whole section)}.
-ARM_KEYS: dict[str, set[str] | None] = {"select": {"rule", "sampling", "power"},
+ARM_KEYS: dict[str, set[str] | None] = {"select": {"rule", "sampling", "power", "hold_out"},
                                         "committee": None, "probe": None}
 _TOP = {"name", "campaign", "shared", "pool", "arms", "replicas", "target_force_mae_meV_A",
         "noise_floor_seeds"}
@@ -427,7 +427,8 @@ def run_comparison(comparison: Comparison | str | Path, directory: str | Path, *
             cfg = cmp.shared(r)
             prepare_folder(cfg, directory / name, allow_changes)
             shared_jobs[name] = (lambda cfg=cfg, name=name: run_in_folder(
-                cfg, directory / name, c, tagged(name), accept_failures, key_prefix=f"{name}-"))
+                cfg, directory / name, c, tagged(name), accept_failures, key_prefix=f"{name}-",
+                stability=False))
         errors = _threads(shared_jobs)
         if errors:
             raise ComparisonError("; ".join(f"{n} stopped: {type(e).__name__}: {e}"
@@ -496,10 +497,24 @@ def write_comparison_outputs(cmp: Comparison, directory: str | Path) -> Comparis
     atomic_write(out["learning_curves_csv"], _csv(curves))
     atomic_write(out["costs_csv"], _csv(costs))
     plot_learning_curves(curves, out["learning_curves_png"], title=cmp.name)
+    stability = {}
+    for name in runs:
+        d = directory / "arms" / name
+        if metrics[name]:
+            last = int(metrics[name][-1]["generation"])
+            stability[name] = Ledger(d, readonly=True).stage_info(f"gen{last:03d}/stability")
+    if any(stability.values()):
+        out["stability_csv"] = directory / "stability.csv"
+        atomic_write(out["stability_csv"], _csv([
+            {"run": n, "arm": runs[n].arm, "replica": runs[n].replica,
+             **{k: rec[k] for k in ("generation", "temperature_K", "walkers", "run_fs",
+                                    "stable_fraction", "first_failure_fs")}}
+            for n, rec in stability.items() if rec]))
     text = comparison_summary(cmp.name, curves, costs, budget=cmp.base.select.budget,
                               generations=cmp.base.generations,
                               target=cmp.target_force_mae_meV_A, noise_floor=floor,
-                              plot=out["learning_curves_png"].name, pool=cmp.pool_mode)
+                              plot=out["learning_curves_png"].name, pool=cmp.pool_mode,
+                              stability=stability)
     atomic_write(out["summary_md"], text)
     return ComparisonResult(directory, metrics, out, text)
 

@@ -30,6 +30,7 @@ __all__ = [
     "PoolConfig",
     "ProbeConfig",
     "SelectConfig",
+    "StabilityConfig",
     "StreamingConfig",
     "SystemConfig",
     "clip",
@@ -210,7 +211,8 @@ class InitialConfig(_Section):
     walkers (``explore.walkers`` of them) on a bootstrap backbone trained on the rattled ones.
     Test frames: ``test_size`` frames spread over the trajectories of ``test_walkers`` separate
     walkers (same temperatures, other seeds), none of whose frames is ever trained on,
-    selected or seen by the probe.
+    selected or seen by the probe. Stress frames: ``stress_size`` more from as many walkers at
+    ``stress_temperature_K`` (conditions beyond the exploration's), kept apart the same way.
     """
 
     n_rattle: int = Field(24, ge=0, le=MAX_LABELS, description="randomly displaced copies of "
@@ -237,6 +239,14 @@ class InitialConfig(_Section):
         0.25, gt=0, lt=1, description="fraction of every labeled batch held out of backbone "
         "training, so that the probe sees only out-of-sample errors",
     )
+    stress_size: int = Field(
+        120, ge=0, le=MAX_LABELS, description="stress-set frames: walkers of their own "
+        "(initial.test_walkers of them) at stress_temperature_K, beyond the exploration's "
+        "temperatures; labeled like the test set, never trained on, selected or seen by a "
+        "probe (0: no stress set)")
+    stress_temperature_K: float | None = Field(
+        None, gt=0, le=MAX_TEMPERATURE_K, description="the stress walkers' temperature "
+        "(default: 1.5x the hottest of explore.temperatures_K)")
 
     @model_validator(mode="after")
     def _enough(self) -> InitialConfig:
@@ -257,7 +267,8 @@ class PoolConfig(_Section):
     candidates are the pool's unlabeled, non-test frames (or a seeded random subset of
     ``candidates`` of them); "labeling" one looks its reference label up (counted as one DFT
     label). The test set is a separate ``test_file``, or whole groups (``group_key``, e.g. a
-    trajectory id; else single frames) making up ``test_fraction`` of the pool.
+    trajectory id; else single frames) making up ``test_fraction`` of the pool. With
+    ``stress_key``, the frames at its largest value are a stress set outside both.
     """
 
     file: str = Field(description="extxyz with reference energy (eV) and forces (eV/A) per "
@@ -275,6 +286,10 @@ class PoolConfig(_Section):
         None, gt=0, le=MAX_STEPS,
         description="per generation, a random subset of this many unlabeled "
         "frames are the candidates (default: all of them)")
+    stress_key: str | None = Field(
+        None, description="numeric info key (e.g. temperature_K) whose largest value marks "
+        "the stress set: the groups at that value are held out of the candidates and of the "
+        "test set, and every model is also measured on them (conditions beyond the rest)")
 
 
 class BackboneConfig(_Section):
@@ -416,17 +431,37 @@ class ExploreConfig(_Section):
         return v
 
 
+class StabilityConfig(_Section):
+    """MD stability of the final model: ``walkers`` Langevin walkers on the last backbone at
+    the stress temperature for ``steps`` steps each (no probe, never stopped for trust), each
+    checked every ``check_every`` steps by the explore section's rules (min_distance_A,
+    fragment_distance_A, keep_bonds). Reported: the fraction that stayed physical and the
+    time to the first failure (fs; the full run length where none failed)."""
+
+    walkers: int = Field(4, ge=0, le=MAX_WALKERS, description="walkers (0: off)")
+    steps: int = Field(1000, gt=0, le=MAX_STEPS, description="MD steps of each walker")
+    timestep_fs: float = Field(0.5, gt=0, le=5)
+    check_every: int = Field(10, gt=0, le=MAX_STEPS, description="MD steps between geometry "
+                             "checks")
+    temperature_K: float | None = Field(
+        None, gt=0, le=MAX_TEMPERATURE_K, description="null: the stress set's temperature "
+        "(initial.stress_temperature_K, or the pool's stress_key value when that key is "
+        "temperature_K), else 1.5x the hottest explore temperature")
+
+
 class SelectConfig(_Section):
     """Which frames go to DFT each generation, and by which rule (the arm's strategy).
 
     ``probe``: the least trusted by PROBE (lowest P(reliable)); ``ensemble``: the largest
     committee disagreement inside the committee's trust window (see CommitteeConfig);
     ``random``: uniform among the candidates (the control); ``latent``: the farthest from the
-    training set in the backbone's embedding space. See alprobe.arms.
+    training set in the backbone's embedding space; ``oracle`` (pool only): the largest true
+    force error under the current backbone (the ceiling). See alprobe.arms.
     """
 
     rule: str = Field("probe", description="the arm's strategy: probe, ensemble, random, "
-                      "latent (any name registered in alprobe.arms.ARMS)")
+                      "latent, oracle (pool only: the largest true force error, the ceiling of "
+                      "any error-seeking signal; any name registered in alprobe.arms.ARMS)")
     budget: int = Field(16, gt=0, le=MAX_LABELS, description="labels per generation (at "
                         "most 100000)")
     sampling: Literal["top", "power"] = Field(
@@ -447,6 +482,14 @@ class SelectConfig(_Section):
         None, gt=0, le=1e4,
         description="absolute hit-rate threshold: a new label is a hit when the "
         "force RMSE of the model that picked it exceeds this (eV/A), from its raw predictions")
+    hold_out: bool | None = Field(
+        None, description="keep initial.calibration_fraction of every new batch out of "
+        "backbone training (the PROBE arm's calibration split). null: the arm's own choice "
+        "(probe: yes, every other arm: no); true for random or oracle measures what that "
+        "hold-out (the probe's data tax) costs by itself; false for the probe arm (with "
+        "probe.lineage >= 2): no tax, the probe learns from each backbone's errors on the "
+        "labels picked after it")
+
 
     @field_validator("rule")
     @classmethod
@@ -739,6 +782,7 @@ class CampaignConfig(_Section):
     explore: ExploreConfig = ExploreConfig()
     select: SelectConfig = SelectConfig()
     committee: CommitteeConfig = CommitteeConfig()
+    stability: StabilityConfig = StabilityConfig()
     cluster: ClusterConfig = ClusterConfig()
     source_dir: str = Field(".", description="set by the loader: folder of the campaign file")
 
@@ -788,11 +832,30 @@ class CampaignConfig(_Section):
         return self
 
     @model_validator(mode="after")
+    def _controls(self) -> CampaignConfig:
+        rule, hold = self.select.rule, self.select.hold_out
+        if rule == "oracle" and self.pool is None:
+            raise ValueError("select.rule: oracle reads the candidates' reference labels, "
+                             "which only a labeled pool has: give `pool` (a retrospective "
+                             "campaign)")
+        if rule == "probe" and hold is False and self.probe.lineage < 2:
+            raise ValueError("select.hold_out: false leaves the probe arm no out-of-sample "
+                             "errors of the current backbone; give probe.lineage >= 2 (the "
+                             "probe then learns from earlier backbones' errors on the labels "
+                             "picked after them) or keep the hold-out")
+        return self
+
+    @model_validator(mode="after")
     def _streaming_needs_walkers(self) -> CampaignConfig:
         if self.schedule == "streaming" and self.pool is not None:
             raise ValueError("schedule: streaming runs MD walkers and DFT; a pool campaign "
                              "(retrospective) uses schedule: generations")
         return self
+
+    def stress_temperature_K(self) -> float:
+        """The prospective stress set's temperature (K): initial.stress_temperature_K, default
+        1.5x the hottest explore temperature."""
+        return self.initial.stress_temperature_K or 1.5 * max(self.explore.temperatures_K)
 
     def resolve(self, path: str) -> Path:
         """A path from the campaign file, relative to the file's folder."""

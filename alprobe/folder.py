@@ -59,7 +59,9 @@ def check_folder(directory: Path) -> None:
     if ledger.is_file() and ledger.stat().st_size > 0:
         Ledger(directory, readonly=True)  # a damaged ledger: LedgerError now, before a cluster
         return
-    entries = sorted(directory.iterdir())
+    # alprobe's own half-written files of an interrupted atomic write do not count
+    entries = sorted(p for p in directory.iterdir()
+                     if not (p.name.startswith(".") and p.name.endswith(".tmp")))
     progress = [_what(p) for p in entries if p.name in PROGRESS]
     if progress:
         raise FolderError(

@@ -322,7 +322,10 @@ def overview_html(data: CampaignData) -> str:
     return _cards([
         ("generation", f"{last['generation']} of {planned}", _state(data)),
         ("DFT labels (training pool)", num(last.get("labels"), "{:.0f}"),
-         f"+ {data.splits['test']} held-out test frames"),
+         f"+ {data.splits['test']} held-out test frames; the backbone trained on "
+         f"{num(last.get('train_frames'), '{:.0f}')}"),
+        ("stress-set force MAE (meV/Å)", num(last.get("stress_force_mae_eV_A"), "{:.0f}", 1e3),
+         "conditions beyond the exploration's ('-': no stress set)"),
         ("test force MAE (meV/Å)", (f"{num(first.get('force_mae_eV_A'), '{:.0f}', 1e3)} → "
                                     f"{num(last.get('force_mae_eV_A'), '{:.0f}', 1e3)}"),
          f"95% interval {_interval(last)} (gen {last['generation']})"),
@@ -720,8 +723,11 @@ def comparison_overview(c: ComparisonData) -> str:
         last = d.metrics[-1] if d.metrics else {}
         rows.append([Raw(f'<a href="#run-{esc(run)}">{esc(run)}</a>'), arm, str(rep), rule,
                      num(last.get("generation"), "{:.0f}"), num(last.get("labels"), "{:.0f}"),
+                     num(last.get("train_frames"), "{:.0f}"),
                      num(last.get("force_mae_eV_A"), "{:.1f}", 1e3),
                      _interval(last),
+                     num(last.get("force_rmse_p95_eV_A"), "{:.0f}", 1e3),
+                     num(last.get("stress_force_mae_eV_A"), "{:.1f}", 1e3),
                      num(last.get("energy_mae_eV_per_atom"), "{:.2f}", 1e3),
                      num(last.get("signal_auroc_test")), _state(d)])
     cards = _cards([("arms", str(len(arms)), ", ".join(arms)),
@@ -729,8 +735,9 @@ def comparison_overview(c: ComparisonData) -> str:
                     ("runs finished", f"{finished} of {len(c.runs)}", ""),
                     ("generation-0 folders", str(len(c.shared)), ", ".join(c.shared))])
     return cards + table_html(
-        ["run", "arm", "replica", "rule", "gen", "labels", "F MAE meV/Å", "95% CI",
-         "E MAE meV/atom", "signal AUROC test", "state"], rows, align="lllrrrrrrrl")
+        ["run", "arm", "replica", "rule", "gen", "labels", "trained on", "F MAE meV/Å",
+         "95% CI", "p95 frame F RMSE", "stress F MAE", "E MAE meV/atom", "signal AUROC test",
+         "state"], rows, align="lllrrrrrrrrrrl")
 
 
 def comparison_costs(c: ComparisonData) -> str:

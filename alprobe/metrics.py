@@ -71,6 +71,26 @@ def frame_errors(frames: Sequence[Atoms], kind: str) -> np.ndarray:
     return np.array([structure_errors(a, kind) for a in frames], dtype=float)
 
 
+def test_errors(frames: Sequence[Atoms], rng: np.random.Generator, prefix: str = ""
+                ) -> dict[str, float]:
+    """What a test set says about a model from its raw predictions stored on ``frames``:
+    energy MAE (eV/atom), force MAE and RMSE (eV/A) with the 95% bootstrap interval of the
+    force MAE over frames, and the tails of the per-frame force RMSE (eV/A): its 95th
+    percentile with a bootstrap interval, and its maximum; keys start with ``prefix``."""
+    from .paired import bootstrap_mae_ci, bootstrap_quantile_ci
+
+    _, lo, hi = bootstrap_mae_ci(
+        [np.abs(a.arrays["pred_forces"] - a.arrays["ref_forces"]).ravel() for a in frames], rng)
+    per_frame = frame_errors(frames, "force_rmse") if frames else np.zeros(0)
+    p95, p95_lo, p95_hi = bootstrap_quantile_ci(per_frame, 0.95, rng)
+    row = {**regression_errors(frames), "force_mae_lo_eV_A": lo, "force_mae_hi_eV_A": hi,
+           "force_rmse_p95_eV_A": p95, "force_rmse_p95_lo_eV_A": p95_lo,
+           "force_rmse_p95_hi_eV_A": p95_hi,
+           "force_rmse_max_eV_A": float(per_frame.max()) if per_frame.size else float("nan"),
+           "n_test": len(frames)}
+    return {prefix + k: v for k, v in row.items()}
+
+
 # --------------------------------------------------------------------------------------------
 # Reliability audit: ranking, selective prediction and calibration of a confidence score.
 # --------------------------------------------------------------------------------------------

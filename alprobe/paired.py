@@ -112,3 +112,37 @@ def bootstrap_mae_ci(abs_errors_per_frame: Sequence[np.ndarray], rng: np.random.
     boot = sums[idx].sum(1) / sizes[idx].sum(1)
     lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
     return mae, float(lo), float(hi)
+
+
+def bootstrap_quantile_ci(values: Sequence[float], q: float, rng: np.random.Generator,
+                          n_boot: int = 1000, alpha: float = 0.05
+                          ) -> tuple[float, float, float]:
+    """The ``q`` quantile (0-1) of ``values`` (e.g. per-frame force RMSE, eV/A) and its
+    percentile bootstrap interval over the values; NaNs for an empty input."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    boot = np.quantile(v[rng.integers(0, v.size, size=(n_boot, v.size))], q, axis=1)
+    lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    return float(np.quantile(v, q)), float(lo), float(hi)
+
+
+def recovered_fraction(control: Sequence[float], arm: Sequence[float], ceiling: Sequence[float],
+                       rng: np.random.Generator, n_boot: int = 2000, alpha: float = 0.05
+                       ) -> tuple[float, float, float, int]:
+    """The fraction of the ceiling's gain over the control that an arm recovers,
+    mean(control - arm) / mean(control - ceiling) over paired replicas (e.g. AULC of random,
+    an arm and the oracle; lower is better), with a percentile bootstrap interval over
+    replicas; and the number of replicas used (all three finite). 1: as good as the ceiling;
+    0: no better than the control. NaNs when fewer than 2 replicas or no mean gain."""
+    c, a, o = (np.asarray(x, dtype=float) for x in (control, arm, ceiling))
+    ok = np.isfinite(c) & np.isfinite(a) & np.isfinite(o)
+    c, a, o = c[ok], a[ok], o[ok]
+    n = int(ok.sum())
+    if n < 2 or np.mean(c - o) <= 0:
+        return float("nan"), float("nan"), float("nan"), n
+    idx = rng.integers(0, n, size=(n_boot, n))
+    gain = (c - o)[idx].mean(1)
+    frac = np.where(gain > 0, (c - a)[idx].mean(1) / np.where(gain > 0, gain, 1.0), np.nan)
+    lo, hi = np.nanquantile(frac, [alpha / 2, 1 - alpha / 2])
+    return float(np.mean(c - a) / np.mean(c - o)), float(lo), float(hi), n

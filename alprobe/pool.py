@@ -42,10 +42,13 @@ class Pool:
 
     frames: list[Atoms]
     test: list[Atoms] | None = None
+    #: frames at the largest value of pool.stress_key: never candidates, never test frames
+    stress: list[Atoms] = field(default_factory=list)
     by_fid: dict[str, Atoms] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.by_fid = {a.info["fid"]: a for a in [*self.frames, *(self.test or [])]}
+        self.by_fid = {a.info["fid"]: a
+                       for a in [*self.frames, *(self.test or []), *self.stress]}
 
     @property
     def groups(self) -> list[str]:
@@ -61,7 +64,8 @@ class Pool:
         return float(a.info[REF_ENERGY]), np.asarray(a.arrays[REF_FORCES])
 
 
-def _prepare(frames: list[Atoms], path: Path, group_key: str | None, tag: str) -> list[Atoms]:
+def _prepare(frames: list[Atoms], path: Path, group_key: str | None, tag: str,
+             keep: str | None = None) -> list[Atoms]:
     seen: dict[str, int] = {}
     groups: dict[str, int] = {}
     counts: dict[str, int] = {}
@@ -88,6 +92,8 @@ def _prepare(frames: list[Atoms], path: Path, group_key: str | None, tag: str) -
         b.info.update(fid=fid, ref_energy=float(a.info[REF_ENERGY]), group=group,
                       walker=groups.setdefault(group, len(groups)), sample=counts.get(group, 0))
         counts[group] = counts.get(group, 0) + 1
+        if keep is not None and keep in a.info:
+            b.info[keep] = a.info[keep]
         b.arrays[REF_FORCES] = np.asarray(a.arrays[REF_FORCES], dtype=float)
         out.append(b)
     return out
@@ -115,24 +121,53 @@ def read_pool(cfg: Any, source_dir: str | Path = ".") -> Pool:
             raise PoolError(msg if str(path) in msg else f"{path}: {msg}") from None
         if not raw:
             raise PoolError(f"{path}: no frames")
-        return _prepare(raw, path, cfg.group_key, tag)
+        return _prepare(raw, path, cfg.group_key, tag, getattr(cfg, "stress_key", None))
 
     frames = read(cfg.file, "frame")
+    stress: list[Atoms] = []
+    if getattr(cfg, "stress_key", None):
+        frames, stress = split_stress(frames, cfg.stress_key, resolve(cfg.file))
     test = read(cfg.test_file, "test") if cfg.test_file else None
     if test is not None:
         overlap = {a.info["fid"] for a in frames} & {a.info["fid"] for a in test}
         if overlap:
             raise PoolError(f"{resolve(cfg.test_file)}: {len(overlap)} test frame(s) are also "
                             "in the pool file")
-    return Pool(frames, test)
+    return Pool(frames, test, stress)
+
+
+def split_stress(frames: list[Atoms], key: str, path: Path) -> tuple[list[Atoms], list[Atoms]]:
+    """The frames below the largest value of info ``key`` and those at it (the stress set);
+    PoolError when a frame lacks a finite number there or when every frame has that value."""
+    values = []
+    for i, a in enumerate(frames):
+        v = a.info.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) \
+                or not np.isfinite(v):
+            raise PoolError(f"{path}: frame {i} has no finite number in info[{key!r}] "
+                            "(pool.stress_key)")
+        values.append(float(v))
+    top = max(values)
+    rest = [a for a, v in zip(frames, values) if v < top]
+    stress = [a for a, v in zip(frames, values) if v == top]
+    if not rest:
+        raise PoolError(f"{path}: every frame has {key} = {top:g}: pool.stress_key leaves no "
+                        "frame outside the stress set")
+    for a in stress:
+        a.info["stress_value"] = top
+    return rest, stress
 
 
 def sample_trajectory(molecule: str, temperature_K: float, md_level: Any, *, frames: int,
                       stride: int, equilibrate: int, timestep_fs: float, friction_per_fs: float,
-                      traj_id: str, seed: Any) -> list[Atoms]:
+                      traj_id: str, seed: Any,
+                      torsion: tuple[int, int, int, int, float] | None = None) -> list[Atoms]:
     """Frames of one Langevin trajectory driven by PySCF at ``md_level`` (a DFTLevel, e.g.
     HF/STO-3G), centre of mass fixed: after ``equilibrate`` steps, one frame every ``stride``
-    steps, each with info traj_id, temperature_K, step, time_fs (unlabeled)."""
+    steps, each with info traj_id, temperature_K, step, time_fs (unlabeled). ``torsion``
+    (i, j, k, l, degrees): start from the conformer with dihedral i-j-k-l set to that angle
+    (atom l moved; e.g. ethanol's hydroxyl H: (0, 1, 2, 3, 60) is gauche, 180 trans), recorded
+    as info conformer_deg."""
     from ase import units
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
@@ -151,6 +186,9 @@ def sample_trajectory(molecule: str, temperature_K: float, md_level: Any, *, fra
 
     rng = np.random.default_rng(seed)
     atoms = bare_copy(load_seeds([molecule])[0])
+    if torsion is not None:
+        i, j, k, m, angle = torsion
+        atoms.set_dihedral(int(i), int(j), int(k), int(m), float(angle))
     atoms.calc = pyscf_calculator(md_level)
     atoms.set_constraint(FixCom())
     thermalize_momenta(atoms, temperature_K, rng=rng)
@@ -165,6 +203,8 @@ def sample_trajectory(molecule: str, temperature_K: float, md_level: Any, *, fra
             f = bare_copy(atoms)
             f.info.update(traj_id=traj_id, temperature_K=float(temperature_K), step=int(step),
                           time_fs=float(step * timestep_fs))
+            if torsion is not None:
+                f.info["conformer_deg"] = float(torsion[4])
             out.append(f)
     return out
 

@@ -16,6 +16,9 @@ _COLUMNS = [
     ("F MAE meV/A", "force_mae_eV_A", "{:.1f}", 1000.0),
     ("95% CI", ("force_mae_lo_eV_A", "force_mae_hi_eV_A"), "{:.0f}-{:.0f}", 1000.0),
     ("F RMSE meV/A", "force_rmse_eV_A", "{:.1f}", 1000.0),
+    ("p95 frame", "force_rmse_p95_eV_A", "{:.0f}", 1000.0),
+    ("max frame", "force_rmse_max_eV_A", "{:.0f}", 1000.0),
+    ("trained on", "train_frames", "{:d}"),
     ("hit rate", "hit_rate", "{:.2f}"),
     ("hit abs", "hit_rate_abs", "{:.2f}"),
     ("wall s", "wall_s", "{:.0f}"),
@@ -61,7 +64,8 @@ def status_table(directory: str | Path) -> str:
 
     Accuracy: "labels" counts DFT labels in the training pool (test set excluded); errors are
     on the fixed held-out test set, with the 95% bootstrap interval of the force MAE over test
-    frames; "hit rate" the fraction of the rule's new labels whose true error exceeded
+    frames, the 95th percentile and maximum of the per-frame force RMSE, and the frames the
+    backbone trained on; "hit rate" the fraction of the rule's new labels whose true error exceeded
     generation 0's threshold ("hit abs": select.hit_threshold_force_rmse_eV_A).
     Trust signal: the probe's training pool, the candidates' P(reliable) quartiles, and the
     AUROC / Spearman rho of generation g-1's signal, scored before the labels existed, on the
@@ -79,8 +83,25 @@ def status_table(directory: str | Path) -> str:
     n_test = ledger.count(split="test", status="labeled")
     status = {s: ledger.count(status=s) for s in ("candidate", "selected", "labeled", "failed",
                                                   "rejected", "timeout")}
-    lines.append(f"frames: {status}; held-out test frames: {n_test}")
-    if not rows:
+    n_stress = ledger.count(split="stress", status="stress")
+    lines.append(f"frames: {status}; held-out test frames: {n_test}; stress frames: {n_stress}")
+    if rows:
+        last = rows[-1]
+        if n_stress:
+            lines.append(
+                f"stress set (gen {last['generation']}): F MAE "
+                + _cell(last, "stress_force_mae_eV_A", "{:.1f}", 1000.0) + " meV/A (95% CI "
+                + _cell(last, ("stress_force_mae_lo_eV_A", "stress_force_mae_hi_eV_A"),
+                        "{:.0f}-{:.0f}", 1000.0) + "), p95 frame F RMSE "
+                + _cell(last, "stress_force_rmse_p95_eV_A", "{:.0f}", 1000.0) + " meV/A, max "
+                + _cell(last, "stress_force_rmse_max_eV_A", "{:.0f}", 1000.0) + " meV/A")
+        st = ledger.stage_info(f"gen{int(last['generation']):03d}/stability")
+        if st:
+            from .stages.stability import describe_stability
+
+            lines.append(f"MD stability of backbone {st['generation']} at "
+                         f"{st['temperature_K']:g} K: {describe_stability(st)}")
+    else:
         lines.append("no generation finished yet")
     return "\n".join(lines)
 
@@ -94,7 +115,9 @@ def learning_curve_rows(metrics: dict[str, list[dict[str, Any]]],
                         runs: dict[str, tuple[str, int, str]]) -> list[dict[str, Any]]:
     """One row per run and generation: the run's arm, replica and rule; DFT labels used
     (training pool, test set excluded); test force MAE (meV/A) with its 95% bootstrap interval
-    over test frames, RMSE, energy MAE (meV/atom); hit rates (relative and absolute threshold,
+    over test frames, RMSE, energy MAE (meV/atom); the frames its backbone trained on
+    (``train_frames``); the tails of the per-frame force RMSE (p95 with its interval, max) and
+    the same on the stress set (NaN without one); hit rates (relative and absolute threshold,
     and the candidates' base rate where known); the AUROC of the arm's own signal; wall and
     CPU s. ``runs``: {run name: (arm, replica, rule)}."""
     rows = []
@@ -104,12 +127,15 @@ def learning_curve_rows(metrics: dict[str, list[dict[str, Any]]],
             rows.append({
                 "run": name, "arm": arm, "replica": int(replica), "rule": rule,
                 "generation": int(m["generation"]), "labels": int(m["labels"]),
+                "train_frames": int(m.get("train_frames", -1)),
                 "dft_calls": int(m.get("dft_calls", m["labels"])),
                 "force_mae_meV_A": 1000 * float(m["force_mae_eV_A"]),
                 "force_mae_lo_meV_A": 1000 * float(m.get("force_mae_lo_eV_A", _NAN)),
                 "force_mae_hi_meV_A": 1000 * float(m.get("force_mae_hi_eV_A", _NAN)),
                 "force_rmse_meV_A": 1000 * float(m["force_rmse_eV_A"]),
                 "energy_mae_meV_atom": 1000 * float(m["energy_mae_eV_per_atom"]),
+                **{k.replace("_eV_A", "_meV_A"): 1000 * float(m.get(k, _NAN))
+                   for k in _TAIL_KEYS},
                 "hit_rate": float(m.get("hit_rate", _NAN)),
                 "hit_rate_abs": float(m.get("hit_rate_abs", _NAN)),
                 "hit_base_rate_abs": float(m.get("hit_base_rate_abs", _NAN)),
@@ -119,6 +145,21 @@ def learning_curve_rows(metrics: dict[str, list[dict[str, Any]]],
                 "wall_s": float(m.get("wall_s", _NAN)),
                 "cpu_s": float(m.get("cpu_s", _NAN))})
     return rows
+
+
+#: Tail and stress-set columns of a metrics row (eV/A), shown in meV/A.
+_TAIL_KEYS = ("force_rmse_p95_eV_A", "force_rmse_p95_lo_eV_A", "force_rmse_p95_hi_eV_A",
+              "force_rmse_max_eV_A", "stress_force_mae_eV_A", "stress_force_mae_lo_eV_A",
+              "stress_force_mae_hi_eV_A", "stress_force_rmse_p95_eV_A",
+              "stress_force_rmse_max_eV_A")
+
+#: The yardsticks a comparison measures, (learning-curve column, what it is); the verdict
+#: rests on the first.
+YARDSTICKS = (("force_mae_meV_A", "test force MAE (in distribution)"),
+              ("force_rmse_p95_meV_A", "test p95 of per-frame force RMSE (tail)"),
+              ("force_rmse_max_meV_A", "test max per-frame force RMSE (worst frame)"),
+              ("stress_force_mae_meV_A", "stress-set force MAE (beyond exploration)"),
+              ("stress_force_rmse_p95_meV_A", "stress-set p95 of per-frame force RMSE"))
 
 
 def _unbiased(rule: str) -> bool:
@@ -134,8 +175,8 @@ def cost_rows(metrics: dict[str, list[dict[str, Any]]],
     """Wall (driver, per stage) and CPU seconds (tasks, per account) of each run, summed over
     its own generations (>= 1), plus one row per generation-0 folder."""
 
-    stages = ("explore", "deviation", "select", "label", "train", "committee", "probe",
-              "evaluate", "audit")
+    stages = ("explore", "deviation", "latent", "oracle", "select", "label", "train",
+              "committee", "probe", "evaluate", "audit")
     out = []
 
     def add(arm: str, ms: list[dict[str, Any]]) -> None:
@@ -160,13 +201,14 @@ def _curve(rows: list[dict[str, Any]], run: str, key: str = "force_mae_meV_A"
     return [float(r["labels"]) for r in rs], [float(r[key]) for r in rs]
 
 
-def paired_tables(curves: list[dict[str, Any]], target: float | None = None
-                  ) -> dict[str, Any]:
+def paired_tables(curves: list[dict[str, Any]], target: float | None = None,
+                  key: str = "force_mae_meV_A") -> dict[str, Any]:
     """The paired statistics of a comparison: for each pair of arms (A, B), the mean over
     replicas of A - B, with its 95% t-interval, of (a) the test force MAE at each
     generation's label count, (b) the area under the learning curve (mean log10 force MAE
     over the label range every run covers), (c) the labels needed to reach ``target`` meV/A
     (default: the highest of the arms' mean final MAEs, which every arm reaches on average).
+    ``key``: the learning-curve column (another yardstick: a tail, the stress set).
     """
     import itertools
 
@@ -186,13 +228,13 @@ def paired_tables(curves: list[dict[str, Any]], target: float | None = None
     firsts = [_curve(curves, run)[0][0] for run in run_of.values()]
     lasts = [_curve(curves, run)[0][-1] for run in run_of.values()]
     lo, hi = max(firsts), min(lasts)
-    final = {a: float(np.mean([_curve(curves, run_of[(a, r)])[1][-1] for r in reps
+    final = {a: float(np.mean([_curve(curves, run_of[(a, r)], key)[1][-1] for r in reps
                                if (a, r) in run_of])) for a in arms}
     target = float(target) if target else max(final.values())
 
     def per_rep(arm: str, fn: Any) -> list[float]:
-        return [fn(*_curve(curves, run_of[(arm, r)])) if (arm, r) in run_of else float("nan")
-                for r in reps]
+        return [fn(*_curve(curves, run_of[(arm, r)], key)) if (arm, r) in run_of
+                else float("nan") for r in reps]
 
     out: dict[str, Any] = {"arms": arms, "replicas": reps, "target": target,
                            "aulc_range": (lo, hi), "at_labels": {}, "aulc": {}, "to_target": {},
@@ -202,13 +244,13 @@ def paired_tables(curves: list[dict[str, Any]], target: float | None = None
                                x, y, target)) for a in arms},
                            "generations": common, "labels_at": at_gen}
     for a, b in itertools.combinations(arms, 2):
-        key = (a, b)
-        out["at_labels"][key] = {
+        pair = (a, b)
+        out["at_labels"][pair] = {
             g: paired_difference(per_rep(a, lambda x, y, L=at_gen[g]: value_at(x, y, L)),
                                  per_rep(b, lambda x, y, L=at_gen[g]: value_at(x, y, L)))
             for g in common if g > 0}
-        out["aulc"][key] = paired_difference(out["aulc_values"][a], out["aulc_values"][b])
-        out["to_target"][key] = paired_difference(out["to_target_values"][a],
+        out["aulc"][pair] = paired_difference(out["aulc_values"][a], out["aulc_values"][b])
+        out["to_target"][pair] = paired_difference(out["to_target_values"][a],
                                                   out["to_target_values"][b])
     return out
 
@@ -225,10 +267,12 @@ def _ci(d: Any, fmt: str = "{:+.1f}") -> str:
 def comparison_summary(name: str, curves: list[dict[str, Any]], costs: list[dict[str, Any]], *,
                        budget: int, generations: int, target: float | None = None,
                        noise_floor: dict[str, Any] | None = None,
-                       plot: str = "learning_curves.png", pool: bool = False) -> str:
+                       plot: str = "learning_curves.png", pool: bool = False,
+                       stability: dict[str, dict[str, Any]] | None = None) -> str:
     """The comparison's markdown summary: per arm (mean over replicas) accuracy, hit rates and
     costs; the paired differences between arms with 95% intervals and whether they resolve;
-    the noise floor; and a plain verdict."""
+    the noise floor; and a plain verdict. ``stability``: each run's final-model MD
+    stability record (stages.stability) by run name, paired across replicas like the MAE."""
     import numpy as np
 
     arms = list(dict.fromkeys(r["arm"] for r in curves))
@@ -243,7 +287,8 @@ def comparison_summary(name: str, curves: list[dict[str, Any]], costs: list[dict
                 "walkers no model ever trains on) are shared by all replicas."),
              "Differences are A - B, paired replica by replica: mean and 95% t-interval over "
              "replicas; **resolved** when the interval excludes 0.", "",
-             "| arm | rule | replicas | gens | labels | F MAE meV/Å gen 0 → last (mean ± sd) | "
+             "| arm | rule | replicas | gens | labels (trained on) | "
+             "F MAE meV/Å gen 0 → last (mean ± sd) | "
              "±95% test CI (last) | E MAE meV/atom (last) | hit rate rel / abs | base rate abs "
              "| signal AUROC test (last) | wall s | CPU s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -253,7 +298,10 @@ def comparison_summary(name: str, curves: list[dict[str, Any]], costs: list[dict
     for c in shared:
         lines.append(f"| {c['arm']} | - | - | 0 | | | | | | | | {c['wall_s']:.0f} | "
                      f"{c['cpu_s']:.0f} |")
-    lines += ["", "Hit rate: fraction of an arm's new labels whose true error under the model "
+    lines += ["", "Labels: DFT labels paid for (test set excluded); trained on: the frames the "
+              "last backbone trained on (fewer where an arm holds a calibration share out of "
+              "backbone training: the PROBE arm, or select.hold_out).",
+              "", "Hit rate: fraction of an arm's new labels whose true error under the model "
               "that picked them exceeds generation 0's threshold (rel) or "
               "select.hit_threshold_force_rmse_eV_A (abs); base rate: the same fraction over "
               "all candidates (known in a pool). Wall s: the run's own generations (runs share "
@@ -267,8 +315,14 @@ def comparison_summary(name: str, curves: list[dict[str, Any]], costs: list[dict
                       f"{hit_abs[a]:.2f}: the threshold is below almost every candidate's error, "
                       "so no hit rate here says anything about a strategy; raise "
                       "select.hit_threshold_force_rmse_eV_A.", ""]
+    lines += _tail_table(curves)
     if len(arms) >= 2:
         lines += _paired_section(curves, target)
+        lines += _yardstick_section(curves)
+        lines += _oracle_section(curves)
+        lines += _tax_section(curves)
+    if stability:
+        lines += _stability_section(curves, stability)
     if noise_floor:
         m = noise_floor["force_mae_meV_A"]
         lines += ["## Noise floor", "",
@@ -350,13 +404,15 @@ def _arm_rows(curves: list[dict[str, Any]], total: dict[str, dict[str, Any]]
                                                                          later)
         cost = [total.get(run, {}) for run in runs]
         auc = mean("signal_auroc_test", ends)
+        trained = mean("train_frames", [r for r in ends if r.get("train_frames", -1) >= 0])
 
         def num(v: float, f: str = "{:.2f}") -> str:
             return f.format(v) if np.isfinite(v) else "-"
 
         lines.append(
             f"| {arm} | {ends[0]['rule']} | {len(runs)} | {min(r['generation'] for r in ends)} | "
-            f"{num(mean('labels', ends), '{:.0f}')} | {mean('force_mae_meV_A', starts):.1f} → "
+            f"{num(mean('labels', ends), '{:.0f}')} ({num(trained, '{:.0f}')}) | "
+            f"{mean('force_mae_meV_A', starts):.1f} → "
             f"{np.mean(f_end):.1f}{sd} | {num(half / 2, '±{:.1f}')} | "
             f"{mean('energy_mae_meV_atom', ends):.2f} | {num(mean('hit_rate', later))} / "
             f"{num(hit_abs[arm])} | {num(base_abs[arm])} | {num(auc)} | "
@@ -394,7 +450,10 @@ def _paired_section(curves: list[dict[str, Any]], target: float | None) -> list[
                                    f"{len(t['replicas'])} replicas)" if v else "never reached"))
     for a, b in pairs:
         lines.append(f"- {t['to_target'][(a, b)].verdict(a, b, 'labels')}")
-    lines += ["", "## Verdict", ""]
+    lines += ["", "## Verdict", "",
+              "The verdict rests on the area under the learning curve of the test force MAE "
+              "(in distribution); the tails, the stress set and the share of the oracle's gain "
+              "follow below it.", ""]
     g_last = max(t["generations"])
     last = {a: [float(r["force_mae_meV_A"]) for r in curves
                 if r["arm"] == a and int(r["generation"]) == g_last] for a in t["arms"]}
@@ -431,3 +490,230 @@ def _paired_section(curves: list[dict[str, Any]], target: float | None) -> list[
             if widths else " (fewer than 2 paired replicas: no interval)."))
     lines.append("")
     return lines
+
+
+def _finite_mean(values: list[float]) -> float:
+    import numpy as np
+
+    v = [x for x in values if np.isfinite(x)]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def _tail_table(curves: list[dict[str, Any]]) -> list[str]:
+    """Per arm, at each run's last generation (mean over replicas): the tails of the test
+    set and the stress set's errors."""
+    arms = list(dict.fromkeys(r["arm"] for r in curves))
+    ends = {a: [max((r for r in curves if r["run"] == run), key=lambda r: r["generation"])
+                for run in dict.fromkeys(r["run"] for r in curves if r["arm"] == a)]
+            for a in arms}
+    cols = ("force_rmse_p95_meV_A", "force_rmse_max_meV_A", "stress_force_mae_meV_A",
+            "stress_force_rmse_p95_meV_A", "stress_force_rmse_max_meV_A")
+    means = {a: {k: _finite_mean([float(r.get(k, float("nan"))) for r in ends[a]])
+                 for k in cols} for a in arms}
+
+    def cell(v: float) -> str:
+        return f"{v:.1f}" if v == v else "-"
+
+    lines = ["## Tails and stress set", "",
+             "At the last generation, mean over replicas (meV/Å): the 95th percentile and the "
+             "maximum of the per-frame force RMSE on the test set, and on the stress set "
+             "(pool.stress_key: conditions beyond the candidates'; '-' without one) its force "
+             "MAE, p95 and maximum.", "",
+             "| arm | test p95 | test max | stress MAE | stress p95 | stress max |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {a} | " + " | ".join(cell(means[a][k]) for k in cols) + " |" for a in arms]
+    return lines + [""]
+
+
+def _yardstick_section(curves: list[dict[str, Any]]) -> list[str]:
+    """Paired AULC differences on every yardstick beyond the test force MAE."""
+    import numpy as np
+
+    lines = ["## Other yardsticks", "",
+             "Area under the learning curve (mean log10 of the yardstick over the common label "
+             "range), A − B paired by replica; the verdict above rests on the test force MAE, "
+             "these say whether the tails and the stress set agree:", ""]
+    any_rows = False
+    for key, what in YARDSTICKS[1:]:
+        if not any(np.isfinite(r.get(key, np.nan)) and r.get(key, 0) > 0 for r in curves):
+            continue
+        t = paired_tables(curves, key=key)
+        lines.append(f"- {what}:")
+        for a, b in t["aulc"]:
+            lines.append(f"  - {t['aulc'][(a, b)].verdict(a, b, '')}")
+        any_rows = True
+    return lines + [""] if any_rows else []
+
+
+def oracle_recovery(curves: list[dict[str, Any]], key: str = "force_mae_meV_A",
+                    seed: int = 0) -> dict[str, Any] | None:
+    """Each arm's fraction of the oracle's AULC gain over random, with its bootstrap interval
+    over replicas (paired.recovered_fraction): {"control", "ceiling", "key", "gain" (the
+    paired AULC difference control - ceiling), "arms": {arm: (fraction, lo, hi, n)}}; None without an arm whose rule is oracle and one whose rule is
+    random (the first of each is used)."""
+    import numpy as np
+
+    from .paired import paired_difference, recovered_fraction
+
+    rule = {}
+    for r in curves:
+        rule.setdefault(r["arm"], r["rule"])
+    control = next((a for a, ru in rule.items() if ru == "random"), None)
+    ceiling = next((a for a, ru in rule.items() if ru == "oracle"), None)
+    if control is None or ceiling is None:
+        return None
+    t = paired_tables(curves, key=key)
+    vals = t["aulc_values"]
+    rng = np.random.default_rng(seed)
+    return {"control": control, "ceiling": ceiling, "key": key,
+            "gain": paired_difference(vals[control], vals[ceiling]),
+            "arms": {a: recovered_fraction(vals[control], vals[a], vals[ceiling], rng)
+                     for a in t["arms"] if a not in (control, ceiling)}}
+
+
+def _oracle_section(curves: list[dict[str, Any]]) -> list[str]:
+    import numpy as np
+
+    head = None
+    lines: list[str] = []
+    for key, what in YARDSTICKS:
+        if not any(np.isfinite(r.get(key, np.nan)) and r.get(key, 0) > 0 for r in curves):
+            continue
+        rec = oracle_recovery(curves, key)
+        if rec is None:
+            return []
+        head = head or ["## Share of the oracle's gain", "",
+                        f"The fraction of {rec['ceiling']}'s AULC gain over {rec['control']} "
+                        "that each arm recovers, mean(random − arm) / mean(random − oracle) "
+                        "over replicas, with a 95% bootstrap interval over replicas (1: as good "
+                        "as the oracle; 0: no better than random; below 0: worse than random; "
+                        "'-': the oracle gained nothing on that yardstick):", ""]
+        gain = rec["gain"]
+        lines.append(f"- {what}: " + "; ".join(
+            f"{a} {f:+.2f} [{lo:+.2f}, {hi:+.2f}] (n={n})" if np.isfinite(f) else f"{a} -"
+            for a, (f, lo, hi, n) in rec["arms"].items())
+            + f" (the oracle's own gain, {rec['control']} − {rec['ceiling']}: "
+            + _ci(gain, "{:+.3f}") + (
+                "" if gain.resolved and gain.mean > 0 else
+                "; the oracle is worse than random here, so these shares mean little"
+                if gain.resolved else "; not a resolved gain, so these shares mean little")
+            + ")")
+    return head + lines + [""] if head else []
+
+
+def _pays_tax(curves: list[dict[str, Any]], arm: str) -> bool:
+    """Whether ``arm``'s backbone trained on fewer frames than the labels it paid for."""
+    last = [r for r in curves if r["arm"] == arm and r.get("generation", 0) > 0
+            and r.get("train_frames", -1) >= 0]
+    return bool(last) and all(r["train_frames"] < r["labels"] for r in last)
+
+
+def data_tax(curves: list[dict[str, Any]], key: str = "force_mae_meV_A", seed: int = 0
+             ) -> list[dict[str, Any]]:
+    """What the hold-out (the PROBE arm's data tax) costs by itself, against how much an
+    arm that pays it loses to the same rule without it. For each rule with a taxed and an
+    untaxed arm (e.g. random_hold and random): the tax, AULC(taxed) − AULC(untaxed), paired
+    over replicas; and, with a taxed PROBE arm and an untaxed random arm, the share of
+    PROBE's AULC loss to random that the tax explains, mean(taxed − untaxed) /
+    mean(probe − random), with a bootstrap interval (NaN when PROBE does not lose)."""
+    import numpy as np
+
+    from .paired import paired_difference, recovered_fraction
+
+    t = paired_tables(curves, key=key)
+    vals, arms = t["aulc_values"], t["arms"]
+    rule = {r["arm"]: r["rule"] for r in curves}
+    taxed = {a: _pays_tax(curves, a) for a in arms}
+    untaxed_of = {ru: next((a for a in arms if rule[a] == ru and not taxed[a]), None)
+                  for ru in set(rule.values())}
+    probe = next((a for a in arms if rule[a] == "probe" and taxed[a]), None)
+    random = untaxed_of.get("random")
+    rng = np.random.default_rng(seed)
+    out = []
+    for a in arms:
+        base = untaxed_of.get(rule[a])
+        if not taxed[a] or base is None or rule[a] == "probe":
+            continue
+        rec = {"arm": a, "base": base, "key": key,
+               "tax": paired_difference(vals[a], vals[base])}
+        if probe is not None and random is not None:
+            rec["probe"], rec["loss"] = probe, paired_difference(vals[probe], vals[random])
+            # mean(a − base) / mean(probe − random), as a recovered fraction of negated values
+            rec["share"] = recovered_fraction([-x for x in vals[base]], [-x for x in vals[a]],
+                                              [-x for x in vals[probe]], rng)
+        out.append(rec)
+    return out
+
+
+def _tax_section(curves: list[dict[str, Any]]) -> list[str]:
+    import numpy as np
+
+    lines: list[str] = []
+    for key, what in YARDSTICKS:
+        if not any(np.isfinite(r.get(key, np.nan)) and r.get(key, 0) > 0 for r in curves):
+            continue
+        for rec in data_tax(curves, key):
+            text = (f"- {what}: {rec['arm']} − {rec['base']} "
+                    + _ci(rec["tax"], "{:+.3f}"))
+            if "share" in rec:
+                f, lo, hi, n = rec["share"]
+                text += (f"; {rec['probe']} − random " + _ci(rec["loss"], "{:+.3f}")
+                         + ("; share of that loss the tax explains "
+                            f"{f:+.2f} [{lo:+.2f}, {hi:+.2f}] (n={n})" if np.isfinite(f)
+                            else "; PROBE does not lose to random here, no share to explain"))
+            lines.append(text)
+    if not lines:
+        return []
+    return ["## The data tax", "",
+            "What keeping initial.calibration_fraction of every batch out of backbone training "
+            "costs by itself (an arm with select.hold_out against the same rule without it; "
+            "AULC, mean log10 of the yardstick, paired over replicas; positive: the tax hurts), "
+            "beside the PROBE arm's loss to random; the share is mean(tax) / mean(PROBE − "
+            "random) with a 95% bootstrap interval over replicas:", "", *lines, ""]
+
+
+def _stability_section(curves: list[dict[str, Any]], stability: dict[str, dict[str, Any]]
+                       ) -> list[str]:
+    """Per arm: the fraction of the final model's stability walkers that stayed physical and
+    the time to the first failure (mean over replicas); paired differences between arms."""
+    import itertools
+
+    import numpy as np
+
+    from .paired import paired_difference
+
+    arm_of = {r["run"]: (r["arm"], r["replica"]) for r in curves}
+    arms = list(dict.fromkeys(r["arm"] for r in curves))
+    reps = sorted({r["replica"] for r in curves})
+    val: dict[tuple[str, str, int], float] = {}
+    for run, rec in stability.items():
+        if run in arm_of and rec:
+            a, r = arm_of[run]
+            val[("frac", a, r)] = float(rec["stable_fraction"])
+            val[("first", a, r)] = float(rec["first_failure_fs"])
+    if not val:
+        return []
+    any_rec = next(iter(v for v in stability.values() if v))
+
+    def series(kind: str, arm: str) -> list[float]:
+        return [val.get((kind, arm, r), float("nan")) for r in reps]
+
+    lines = ["## MD stability of the final models", "",
+             f"{any_rec['walkers']} walkers on each run's last backbone at "
+             f"{any_rec['temperature_K']:g} K for {any_rec['run_fs']:g} fs (no probe), checked "
+             "by the explore section's rules (atoms too close, a fragment flying off, bonds "
+             "broken or formed): the fraction that stayed physical, and the time to the first "
+             "failure (the run length where none failed); mean over replicas.", "",
+             "| arm | stable fraction | first failure fs |", "|---|---|---|"]
+    for a in arms:
+        f, t = series("frac", a), series("first", a)
+        ok = [x for x in f if np.isfinite(x)]
+        lines.append(f"| {a} | " + (f"{np.mean(ok):.2f}" if ok else "-") + " | "
+                     + (f"{np.nanmean(t):.0f}" if ok else "-") + " |")
+    lines += ["", "Paired A − B over replicas (stable fraction: higher is better):", ""]
+    for a, b in itertools.combinations(arms, 2):
+        d = paired_difference(series("frac", a), series("frac", b))
+        e = paired_difference(series("first", a), series("first", b))
+        lines.append(f"- {a} − {b}: stable fraction {_ci(d, '{:+.2f}')}; first failure "
+                     f"{_ci(e, '{:+.0f}')} fs")
+    return lines + [""]

@@ -13,11 +13,12 @@ TINY_CAMPAIGN = {
     "system": {"seeds": ["water"]},
     "dft": {"method": "hf", "basis": "sto-3g", "density_fit": False},
     "initial": {"n_rattle": 12, "n_md": 8, "md_steps": 60, "test_size": 6,
-                "calibration_fraction": 0.3},
+                "calibration_fraction": 0.3, "stress_size": 4},
     "backbone": {"channels": 8, "epochs": 6, "finetune_epochs": 3},
     "probe": {"members": 1, "epochs": 30, "patience": 10},
     "explore": {"walkers": 2, "steps": 60, "stride": 5, "temperatures_K": [300, 900]},
     "select": {"budget": 5, "min_spacing": 2},
+    "stability": {"walkers": 2, "steps": 40, "check_every": 10},
     "cluster": {"n_workers": 2, "threads_per_worker": 1},
 }
 

@@ -15,9 +15,12 @@ from alprobe.config import ConfigError, parse_campaign
 from .conftest import TINY_CAMPAIGN
 
 
-def _cfg(rule: str):
+def _cfg(rule: str, **select):
     data = copy.deepcopy(TINY_CAMPAIGN)
-    data["select"]["rule"] = rule
+    data["select"].update(rule=rule, **select)
+    if ARMS.get(rule) is not None and ARMS[rule].needs_pool:
+        del data["system"]
+        data["pool"] = {"file": "pool.extxyz", "group_key": "traj_id"}
     return parse_campaign(data)
 
 
@@ -62,3 +65,24 @@ def test_arms_differ_where_their_strategies_do():
     assert 0 in pick and max(trust[pick]) < 0.5  # the least trusted
     pick, _ = rnd.select(_cands(trust, "trust"), 3, np.random.default_rng(0))
     assert len(set(pick.tolist())) == 3
+
+
+def test_the_hold_out_is_a_setting_any_arm_can_take_and_it_makes_another_strategy():
+    from alprobe.comparison import strategy
+
+    probe, rnd, held = _cfg("probe"), _cfg("random"), _cfg("random", hold_out=True)
+    assert make_arm(probe).holds_calibration() and not make_arm(rnd).holds_calibration()
+    assert make_arm(held).holds_calibration() and make_arm(held).training_splits() == ("train",)
+    assert make_arm(rnd).training_splits() == ("train", "calib")
+    assert strategy(held) != strategy(rnd) and "hold-out True" in strategy(held)
+    assert strategy(_cfg("probe", hold_out=True)) == strategy(probe)  # its own default
+
+
+def test_oracle_arm_picks_the_largest_true_errors_with_spacing():
+    arm = make_arm(_cfg("oracle", min_spacing=2))
+    err = np.array([0.1, 0.9, 0.8, 0.2, 0.05, 0.7, 0.3, 0.6])
+    # walkers 0..3 (i % 4), samples i // 4: 0.9 (w1 s0) and 0.7 (w1 s1) are adjacent samples
+    pick, info = arm.select(_cands(err, "true_force_rmse"), 3, np.random.default_rng(0))
+    assert info["scored"] == 8 and set(pick.tolist()) == {1, 2, 7}
+    assert [s.name for s in arm.extra_stages()] == ["oracle"]
+    assert not arm.holds_calibration() and not arm.trains_probe() and not arm.unbiased

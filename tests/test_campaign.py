@@ -32,7 +32,8 @@ def test_ledger_counts_and_labels(finished):
     directory, result, _ = finished
     L = open_ledger(directory)
     ini = TINY_CAMPAIGN["initial"]
-    assert L.count(generation=0) == ini["n_rattle"] + ini["n_md"] + ini["test_size"]
+    assert L.count(generation=0) == (ini["n_rattle"] + ini["n_md"] + ini["test_size"]
+                                     + ini["stress_size"])
     for gen in (1, 2):
         chosen = L.count(generation=gen, status="labeled") + L.count(generation=gen, status="failed") \
             + L.count(generation=gen, status="rejected") + L.count(generation=gen, status="timeout")
@@ -49,6 +50,34 @@ def test_ledger_counts_and_labels(finished):
     cands = L.frames(generation=1)
     assert all(0.0 <= a.info["trust"] <= 1.0 for a in cands)
     assert all("pred_forces" in a.arrays for a in cands)
+
+
+def test_stress_set_and_md_stability(finished, capsys):
+    """The stress set: walkers of their own at 1.5x the hottest explore temperature, labeled,
+    never counted as labels, trained on or selected; every model measured on it. The final
+    model's MD stability at that temperature is recorded and shown by status."""
+    directory, result, _ = finished
+    L, st = open_ledger(directory), read_stages(directory)
+    stress = L.frames(split="stress")
+    hot = 1.5 * max(TINY_CAMPAIGN["explore"]["temperatures_K"])
+    assert len(stress) == TINY_CAMPAIGN["initial"]["stress_size"]
+    assert all(a.info["status"] == "stress" and a.info["temperature_K"] == hot for a in stress)
+    assert all(np.isfinite(a.arrays["ref_forces"]).all() for a in stress)
+    ids = {a.info["fid"] for a in stress}
+    trained = set().union(*(set(st[f"gen{g:03d}/train"]["train_ids"]) for g in range(3)))
+    assert not ids & trained and not ids & set(L.fids(split="test"))
+    for r in result.metrics:
+        assert r["labels"] == L.count(status="labeled", generation=0) - L.count(
+            status="labeled", split="test") + sum(L.count(generation=g, status="labeled")
+                                                  for g in range(1, r["generation"] + 1))
+        assert r["stress_n_test"] == len(stress) and r["stress_force_mae_eV_A"] > 0
+    stab = st["gen002/stability"]
+    assert stab["walkers"] == 2 and stab["temperature_K"] == hot
+    assert len(stab["stops"]) == 2 and 0 <= stab["stable_fraction"] <= 1
+    assert stab["run_fs"] == 40 * 0.5 and 0 < stab["first_failure_fs"] <= 20
+    assert main(["status", str(directory)]) == 0
+    out = capsys.readouterr().out
+    assert f"stress frames: {len(stress)}" in out and "MD stability of backbone 2" in out
 
 
 def test_test_set_never_trained_or_selected(finished):
@@ -84,10 +113,14 @@ def test_test_set_never_trained_or_selected(finished):
     # the test set was made and labeled while backbone 0 trained (nothing trains on it)
     st = read_stages(directory)
     assert st["gen000/test_walkers"]["n_test"] == len(test)
-    assert st["gen000/label_test"]["labeled"] == len(test)
+    # (the stress set is labeled in the same stage)
+    assert st["gen000/label_test"]["labeled"] == len(test) + L.count(split="stress",
+                                                                     status="stress")
     train0, walk, lab = st["gen000/train"], st["gen000/test_walkers"], st["gen000/label_test"]
     assert walk["t_start"] < train0["t_end"] and train0["t_start"] < lab["t_end"]
-    assert st["gen000/label"]["labeled"] == L.count(generation=0, status="labeled")
+    # every label paid for in generation 0, the stress set's included
+    assert st["gen000/label"]["labeled"] == (L.count(generation=0, status="labeled")
+                                             + L.count(generation=0, status="stress"))
 
 
 def test_probe_only_sees_out_of_sample_errors(finished):

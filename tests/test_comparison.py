@@ -262,7 +262,7 @@ def test_arms_share_generation_0_and_the_test_set_byte_for_byte(compared):
     directory, _, _, _ = compared
     shared = _gen0(directory / "shared")
     ini = TINY_CAMPAIGN["initial"]
-    assert len(shared) == ini["n_rattle"] + ini["n_md"] + ini["test_size"]
+    assert len(shared) == ini["n_rattle"] + ini["n_md"] + ini["test_size"] + ini["stress_size"]
     assert sum(1 for row in shared if row[2] == "test") == ini["test_size"]
     for arm in ARMS:
         assert _gen0(directory / "arms" / arm) == shared
@@ -369,3 +369,98 @@ def test_arms_interleave_on_one_cluster(compared):
     overlap = sum(max(0.0, min(b1, b2) - max(a1, a2))
                   for a1, b1 in spans["ensemble"] for a2, b2 in spans["random"])
     assert overlap > 0.5, overlap  # seconds during which both arms computed
+
+
+def test_summary_reports_training_frames_tails_stress_and_the_oracles_share():
+    """An oracle 20% below random everywhere, an arm 10% below (half the oracle's gain, in
+    log terms close to it), per-frame tails and a stress set: the summary says how many frames
+    each backbone trained on, tabulates the tails, pairs every yardstick and gives the share
+    of the oracle's gain with an interval."""
+    from alprobe.report import comparison_summary, oracle_recovery
+
+    curves = []
+    for rep, scale in enumerate((1.0, 1.2, 0.9, 1.1, 0.95)):
+        base = [100 * scale, 70 * scale, 50 * scale]
+        for arm, rule, f, tf in (("random", "random", 1.0, 1.0), ("oracle", "oracle", 0.8, 1.0),
+                                 ("probe", "probe", 0.9, 0.75)):
+            rows = _curve(arm, rep, rule, [base[0]] + [f * m for m in base[1:]])
+            for r in rows:
+                m = r["force_mae_meV_A"]
+                r.update(train_frames=int(tf * r["labels"]), force_rmse_p95_meV_A=3 * m,
+                         force_rmse_max_meV_A=5 * m, stress_force_mae_meV_A=2 * m,
+                         stress_force_rmse_p95_meV_A=6 * m, stress_force_rmse_max_meV_A=9 * m)
+            curves += rows
+    rec = oracle_recovery(curves)
+    assert rec["control"] == "random" and rec["ceiling"] == "oracle"
+    f, lo, hi, n = rec["arms"]["probe"]
+    expected = np.log10(0.9) / np.log10(0.8)  # AULC gains in mean log10 MAE
+    assert n == 5 and 0.4 < f < 0.6 and lo <= f <= hi
+    # the stress MAE is twice the test MAE everywhere: the same share of log gains
+    assert oracle_recovery(curves, "stress_force_mae_meV_A")["arms"]["probe"][0] == \
+        pytest.approx(f)
+    assert f == pytest.approx(expected, rel=0.25)
+    text = comparison_summary("t", curves, [], budget=10, generations=2)
+    assert "labels (trained on)" in text and "| 40 (30) |" in text
+    assert "## Tails and stress set" in text and "| oracle | 123.6 | 206.0 | 82.4 | 247.2 | 370.8 |" in text
+    assert "## Other yardsticks" in text and "stress-set force MAE" in text
+    assert "## Share of the oracle's gain" in text and "probe +0." in text
+    assert "The verdict rests on the area under the learning curve of the test force MAE" in text
+    assert "the oracle's own gain, random − oracle: +0.0" in text and "**resolved**" in text
+
+
+def test_summary_measures_the_data_tax_and_the_share_of_probes_loss_it_explains():
+    """random_hold (random paying the hold-out) 6% worse than random, PROBE (which pays it)
+    12% worse, replica by replica: the tax is resolved and explains about half of PROBE's loss
+    (in log terms); an untaxed PROBE arm is not mistaken for a control."""
+    from alprobe.report import comparison_summary, data_tax
+
+    curves = []
+    for rep, scale in enumerate((1.0, 1.2, 0.9, 1.1, 0.95)):
+        base = [100 * scale, 70 * scale, 50 * scale]
+        for arm, rule, f, tf in (("random", "random", 1.0, 1.0),
+                                 ("random_hold", "random", 1.06 + 0.01 * rep, 0.75),
+                                 ("probe", "probe", 1.12, 0.75),
+                                 ("probe_notax", "probe", 0.95, 1.0)):
+            rows = _curve(arm, rep, rule, [base[0]] + [f * m for m in base[1:]])
+            for r in rows:
+                r["train_frames"] = int(tf * r["labels"])
+            curves += rows
+    (rec,) = data_tax(curves)
+    assert rec["arm"] == "random_hold" and rec["base"] == "random" and rec["probe"] == "probe"
+    assert rec["tax"].resolved and rec["tax"].mean > 0 and rec["loss"].resolved
+    f, lo, hi, n = rec["share"]
+    expected = np.mean([np.log10(1.06 + 0.01 * r) for r in range(5)]) / np.log10(1.12)
+    assert n == 5 and f == pytest.approx(expected, rel=0.2) and lo <= f <= hi < 1
+    text = comparison_summary("t", curves, [], budget=10, generations=2)
+    assert "## The data tax" in text and "random_hold − random +0.0" in text
+    assert "share of that loss the tax explains +0." in text
+    # without the taxed control there is nothing to measure
+    assert data_tax([r for r in curves if r["arm"] != "random_hold"]) == []
+
+
+def test_stability_summary_counts_failures_and_censors_the_rest():
+    from alprobe.stages.stability import stability_summary
+
+    out = stability_summary(["completed", "unphysical at step 300: bond broken",
+                             "completed", "MD error at step 120: ValueError"],
+                            [1000, 300, 1000, 120], 1000, 0.5)
+    assert out["stable_fraction"] == 0.5 and out["walkers"] == 4
+    assert out["time_to_failure_fs"] == [500.0, 150.0, 500.0, 60.0]
+    assert out["first_failure_fs"] == 60.0 and out["run_fs"] == 500.0
+
+
+def test_summary_pairs_md_stability_across_replicas():
+    from alprobe.report import comparison_summary
+
+    curves, stab = [], {}
+    for rep in range(3):
+        curves += _curve("a", rep, "probe", [100, 80]) + _curve("r", rep, "random", [100, 90])
+        stab[f"a-r{rep}"] = {"walkers": 4, "temperature_K": 900.0, "run_fs": 500.0,
+                             "stable_fraction": 1.0, "first_failure_fs": 500.0}
+        stab[f"r-r{rep}"] = {"walkers": 4, "temperature_K": 900.0, "run_fs": 500.0,
+                             "stable_fraction": 0.5 + 0.05 * rep,
+                             "first_failure_fs": 100.0 + 10 * rep}
+    text = comparison_summary("t", curves, [], budget=10, generations=1, stability=stab)
+    assert "## MD stability of the final models" in text
+    assert "| a | 1.00 | 500 |" in text and "| r | 0.55 | 110 |" in text
+    assert "- a − r: stable fraction +0.45 [" in text and "**resolved**" in text

@@ -262,7 +262,7 @@ def test_unphysical_test_walkers_are_run_again_with_new_seeds(monkeypatch):
 
     calls = []
 
-    def fake_run_walkers(ctx, gen, model, probe, steps, stream, which=None, attempt=0):
+    def fake_run_walkers(ctx, gen, model, probe, steps, stream, which=None, attempt=0, **kw):
         which = list(which)
         calls.append((stream, which, attempt))
         frames, stops = [], []

@@ -121,7 +121,8 @@ def _summary(d: Path) -> dict[str, Any]:
     return {
         "fids": {a.info["fid"] for a in frames},
         "status": {a.info["fid"]: a.info["status"] for a in frames},
-        "labeled": {a.info["fid"] for a in frames if a.info["status"] == "labeled"},
+        # every DFT label kept (the stress set's are measured, never trained on)
+        "labeled": {a.info["fid"] for a in frames if a.info["status"] in ("labeled", "stress")},
         "labeled_frames": [a for a in frames if a.info["status"] == "labeled"],
         "spool": _spool(d),
         "stages": _stages(d),
@@ -251,12 +252,13 @@ def reference(tiny_finished) -> dict[str, Any]:
     ref = _summary(d)
     ref["dir"] = d
     L = alprobe.open_ledger(d)
-    test = set(L.fids(split="test"))  # labeled beside backbone 0's training
+    # test and stress frames: labeled beside backbone 0's training
+    test = set(L.fids(split="test")) | set(L.fids(split="stress"))
     gen0 = [f for f in L.fids(generation=0) if f not in test]  # id order: rattled, then MD
     ref["rattle"], ref["md"] = gen0[:N_RATTLE], gen0[N_RATTLE:]
     ref["gen1"] = L.fids(generation=1, status="labeled")
     assert len(ref["md"]) >= 2 and len(ref["gen1"]) >= 2
-    assert not (set(ref["status"].values()) - {"labeled", "candidate"})  # nothing failed
+    assert not (set(ref["status"].values()) - {"labeled", "candidate", "stress"})  # no failure
     return ref
 
 
@@ -417,14 +419,16 @@ def test_worker_killed_on_every_attempt_fails_only_that_frame(reference, tmp_pat
     L = alprobe.open_ledger(d)
     test = set(L.fids(split="test"))  # the test walkers' frames, all labeled
     assert test and test == set(L.fids(split="test", status="labeled"))
-    assert sorted(set(L.fids()) - test) == sorted(reference["rattle"])  # no frame lost
+    stress = set(L.fids(split="stress"))  # the stress walkers' frames, labeled like the test
+    assert stress == set(L.fids(split="stress", status="stress"))
+    assert sorted(set(L.fids()) - test - stress) == sorted(reference["rattle"])  # none lost
     (bad,) = L.frames(fid=poisoned)
     assert bad.info["status"] == "failed"
     assert "KilledWorker" in bad.info["reason"], bad.info["reason"]
     assert L.fids(status="failed") == [poisoned]  # no other frame failed
     assert set(L.fids(status="labeled")) - test == set(reference["rattle"]) - {poisoned}
-    # 11 rattled DFT calls and the test set's, no more
-    assert set(_spool(d)) == (set(reference["rattle"]) - {poisoned}) | test
+    # 11 rattled DFT calls, the test set's and the stress set's, no more
+    assert set(_spool(d)) == (set(reference["rattle"]) - {poisoned}) | test | stress
     # the labels are the reference's (same frames, same DFT level)
     ref = {a.info["fid"]: a for a in reference["labeled_frames"]}
     for a in L.frames(status="labeled"):
@@ -507,9 +511,10 @@ def test_transient_worker_deaths_are_retried(reference, tmp_path, monkeypatch):
         assert len(client.scheduler_info()["workers"]) == 2  # both nannies restarted theirs
     L = alprobe.open_ledger(d)
     test = set(L.fids(split="test"))
-    assert test and sorted(set(L.fids()) - test) == sorted(reference["rattle"])
+    stress = set(L.fids(split="stress"))
+    assert test and sorted(set(L.fids()) - test - stress) == sorted(reference["rattle"])
     assert set(L.fids(status="labeled")) == set(reference["rattle"]) | test
-    assert set(_spool(d)) == set(reference["rattle"]) | test
+    assert set(_spool(d)) == set(reference["rattle"]) | test | stress
     assert "gen000/train" in _stages(d)
     assert Path(_stages(d)["gen000/train"]["path"]).is_file()
     assert [r["generation"] for r in out["result"].metrics] == [0]

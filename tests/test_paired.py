@@ -87,3 +87,33 @@ def test_calibration_subset_and_spread():
     assert len(s) == 7 and len(set(s)) == 7
     assert spread_pick(10, 3).tolist() == [3, 6, 9]
     assert spread_pick(4, 10).tolist() == [0, 1, 2, 3]
+
+
+def test_recovered_fraction_of_the_ceilings_gain():
+    from alprobe.paired import recovered_fraction
+
+    rng = np.random.default_rng(0)
+    control = np.array([2.0, 2.1, 1.9, 2.05, 1.95])
+    ceiling = control - 0.2  # the oracle gains 0.2 in every replica
+    half = control - 0.1 + np.array([0.01, -0.01, 0.0, 0.005, -0.005])
+    f, lo, hi, n = recovered_fraction(control, half, ceiling, rng)
+    assert n == 5 and f == pytest.approx(0.5) and lo < 0.5 < hi and hi - lo < 0.2
+    worse = control + 0.05
+    f, lo, hi, _ = recovered_fraction(control, worse, ceiling, rng)
+    assert f == pytest.approx(-0.25) and hi < 0
+    # no gain to share, or too few replicas: no number
+    assert np.isnan(recovered_fraction(control, half, control + 0.1, rng)[0])
+    assert np.isnan(recovered_fraction([1.0], [0.9], [0.8], rng)[0])
+    # a missing replica is left out of all three
+    f, _, _, n = recovered_fraction([2.0, np.nan, 2.0], [1.9, 1.0, 1.9], [1.8, 1.0, 1.8], rng)
+    assert n == 2 and f == pytest.approx(0.5)
+
+
+def test_bootstrap_quantile_interval_brackets_the_quantile():
+    from alprobe.paired import bootstrap_quantile_ci
+
+    v = np.random.default_rng(1).exponential(1.0, 400)
+    q, lo, hi = bootstrap_quantile_ci(v, 0.95, np.random.default_rng(2))
+    assert q == pytest.approx(np.quantile(v, 0.95))
+    assert lo < q < hi and lo > np.quantile(v, 0.85)
+    assert all(np.isnan(bootstrap_quantile_ci([], 0.95, np.random.default_rng(0))))

@@ -168,6 +168,14 @@ def test_pool_comparison_pairs_replicas(water_pool, tmp_path):
     assert "## Paired differences" in text and "random − probe" in text
     assert "| latent |" in text and "probe − latent" in text
     assert "## Noise floor" in text and "## Verdict" in text
+    # every run's final model ran MD at the stability temperature; paired in the summary
+    stab = list(csv.DictReader(open(d / "stability.csv")))
+    assert {r["run"] for r in stab} == {r["run"] for r in rows}
+    for r in stab:
+        assert 0 <= float(r["stable_fraction"]) <= 1 and int(r["walkers"]) == 2
+        assert 0 < float(r["first_failure_fs"]) <= float(r["run_fs"]) == 20.0
+    assert "## MD stability of the final models" in text and "random − probe: stable" in text
+    assert not any(k.endswith("/stability") for k in read_stages(d / "shared-r0"))
 
 
 # ----- a bad pool file: one line naming the file (and the frame), before any work -----------
@@ -273,3 +281,166 @@ def test_a_good_pool_reads(tmp_path):
     path = _spoil("none", tmp_path / "pool.extxyz")
     pool = read_pool(PoolConfig(file=str(path), group_key="traj_id"))
     assert len(pool.frames) == 12 and len(set(pool.groups)) == 4
+
+
+# ----- controls and yardsticks: the oracle arm, the hold-out as a setting, the stress set ---
+
+def test_oracle_arm_with_hold_out_and_a_stress_set(water_pool, tmp_path):
+    """The oracle picks the candidates with the largest true force error under the previous
+    backbone; select.hold_out keeps a calibration share of its labels out of backbone training
+    (train_frames < labels); pool.stress_key holds the hottest trajectories out of candidates,
+    test set and training, and every model is measured on them."""
+    from alprobe.stages.deviation import true_force_rmse
+
+    d = tmp_path / "oracle"
+    cfg = _pool_campaign(water_pool, generations=2, select={
+        "rule": "oracle", "hold_out": True, "budget": 2, "min_spacing": 0},
+        pool={"file": str(water_pool), "group_key": "traj_id", "test_fraction": 0.3,
+              "initial_size": 10, "stress_key": "temperature_K"})
+    result = run(parse_campaign(cfg), d, log=None)
+    L, st = open_ledger(d), read_stages(d)
+    stress = L.frames(split="stress")
+    assert len(stress) == 24 and {a.info["temperature_K"] for a in stress} == {900.0}
+    assert all(a.info["status"] == "stress" for a in stress)
+    stress_ids = {a.info["fid"] for a in stress}
+    cands = [k for k in L.keys() if k.get("generation", 0) > 0]
+    assert cands and not stress_ids & {k["fid"] for k in cands}
+    assert not stress_ids & {a.info["fid"] for a in L.frames(split="test")}
+    trained = set().union(*(set(st[f"gen{g:03d}/train"]["train_ids"]) for g in range(3)))
+    assert not stress_ids & trained
+    # the oracle's key is the candidate's true force RMSE under backbone g-1; it picks the top
+    # (unpicked candidates are candidates again in the next generation: check the last one)
+    for g in (1, 2):
+        assert st[f"gen{g:03d}/oracle"]["n"] == st[f"gen{g:03d}/explore"]["n_frames"] > 2
+    frames = L.frames(generation=2)
+    assert len(frames) == st["gen002/explore"]["n_frames"]
+    for a in frames:
+        ref = water_pool_forces(water_pool, a)
+        assert a.info["true_force_rmse"] == pytest.approx(
+            true_force_rmse(a.arrays["pred_forces"], ref), rel=1e-9)
+    err = {a.info["fid"]: a.info["true_force_rmse"] for a in frames}
+    picked = {a.info["fid"] for a in frames if a.info["status"] == "labeled"}
+    assert len(picked) == 2 and picked == set(sorted(err, key=err.get)[-2:])
+    # hold-out: calibration frames are labels paid for, never trained into the backbone
+    calib = {a.info["fid"] for a in L.frames(status="labeled", split="calib")}
+    assert calib and not calib & trained
+    rows = result.metrics
+    for r in rows:
+        assert r["train_frames"] == len(st[f"gen{r['generation']:03d}/train"]["train_ids"])
+        assert r["train_frames"] < r["labels"]
+        assert r["stress_n_test"] == 24 and r["stress_force_mae_eV_A"] > 0
+        assert r["stress_force_mae_lo_eV_A"] < r["stress_force_mae_eV_A"] < \
+            r["stress_force_mae_hi_eV_A"]
+        assert r["force_rmse_p95_eV_A"] <= r["force_rmse_max_eV_A"]
+        assert r["force_rmse_p95_lo_eV_A"] <= r["force_rmse_p95_eV_A"] <= \
+            r["force_rmse_p95_hi_eV_A"]
+
+
+def test_probe_without_tax_learns_from_the_labels_picked_after_each_backbone(water_pool,
+                                                                             tmp_path):
+    """select.hold_out false with probe.lineage 2: every label trains the backbone (train
+    frames = labels), and probe g learns from backbone g-1's errors on the labels picked after
+    it (out of sample when the errors were made), scored through backbone g-1."""
+    d = tmp_path / "notax"
+    cfg = _pool_campaign(water_pool, generations=2,
+                         select={"budget": 3, "min_spacing": 0, "hold_out": False},
+                         probe={**TINY_CAMPAIGN["probe"], "target": "atom",
+                                "atom_pool": "mean", "lineage": 2})
+    result = run(parse_campaign(cfg), d, log=None)
+    L, st = open_ledger(d), read_stages(d)
+    assert not L.count(split="calib", generation=1) and not L.count(split="calib", generation=2)
+    for g in (1, 2):
+        picked = set(L.fids(generation=g, status="labeled"))
+        assert len(picked) == 3
+        assert picked <= set(st[f"gen{g:03d}/train"]["train_ids"])  # no tax
+        probe = st[f"gen{g:03d}/probe"]
+        assert probe["path"] and probe["train_ids"] == []  # nothing out of sample for g
+        # backbone g-1's errors on what it never trained on, the labels picked after it
+        earlier = set(probe["lineage_ids"][str(g - 1)])
+        assert picked <= earlier
+        assert not earlier & set(st[f"gen{g - 1:03d}/train"]["train_ids"])
+    last = result.metrics[-1]
+    assert last["train_frames"] == len(st["gen002/train"]["train_ids"])
+    assert last["train_frames"] + L.count(split="calib") >= last["labels"]
+
+
+def water_pool_forces(path, frame):
+    """The pool file's reference forces of ``frame`` (by its content id)."""
+    from alprobe.frames import frame_id, read_labeled
+
+    cache = water_pool_forces.__dict__.setdefault("cache", {})
+    if path not in cache:
+        cache[path] = {frame_id(a): a.arrays["ref_forces"]
+                       for a in read_labeled(path, keep_info=True)}
+    return cache[path][frame["fid"] if isinstance(frame, dict) else frame.info["fid"]]
+
+
+def test_oracle_needs_a_pool_and_the_probe_keeps_its_hold_out(water_pool):
+    from alprobe.config import ConfigError
+
+    bad = copy.deepcopy(TINY_CAMPAIGN)
+    bad["select"] = {**bad["select"], "rule": "oracle"}
+    with pytest.raises(ConfigError, match="oracle.*pool"):
+        parse_campaign(bad)
+    bad = copy.deepcopy(TINY_CAMPAIGN)
+    bad["select"] = {**bad["select"], "hold_out": False}
+    with pytest.raises(ConfigError, match="hold_out.*lineage"):
+        parse_campaign(bad)
+    bad["probe"] = {**bad["probe"], "lineage": 2}
+    assert parse_campaign(bad).select.hold_out is False
+    assert parse_campaign(_pool_campaign(water_pool, select={"rule": "oracle", "budget": 4}))
+
+
+def test_stress_key_must_be_a_number_on_every_frame_and_leave_frames(tmp_path, capsys):
+    from alprobe.cli import main
+
+    frames = _pool_frames(12)
+    for i, a in enumerate(frames):
+        a.info["temperature_K"] = 300.0 if i < 6 else 900.0
+    frames[3].info["temperature_K"] = "hot"
+    path = tmp_path / "p.extxyz"
+    write(path, frames, format="extxyz")
+    cfg = {"name": "s", "pool": {"file": str(path), "group_key": "traj_id",
+                                 "stress_key": "temperature_K", "initial_size": 4},
+           "select": {"budget": 2}}
+    (tmp_path / "c.yaml").write_text(json.dumps(cfg))
+    assert main(["validate", str(tmp_path / "c.yaml")]) != 0
+    err = capsys.readouterr()
+    assert "frame 3" in err.out + err.err and "pool.stress_key" in err.out + err.err
+
+
+def test_make_pool_resumes_from_its_parts(tmp_path):
+    """scripts/make_pool.py (real HF/STO-3G MD and labels): a stopped run's finished
+    trajectories are reused, a lost label part is redone from its MD part, the pool and its
+    provenance come out the same, and other settings against the same parts are refused."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from alprobe.frames import read_labeled
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_pool.py"
+    out = tmp_path / "w.extxyz"
+    cmd = [sys.executable, str(script), "H2O", "--temperatures", "300", "600",
+           "--trajectories", "1", "--frames", "3", "--stride", "2", "--equilibrate", "2",
+           "--level", "hf/sto-3g", "--workers", "1", "--out", str(out)]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = read_labeled(out, keep_info=True)
+    prov = json.loads(out.with_suffix(".json").read_text())
+    assert prov["frames"] == 6 and prov["trajectories"] == 2 and prov["failed_labels"] == 0
+    parts = tmp_path / "w.parts"
+    for p in parts.glob("labels-H2O-T600-0.*"):
+        p.unlink()
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "reusing 1 labeled trajectories" in again.stdout
+    assert "MD H2O" not in again.stdout  # both MD parts were reused
+    after = read_labeled(out, keep_info=True)
+    assert [f.info["traj_id"] for f in after] == [f.info["traj_id"] for f in before]
+    for a, b in zip(before, after):
+        assert np.allclose(a.positions, b.positions)
+        assert np.allclose(a.arrays["ref_forces"], b.arrays["ref_forces"], atol=1e-6)
+    other = subprocess.run(cmd[:-2] + ["--seed", "3", "--out", str(out)], capture_output=True,
+                           text=True, cwd=tmp_path)
+    assert other.returncode != 0 and "other settings" in other.stderr

@@ -1,5 +1,5 @@
-"""Per-candidate work some arms need before selecting: committee disagreement (ensemble arm)
-and latent-space distance to the training set (latent arm). The stages score a generation's
+"""Per-candidate work some arms need before selecting: committee disagreement (ensemble arm),
+latent-space distance to the training set (latent arm) and the true error (oracle arm). The stages score a generation's
 candidates; the functions they use also score one streaming segment's frames."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ..frames import bare_copy
 from .base import Commit, Stage
 from .context import Context, bare_with_ref
 
-__all__ = ["Deviation", "LatentDistance", "deviation_jobs", "deviation_keys", "latent_job",
+__all__ = ["Deviation", "LatentDistance", "OracleError", "true_force_rmse", "deviation_jobs", "deviation_keys", "latent_job",
            "latent_keys"]
 
 _CHUNK = 2000
@@ -114,4 +114,32 @@ class LatentDistance(Stage):
                 L.update(a.info["fid"], **k)
 
         return Commit({"n": len(cands), "n_train": job.tag,
+                       "wall_s": time.perf_counter() - t0}, rows=rows)
+
+
+def true_force_rmse(pred_forces: np.ndarray, ref_forces: np.ndarray) -> float:
+    """Force RMSE (eV/A) of one frame over its 3N components; shapes (N, 3)."""
+    return float(np.sqrt(np.mean((np.asarray(pred_forces) - np.asarray(ref_forces)) ** 2)))
+
+
+class OracleError(Stage):
+    """Pool mode: every candidate's true force RMSE under backbone g-1 (``true_force_rmse``,
+    eV/A), from the raw forces the explore stage stored and the pool's reference forces."""
+
+    name = "oracle"
+
+    def applies(self, ctx: Context, gen: int) -> bool:
+        return ctx.pool is not None
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        t0 = time.perf_counter()
+        cands = ctx.ledger.frames(generation=gen, status="candidate")
+        errs = [true_force_rmse(a.arrays["pred_forces"], ctx.pool.label(a.info["fid"])[1])
+                for a in cands]
+
+        def rows(L: Any) -> None:
+            for a, e in zip(cands, errs):
+                L.update(a.info["fid"], true_force_rmse=e)
+
+        return Commit({"n": len(cands), "max_eV_A": max(errs, default=float("nan")),
                        "wall_s": time.perf_counter() - t0}, rows=rows)

@@ -17,30 +17,36 @@ from .context import Context, bare_with_ref
 __all__ = ["Audit", "Evaluate", "evaluate_job", "evaluate_record"]
 
 
+def _test_sets(ctx: Context) -> list[Atoms]:
+    """The test set, then the stress set (pool.stress_key; empty without one)."""
+    L = ctx.ledger
+    return L.frames(status="labeled", split="test") + L.frames(status="stress", split="stress")
+
+
 def evaluate_job(ctx: Context, gen: int, tag: Any = "eval") -> Job:
-    """Backbone g's predictions on the test set."""
+    """Backbone g's predictions on the test set and the stress set, in one task."""
     from ..tasks import predict_task
 
-    test = ctx.ledger.frames(status="labeled", split="test")
-    return Job(predict_task, (ctx.model(gen), [bare_copy(a) for a in test],
+    return Job(predict_task, (ctx.model(gen), [bare_copy(a) for a in _test_sets(ctx)],
                               ctx.cfg.backbone.device), kind="evaluate", key=f"eval-g{gen}",
                tag=tag)
 
 
 def evaluate_record(ctx: Context, gen: int, r: dict[str, Any]) -> dict[str, Any]:
-    """Test errors (energy MAE per atom eV/atom, force MAE and RMSE eV/A) and the 95%
-    bootstrap interval of the force MAE over test frames."""
-    from ..metrics import regression_errors
-    from ..paired import bootstrap_mae_ci
+    """Errors on the test set (metrics.test_errors: energy MAE per atom eV/atom, force MAE
+    with its 95% bootstrap interval over frames and RMSE eV/A, the 95th percentile and the
+    maximum of the per-frame force RMSE) and the same with ``stress_`` keys on the stress set
+    (NaN without one)."""
+    from ..metrics import test_errors
 
-    test = ctx.ledger.frames(status="labeled", split="test")
-    for a, e, f in zip(test, r["energy"], r["forces"]):
+    frames = _test_sets(ctx)
+    for a, e, f in zip(frames, r["energy"], r["forces"]):
         set_prediction(a, e, f)
-    _, lo, hi = bootstrap_mae_ci(
-        [np.abs(a.arrays["pred_forces"] - a.arrays["ref_forces"]).ravel() for a in test],
-        ctx.rng(gen, "evaluate"))
-    return {**regression_errors(test), "force_mae_lo_eV_A": lo, "force_mae_hi_eV_A": hi,
-            "n_test": len(test), "wall_s": r["t1"] - r["t0"]}
+    test = [a for a in frames if a.info.get("split") == "test"]
+    stress = [a for a in frames if a.info.get("split") == "stress"]
+    rng = ctx.rng(gen, "evaluate")
+    return {**test_errors(test, rng), **test_errors(stress, rng, "stress_"),
+            "wall_s": r["t1"] - r["t0"]}
 
 
 class Evaluate(Stage):

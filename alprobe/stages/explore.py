@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,17 @@ def walker_settings(cfg: Any, w: int, steps: int) -> WalkerSettings:
 
 
 def run_walkers(ctx: Context, gen: int, model: str, probe: str | None, steps: int, stream: str,
-                which: Sequence[int] | None = None, attempt: int = 0
+                which: Sequence[int] | None = None, attempt: int = 0,
+                temperature_K: float | None = None, starts: Sequence[Atoms] | None = None,
+                check_every: int | None = None, timestep_fs: float | None = None
                 ) -> tuple[list[Atoms], dict[str, Any]]:
     """MD walkers ``which`` (default: the first explore.walkers) of seed stream ``stream``
     (explore, bootstrap_md, test_md, test_md_retry) on ``model``, scored by ``probe``; their
     frames and what the stage records (wall, MD and scoring seconds, why each walker stopped,
     in walker order). A walker's index sets its temperature and seed; ``attempt`` > 0 gives
-    each walker a seed of its own for that attempt."""
+    each walker a seed of its own for that attempt. ``temperature_K``, ``timestep_fs`` and
+    ``check_every`` (steps between sampled, checked frames) replace the explore section's;
+    ``starts`` replaces the seeds (walker w starts from ``starts[w % len(starts)]``)."""
     from ..tasks import walker_task
 
     ex = ctx.cfg.explore
@@ -46,7 +51,14 @@ def run_walkers(ctx: Context, gen: int, model: str, probe: str | None, steps: in
     jobs = []
     for w in range(ex.walkers) if which is None else which:
         settings = walker_settings(ctx.cfg, w, steps)
-        start = ctx.seeds[w % len(ctx.seeds)]
+        if temperature_K is not None:
+            settings = replace(settings, temperature_K=float(temperature_K))
+        if check_every is not None:
+            settings = replace(settings, stride=int(check_every))
+        if timestep_fs is not None:
+            settings = replace(settings, timestep_fs=float(timestep_fs))
+        pool = ctx.seeds if starts is None else starts
+        start = pool[w % len(pool)]
         seed = ctx.walker_seed(gen, stream, w, *([attempt] if attempt else []))
         suffix = f"-a{attempt}" if attempt else ""
         jobs.append(Job(walker_task, (start, model, probe, settings, seed, w,

@@ -22,7 +22,7 @@ from .label import LABEL_OUTCOMES
 from .train import Spec, train_models
 
 __all__ = ["Bootstrap", "BootstrapTrain", "InitialLabels", "PoolStart", "Rattle", "Split",
-           "TestWalkers", "TrainBackbone0"]
+           "StressLabeled", "StressWalkers", "TestWalkers", "TrainBackbone0"]
 
 
 class _Gen0(Stage):
@@ -77,9 +77,11 @@ def _driver(ctx: Context) -> str:
 TEST_WALKER_RETRIES = 3
 
 
-def _test_walkers(ctx: Context, model: str) -> tuple[list[Atoms], dict[str, Any]]:
-    """``initial.test_size`` frames spread evenly over the trajectories of
-    ``initial.test_walkers`` walkers of their own (seed stream ``test_md``).
+def _test_walkers(ctx: Context, model: str, size: int | None = None, stream: str = "test_md",
+                  temperature_K: float | None = None) -> tuple[list[Atoms], dict[str, Any]]:
+    """``size`` (default ``initial.test_size``) frames spread evenly over the trajectories of
+    ``initial.test_walkers`` walkers of their own (seed stream ``stream``; at
+    ``temperature_K`` instead of the explore temperatures when given).
 
     A test walker whose geometry turns unphysical (atoms too close, a fragment flying off, a
     bond broken or formed: ``alprobe.explore.geometry_problem``) is run again with a seed of
@@ -92,11 +94,13 @@ def _test_walkers(ctx: Context, model: str) -> tuple[list[Atoms], dict[str, Any]
     from ..dataset import spread_pick
 
     ini, ex = ctx.cfg.initial, ctx.cfg.explore
-    n = ini.test_walkers
-    per = [ini.test_size // n + (1 if w < ini.test_size % n else 0) for w in range(n)]
+    n, size = ini.test_walkers, ini.test_size if size is None else size
+    per = [size // n + (1 if w < size % n else 0) for w in range(n)]
     steps = ini.test_md_steps or max(ini.md_steps, max(per) * ex.stride)
-    frames, info = run_walkers(ctx, 0, model, None, steps, "test_md", which=range(n))
+    frames, info = run_walkers(ctx, 0, model, None, steps, stream, which=range(n),
+                               temperature_K=temperature_K)
     stops = dict(zip(range(n), info.get("stops", [])))
+    what = "test" if stream == "test_md" else "stress"
     mine = {w: [a for a in frames if a.info["walker"] == w] for w in range(n)}
     wall, replaced = info["wall_s"], []
     for attempt in range(1, TEST_WALKER_RETRIES + 1):
@@ -104,20 +108,20 @@ def _test_walkers(ctx: Context, model: str) -> tuple[list[Atoms], dict[str, Any]
         if not bad:
             break
         replaced += [{"walker": w, "attempt": attempt - 1, "stop": stops[w]} for w in bad]
-        ctx.say(f"  gen 0: test walker(s) {', '.join(map(str, bad))} turned unphysical; "
+        ctx.say(f"  gen 0: {what} walker(s) {', '.join(map(str, bad))} turned unphysical; "
                 f"running them again with new seeds (attempt {attempt} of "
                 f"{TEST_WALKER_RETRIES})")
-        more, again = run_walkers(ctx, 0, model, None, steps, "test_md_retry", which=bad,
-                                  attempt=attempt)
+        more, again = run_walkers(ctx, 0, model, None, steps, f"{stream}_retry", which=bad,
+                                  attempt=attempt, temperature_K=temperature_K)
         wall += again["wall_s"]
         for w, stop in zip(bad, again["stops"]):
             stops[w] = stop
             mine[w] = [a for a in more if a.info["walker"] == w]
     dropped = [w for w in range(n) if stops.get(w, "").startswith("unphysical")]
     if dropped:
-        ctx.say(f"  gen 0 WARNING: test walker(s) {', '.join(map(str, dropped))} still turned "
+        ctx.say(f"  gen 0 WARNING: {what} walker(s) {', '.join(map(str, dropped))} still turned "
                 f"unphysical after {TEST_WALKER_RETRIES} new seeds; their frames are left out "
-                "of the test set")
+                f"of the {what} set")
     out = []
     for w in range(n):
         if w in dropped:
@@ -171,6 +175,41 @@ class TestWalkers(_Gen0):
                     "stopped early)")
         return Commit({"n_test": len(test), **info}, rows=lambda L: L.add(
             test, generation=0, origin="test_walker", status="selected", split="test"))
+
+
+class StressWalkers(_Gen0):
+    """The stress set: ``initial.stress_size`` frames of walkers of their own at
+    ``initial.stress_temperature_K`` (beyond the exploration's temperatures) on the bootstrap
+    backbone, to be labeled with the test set; like it, never trained on, selected or seen by
+    a probe (split ``stress``; status ``stress`` once labeled)."""
+
+    name = "stress_walkers"
+
+    def applies(self, ctx: Context, gen: int) -> bool:
+        return (super().applies(ctx, gen) and ctx.cfg.initial.stress_size > 0
+                and not ctx.ledger.count(split="stress"))
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        size, T = ctx.cfg.initial.stress_size, ctx.cfg.stress_temperature_K()
+        ctx.say(f"  gen 0: stress set of {size} frames from walkers at {T:g} K")
+        frames, info = _test_walkers(ctx, _driver(ctx), size, "stress_md", T)
+        if len(frames) < size:
+            ctx.say(f"  gen 0 WARNING: {len(frames)} of {size} stress frames (walkers stopped "
+                    "early)")
+        return Commit({"n_stress": len(frames), "temperature_K": T, **info},
+                      rows=lambda L: L.add(frames, generation=0, origin="stress_walker",
+                                           status="selected", split="stress"))
+
+
+class StressLabeled(_Gen0):
+    """Labeled stress frames leave the labeled pool (status ``stress``): they are measured,
+    never counted as labels or trained on."""
+
+    name = "stress_labeled"
+
+    def run(self, ctx: Context, gen: int) -> Commit:
+        done = ctx.ledger.fids(status="labeled", split="stress")
+        return Commit({"n": len(done)}, rows=lambda L: L.update_many(done, status="stress"))
 
 
 class InitialLabels(_Gen0):
@@ -239,15 +278,19 @@ class PoolStart(Stage):
 
         def rows(L: Any) -> None:
             L.add(test, generation=0, origin="pool", status="labeled", split="test")
+            if pool.stress:  # measured, never trained on, never a candidate
+                L.add(pool.stress, generation=0, origin="pool", status="stress", split="stress")
             L.add(train, generation=0, origin="pool", status="labeled", split="train")
             L.add(held, generation=0, origin="pool", status="labeled", split="calib")
 
         ctx.say(f"  gen 0: pool of {len(pool.frames)} frames; {len(test)} test frames, "
-                f"{len(init)} initial labels ({len(held)} held out for the probe)")
+                f"{len(init)} initial labels ({len(held)} held out for the probe)"
+                + (f"; stress set: {len(pool.stress)} frames at {cfg.pool.stress_key} = "
+                   f"{pool.stress[0].info['stress_value']:g}" if pool.stress else ""))
         labels = {"labeled": len(init), "failed": 0, "rejected": 0, "timeout": 0,
                   "wall_s": 0.0, "dft_s": 0.0}
         return Commit({"test": len(test), "calib": len(held), "train": len(train),
-                       "pool": len(pool.frames),
+                       "pool": len(pool.frames), "stress": len(pool.stress),
                        "test_groups": len({a.info["group"] for a in test})},
                       rows=rows, also={"gen000/label": labels})
 

@@ -17,7 +17,7 @@ from .base import Commit, Stage
 from .context import Context
 from .label import LABEL_OUTCOMES
 
-__all__ = ["Metrics", "signal_metrics"]
+__all__ = ["TEST_KEYS", "Metrics", "signal_metrics", "train_frames"]
 
 _NAN = float("nan")
 
@@ -29,6 +29,24 @@ def _with_pool_labels(ctx: Context, frames: Sequence[Atoms]) -> None:
     for a in frames:
         if "ref_forces" not in a.arrays:
             a.info["ref_energy"], a.arrays["ref_forces"] = ctx.pool.label(a.info["fid"])
+
+
+#: The evaluate stage's keys a metrics row carries (test set; stress set with ``stress_``).
+TEST_KEYS = tuple(p + k for p in ("", "stress_") for k in (
+    "energy_mae_eV_per_atom", "force_mae_eV_A", "force_rmse_eV_A", "force_mae_lo_eV_A",
+    "force_mae_hi_eV_A", "force_rmse_p95_eV_A", "force_rmse_p95_lo_eV_A",
+    "force_rmse_p95_hi_eV_A", "force_rmse_max_eV_A", "n_test"))
+
+
+def train_frames(ctx: Context, gen: int) -> int:
+    """Frames backbone ``gen`` was trained on (a frozen generation keeps its predecessor's;
+    0 for a user's model used as it is): beside the labels paid for, the data tax of an arm
+    that holds labels out of backbone training."""
+    for g in range(gen, -1, -1):
+        ids = ctx.ledger.stage_info(f"gen{g:03d}/train").get("train_ids", [])
+        if ids:
+            return len(ids)
+    return 0
 
 
 def _pool_size(probe: dict[str, Any]) -> int:
@@ -128,7 +146,8 @@ def _costs(ctx: Context, gen: int) -> dict[str, Any]:
     row["driver_cpu_s"] = time.thread_time() - ctx.driver_cpu
     ctx.driver_cpu = time.thread_time()
     row["cpu_s"] = float(sum(cpu.values())) + row["driver_cpu_s"]
-    for s in ("explore", "deviation", "select", "label", "train", "probe", "evaluate", "audit"):
+    for s in ("explore", "deviation", "latent", "oracle", "select", "label", "train", "probe",
+              "evaluate", "audit"):
         row[f"{s}_s"] = float(L.stage_info(f"gen{gen:03d}/{s}").get("wall_s", 0.0))
     # generation 0's committee is trained at the start of generation 1 (ensemble arm)
     row["committee_s"] = (float(L.stage_info("gen000/committee").get("wall_s", 0.0))
@@ -163,9 +182,8 @@ class Metrics(Stage):
             "labels", L.count(status="labeled") - L.count(status="labeled", split="test"))
         row["labels_new"] = L.count(generation=gen, status="labeled")
         row["failed_new"] = sum(L.count(generation=gen, status=s) for s in LABEL_OUTCOMES[1:])
-        row.update({k: ev.get(k, _NAN) for k in (
-            "energy_mae_eV_per_atom", "force_mae_eV_A", "force_rmse_eV_A", "force_mae_lo_eV_A",
-            "force_mae_hi_eV_A", "n_test")})
+        row["train_frames"] = train_frames(ctx, gen)
+        row.update({k: ev.get(k, _NAN) for k in TEST_KEYS})
         row.update(signal_metrics(ctx, gen))
         row.update(_audit_columns(ctx, gen))
         row.update(_hit_rates(ctx, gen))
@@ -177,9 +195,12 @@ class Metrics(Stage):
             L.add_metrics(row)
             L.mark_done("cpu_pending")
 
-        ctx.say(f"gen {gen}: {row['labels']} labels, test E MAE "
-                f"{1000 * row['energy_mae_eV_per_atom']:.1f} meV/atom, F MAE "
+        stress = row["stress_force_mae_eV_A"]
+        ctx.say(f"gen {gen}: {row['labels']} labels ({row['train_frames']} trained on), test "
+                f"E MAE {1000 * row['energy_mae_eV_per_atom']:.1f} meV/atom, F MAE "
                 f"{1000 * row['force_mae_eV_A']:.0f} meV/A (95% CI "
                 f"{1000 * row['force_mae_lo_eV_A']:.0f}-{1000 * row['force_mae_hi_eV_A']:.0f}), "
-                f"trust AUROC on the picked frames {row['trust_auroc_new']:.2f}")
+                f"p95 frame F RMSE {1000 * row['force_rmse_p95_eV_A']:.0f} meV/A"
+                + (f", stress F MAE {1000 * stress:.0f} meV/A" if stress == stress else "")
+                + f", trust AUROC on the picked frames {row['trust_auroc_new']:.2f}")
         return Commit({}, rows=rows)

@@ -53,8 +53,8 @@ class Select(Stage):
 
         ctx.say(f"  gen {gen} selected {len(chosen)} of {len(cands)} candidates by {arm.rule}"
                 + (f" and {len(audit)} at random for the audit" if audit else "")
-                + (f" ({int(calib.sum())} held out for the probe)" if arm.holds_calibration()
-                   else "") + arm.describe(extra))
+                + (f" ({int(calib.sum())} held out of backbone training)"
+                   if arm.holds_calibration() else "") + arm.describe(extra))
         return Commit({"n": len(chosen), "n_candidates": len(cands), "rule": arm.rule,
                        "wall_s": time.perf_counter() - t0, **extra}, rows=rows)
 
