@@ -6,8 +6,8 @@ from bisect import bisect_left, insort
 
 import numpy as np
 
-__all__ = ["acquisition_order", "deviation_window", "select_by_deviation",
-           "select_least_trusted", "select_random"]
+__all__ = ["acquisition_order", "batch_spread", "deviation_window", "farthest_point",
+           "select_by_deviation", "select_least_trusted", "select_random", "standardise"]
 
 
 def acquisition_order(score: np.ndarray, *, rng: np.random.Generator, sampling: str = "top",
@@ -108,3 +108,42 @@ def select_by_deviation(sigma: np.ndarray, walker: np.ndarray, sample: np.ndarra
     order = acquisition_order(sigma[idx], rng=rng, sampling=sampling, power=power)
     pick = _spaced(order, np.asarray(walker)[idx], np.asarray(sample)[idx], budget, min_spacing)
     return np.sort(idx[pick]).astype(np.int64)
+
+
+def standardise(features: np.ndarray) -> np.ndarray:
+    """Features (n, F) shifted to zero mean and scaled to unit variance per column (columns
+    with no spread are left at zero)."""
+    x = np.asarray(features, dtype=float)
+    sd = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.where(sd > 1e-12, sd, 1.0)
+
+
+def farthest_point(features: np.ndarray, first: int, budget: int) -> np.ndarray:
+    """Greedy farthest-point batch: ``first``, then each time the row of ``features`` (n, F)
+    farthest (Euclidean) from every row already taken, until ``budget`` rows; ties go to the
+    lower index. Returns the taken indices in the order taken."""
+    x = np.asarray(features, dtype=float)
+    n = len(x)
+    budget = min(budget, n)
+    if budget <= 0:
+        return np.zeros(0, dtype=np.int64)
+    taken = [int(first)]
+    nearest = np.linalg.norm(x - x[first], axis=1)
+    nearest[first] = -np.inf
+    while len(taken) < budget:
+        i = int(np.argmax(nearest))
+        taken.append(i)
+        nearest = np.minimum(nearest, np.linalg.norm(x - x[i], axis=1))
+        nearest[taken] = -np.inf
+    return np.array(taken, dtype=np.int64)
+
+
+def batch_spread(features: np.ndarray) -> float:
+    """Mean distance from each row of ``features`` (k, F) to its nearest other row (the
+    batch's redundancy: small = near-copies); NaN for fewer than 2 rows."""
+    x = np.asarray(features, dtype=float)
+    if len(x) < 2:
+        return float("nan")
+    d = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    return float(d.min(axis=1).mean())

@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from .acquire import deviation_window, select_by_deviation, select_least_trusted, select_random
+import math
+
+from .acquire import (batch_spread, deviation_window, farthest_point, select_by_deviation,
+                      select_least_trusted, select_random, standardise)
 
 __all__ = ["ARMS", "Arm", "EnsembleArm", "LatentArm", "OracleArm", "ProbeArm", "RandomArm",
            "make_arm"]
@@ -64,6 +67,40 @@ class Arm:
         """Indices of up to ``budget`` candidates, and what the select stage records."""
         raise NotImplementedError
 
+    def wanted(self, cands: Sequence[dict[str, Any]]) -> np.ndarray | None:
+        """How much the rule wants each candidate (n,), higher = sooner, NaN = not at all;
+        None for a rule with no order (random)."""
+        return None
+
+    def pick(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator,
+             features: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """:meth:`select`, then ``select.diversity``: among the rule's ``select.shortlist`` x
+        ``budget`` picks, a batch spread out in ``features`` (n, F), the candidates' pooled
+        backbone embeddings (greedy farthest-point on standardised features, starting from
+        the most wanted shortlisted candidate, or a random one for a rule with no order).
+        The record gains ``shortlist`` and the batch's ``spread`` (mean distance to the
+        nearest other pick, standardised units) beside ``spread_rule``, that of the rule's
+        own first ``budget`` shortlisted picks."""
+        sel = self.cfg.select
+        if sel.diversity == "none" or budget <= 0:
+            return self.select(cands, budget, rng)
+        if features is None or len(features) != len(cands) or not np.isfinite(features).all():
+            pick, info = self.select(cands, budget, rng)
+            return pick, {**info, "diversity": "skipped: candidates without embeddings"}
+        short, info = self.select(cands, math.ceil(sel.shortlist * budget), rng)
+        x = standardise(features)
+        want = self.wanted(cands)
+        if want is None:
+            order = rng.permutation(len(short))
+        else:
+            w = np.where(np.isfinite(want[short]), want[short], -np.inf)
+            order = np.lexsort((rng.random(len(short)), -w))
+        rule_batch = short[order[:budget]]
+        chosen = short[farthest_point(x[short], int(order[0]), budget)] if len(short) else short
+        return np.sort(chosen).astype(np.int64), {
+            **info, "shortlist": int(len(short)), "spread": batch_spread(x[chosen]),
+            "spread_rule": batch_spread(x[rule_batch])}
+
     def describe(self, info: dict[str, Any]) -> str:
         """Extra words for the selection's log line."""
         return ""
@@ -74,6 +111,11 @@ class Arm:
         ``select.hold_out: true``, the same data tax paid by itself (a control)."""
         hold = self.cfg.select.hold_out
         return self.default_hold_out if hold is None else bool(hold)
+
+    def rotates(self) -> bool:
+        """``select.hold_out: rotate``: a generation's calibration share joins backbone
+        training at the next generation."""
+        return self.cfg.select.hold_out == "rotate"
 
     # ----- training
     def training_splits(self) -> tuple[str, ...]:
@@ -103,7 +145,10 @@ class Arm:
         return (self.rule + ("" if sel.sampling == "top" or self.unbiased
                              else f" power {sel.power:g}")
                 + ("" if self.holds_calibration() == self.default_hold_out
-                   else f" hold-out {self.holds_calibration()}"))
+                   and not self.rotates()
+                   else f" hold-out {'rotate' if self.rotates() else self.holds_calibration()}")
+                + ("" if sel.diversity == "none"
+                   else f" diversity {sel.diversity} x{sel.shortlist:g}"))
 
 
 def _walker_sample(cands: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -148,6 +193,9 @@ class ProbeArm(Arm):
 
     def describe(self, info: dict[str, Any]) -> str:
         return ""
+
+    def wanted(self, cands: Sequence[dict[str, Any]]) -> np.ndarray | None:
+        return 1.0 - np.array([k.get("trust", np.nan) for k in cands], dtype=float)
 
     def trains_probe(self) -> bool:
         return True
@@ -205,6 +253,11 @@ class EnsembleArm(Arm):
         return (f" ({info['in_window']} inside the trust window, {info['above_hi']} above it)"
                 if "in_window" in info else "")
 
+    def wanted(self, cands: Sequence[dict[str, Any]]) -> np.ndarray | None:
+        c = self.cfg.committee
+        sigma = np.array([k.get(self._key, np.nan) for k in cands], dtype=float)
+        return np.where(deviation_window(sigma, c.sigma_lo, c.sigma_hi), sigma, np.nan)
+
     def committee_size(self) -> int:
         return self.cfg.committee.members
 
@@ -257,6 +310,9 @@ class LatentArm(Arm):
                ) -> tuple[np.ndarray, dict[str, Any]]:
         return _largest_first(self.cfg, cands, "latent_dist", budget, rng)
 
+    def wanted(self, cands: Sequence[dict[str, Any]]) -> np.ndarray | None:
+        return np.array([k.get("latent_dist", np.nan) for k in cands], dtype=float)
+
     def audit_signal(self) -> str | None:
         return "knn_mean"
 
@@ -281,6 +337,9 @@ class OracleArm(Arm):
     def select(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, dict[str, Any]]:
         return _largest_first(self.cfg, cands, "true_force_rmse", budget, rng)
+
+    def wanted(self, cands: Sequence[dict[str, Any]]) -> np.ndarray | None:
+        return np.array([k.get("true_force_rmse", np.nan) for k in cands], dtype=float)
 
     def confidence(self, frames: Sequence[Any]) -> np.ndarray | None:
         return -np.array([a.info.get("true_force_rmse", np.nan) for a in frames], dtype=float)

@@ -57,7 +57,8 @@ __all__ = ["POOL_DEFAULTS", "Comparison", "ComparisonError", "ComparisonResult",
            "load_comparison", "parse_comparison", "run_comparison", "strategy"]
 
 #: What an arm may set: {section: allowed keys (None: the whole section)}.
-ARM_KEYS: dict[str, set[str] | None] = {"select": {"rule", "sampling", "power", "hold_out"},
+ARM_KEYS: dict[str, set[str] | None] = {"select": {"rule", "sampling", "power", "hold_out",
+                                                    "diversity", "shortlist"},
                                         "committee": None, "probe": None}
 _TOP = {"name", "campaign", "shared", "pool", "arms", "replicas", "target_force_mae_meV_A",
         "noise_floor_seeds"}

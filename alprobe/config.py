@@ -366,6 +366,13 @@ class ProbeConfig(_Section):
         "current backbone only; K = also the K-1 before it, each on the labeled frames none "
         "of its lineage trained on (frames labeled after it), errors scaled to the current "
         "backbone's median (more examples where each generation adds few)")
+    crossfit: int = Field(
+        0, ge=0, le=10,
+        description="K-fold cross-fitting (0: off; K >= 2): every generation that trains the "
+        "backbone also fine-tunes K fold models from the same start point, model k on every "
+        "training frame but fold k of the frames new to this generation; the folds' errors "
+        "(with the fold models' embeddings) train the probe, so the backbone keeps every "
+        "label. Costs K extra fine-tunes per generation")
     temperature_scaling: bool = Field(
         False, description="fit a temperature on the validation split (calibrates P(reliable))")
     epochs: int = Field(300, gt=0, le=MAX_EPOCHS)
@@ -482,14 +489,23 @@ class SelectConfig(_Section):
         None, gt=0, le=1e4,
         description="absolute hit-rate threshold: a new label is a hit when the "
         "force RMSE of the model that picked it exceeds this (eV/A), from its raw predictions")
-    hold_out: bool | None = Field(
+    hold_out: bool | Literal["rotate"] | None = Field(
         None, description="keep initial.calibration_fraction of every new batch out of "
         "backbone training (the PROBE arm's calibration split). null: the arm's own choice "
         "(probe: yes, every other arm: no); true for random or oracle measures what that "
         "hold-out (the probe's data tax) costs by itself; false for the probe arm (with "
         "probe.lineage >= 2): no tax, the probe learns from each backbone's errors on the "
-        "labels picked after it")
-
+        "labels picked after it; rotate: a generation's held-out share joins backbone "
+        "training at the next generation (the tax is one batch's share, not a quarter of "
+        "every label)")
+    diversity: Literal["none", "farthest_point"] = Field(
+        "none", description="none: the rule's batch as it is; farthest_point: among the "
+        "rule's select.shortlist x budget most wanted candidates (same spacing rules), a batch "
+        "spread out in the backbone's own embedding space (greedy farthest-point on "
+        "standardised mean-pooled last-layer invariant features, starting from the most "
+        "wanted), so one batch does not spend its labels on near-copies")
+    shortlist: float = Field(3.0, ge=1.0, le=100.0, description="select.diversity's shortlist "
+                             "size as a multiple of the budget (1: the rule's batch unchanged)")
 
     @field_validator("rule")
     @classmethod
@@ -838,11 +854,16 @@ class CampaignConfig(_Section):
             raise ValueError("select.rule: oracle reads the candidates' reference labels, "
                              "which only a labeled pool has: give `pool` (a retrospective "
                              "campaign)")
-        if rule == "probe" and hold is False and self.probe.lineage < 2:
+        if rule == "probe" and hold is False and self.probe.lineage < 2 \
+                and self.probe.crossfit < 2:
             raise ValueError("select.hold_out: false leaves the probe arm no out-of-sample "
                              "errors of the current backbone; give probe.lineage >= 2 (the "
                              "probe then learns from earlier backbones' errors on the labels "
-                             "picked after them) or keep the hold-out")
+                             "picked after them), probe.crossfit >= 2 (K fold models) or "
+                             "keep the hold-out")
+        if self.probe.crossfit == 1:
+            raise ValueError("probe.crossfit: 1 fold leaves nothing out; give 0 (off) or "
+                             "K >= 2 folds")
         return self
 
     @model_validator(mode="after")

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["bootstrap_resample", "calibration_mask", "group_split", "hit_rate", "random_subset",
-           "spread_pick"]
+__all__ = ["bootstrap_resample", "calibration_mask", "group_folds", "group_split", "hit_rate",
+           "random_subset", "spread_pick"]
 
 
 def group_split(groups: Sequence[object], test_fraction: float, rng: np.random.Generator
@@ -34,6 +34,24 @@ def group_split(groups: Sequence[object], test_fraction: float, rng: np.random.G
         take.append(g)
         total += counts[g]
     return np.isin(inverse, take)
+
+
+def group_folds(groups: Sequence[object], k: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold index (n,) in 0..k-1 of every frame for K-fold cross-fitting: whole groups (e.g.
+    trajectories) in random order, each to the fold with the fewest frames so far, so that no
+    group straddles two folds and the folds are about equally large. With fewer groups than
+    ``k`` some folds stay empty."""
+    if k < 2:
+        raise ValueError(f"cross-fitting needs k >= 2 folds, got {k}")
+    names, inverse, counts = np.unique(np.asarray(list(groups), dtype=str), return_inverse=True,
+                                       return_counts=True)
+    sizes = np.zeros(k, dtype=int)
+    fold_of = np.empty(len(names), dtype=int)
+    for g in rng.permutation(len(names)):
+        f = int(np.argmin(sizes))
+        fold_of[g] = f
+        sizes[f] += counts[g]
+    return fold_of[inverse].astype(int)
 
 
 def calibration_mask(n: int, fraction: float, rng: np.random.Generator, minimum: int = 0

@@ -19,7 +19,7 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 
 from .frames import (bare_copy, bond_change, bonded, distances, frame_id, n_fragments,
-                     set_prediction)
+                     set_embedding, set_prediction)
 
 __all__ = ["WalkerResult", "WalkerSettings", "geometry_problem", "run_walker"]
 
@@ -40,6 +40,8 @@ class WalkerSettings:
     #: a bond of the start structure breaking, or a new one forming, is unphysical
     #: (thresholds: alprobe.frames.BROKEN / FORMED); off for reactive chemistry
     keep_bonds: bool = False
+    #: keep the backbone's per-atom embeddings of each sampled frame (select.diversity)
+    embeddings: bool = False
 
 
 @dataclass
@@ -133,6 +135,9 @@ def run_walker(
             # (what a.get_forces() returns) are for the integrator, not predictions.
             set_prediction(frame, a.get_potential_energy(apply_constraint=False),
                            a.get_forces(apply_constraint=False))
+            feats = getattr(a.calc, "results", {}).get("node_features")
+            if s.embeddings and feats is not None:
+                set_embedding(frame, feats)
             ts = time.perf_counter()
             trust = float(score(a)) if score is not None else float("nan")
             res.score_s += time.perf_counter() - ts

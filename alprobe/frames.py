@@ -18,6 +18,9 @@ REF_ENERGY = "ref_energy"
 REF_FORCES = "ref_forces"
 PRED_ENERGY = "pred_energy"
 PRED_FORCES = "pred_forces"
+#: the backbone's last-layer invariant per-atom embeddings (N, F) from the same forward pass
+#: as pred_forces (kept only when select.diversity needs them)
+EMBEDDING = "embedding"
 
 #: Friendly names for a few common molecules (anything else goes to ase.build.molecule as is).
 ALIASES = {
@@ -55,6 +58,19 @@ def set_prediction(atoms: Atoms, energy: float, forces: np.ndarray) -> Atoms:
     atoms.info[PRED_ENERGY] = float(energy)
     atoms.arrays[PRED_FORCES] = np.asarray(forces, dtype=np.float64).reshape(len(atoms), 3)
     return atoms
+
+
+def set_embedding(atoms: Atoms, features: np.ndarray) -> Atoms:
+    """Store the backbone's per-atom invariant embeddings (N, F) on ``atoms`` in place."""
+    atoms.arrays[EMBEDDING] = np.asarray(features, dtype=np.float32).reshape(len(atoms), -1)
+    return atoms
+
+
+def pooled_embeddings(frames: Sequence[Atoms]) -> np.ndarray | None:
+    """(n, F) mean over atoms of each frame's stored embedding; None when a frame has none."""
+    if not frames or any(EMBEDDING not in a.arrays for a in frames):
+        return None
+    return np.stack([np.asarray(a.arrays[EMBEDDING], dtype=float).mean(axis=0) for a in frames])
 
 
 def has_reference(atoms: Atoms) -> bool:

@@ -45,11 +45,11 @@ from ase import Atoms
 
 from .errors import AlprobeError
 from .files import atomic_path, atomic_write
-from .frames import PRED_FORCES, REF_FORCES, frame_id
+from .frames import EMBEDDING, PRED_FORCES, REF_FORCES, frame_id
 
 __all__ = ["Ledger", "LedgerError", "copy_ledger", "export_metrics", "read_stages"]
 
-_ARRAY_KEYS = (REF_FORCES, PRED_FORCES)
+_ARRAY_KEYS = (REF_FORCES, PRED_FORCES, EMBEDDING)
 _SCALAR = (bool, int, float, str, np.integer, np.floating, np.bool_)
 _TABLES = ("CREATE TABLE IF NOT EXISTS alprobe_stages (name TEXT PRIMARY KEY, info TEXT NOT NULL)",
            "CREATE TABLE IF NOT EXISTS alprobe_metrics (generation INTEGER PRIMARY KEY, "

@@ -405,7 +405,7 @@ class Stream:
         """The rule's picks of one segment, the random audit picks due, and which are held
         out for the probe."""
         from .acquire import select_random
-        from .frames import frame_id
+        from .frames import frame_id, pooled_embeddings
 
         left = self.s.total_budget - self.picked
         n = min(self.s.picks_per_segment, left)
@@ -417,7 +417,8 @@ class Stream:
         due = math.floor((self.picked + n) * self.s.audit_fraction) - self.audited
         n_audit = min(max(0, due), n)
         rng = self.ctx.rng(gen + 1, "select", *key)
-        pick, _ = self.ctx.arm.select([dict(a.info) for a in frames], n - n_audit, rng)
+        pick, _ = self.ctx.arm.pick([dict(a.info) for a in frames], n - n_audit, rng,
+                                    pooled_embeddings(frames))
         chosen = [fids[i] for i in pick]
         rest = [f for f in fids if f not in set(chosen)]
         audit = [rest[i] for i in select_random(len(rest), n_audit, rng=rng)]

@@ -142,9 +142,10 @@ def predict_task(model_path: str, frames: list[Atoms], device: str = "cpu") -> d
 
 
 def score_task(model_path: str, probe_path: str | None, frames: list[Atoms],
-               device: str = "cpu") -> dict[str, Any]:
+               device: str = "cpu", embeddings: bool = False) -> dict[str, Any]:
     """Raw backbone predictions (energy eV, forces eV/A) and P(reliable) of the probe at
-    ``probe_path`` (NaN without one) for frames, from one forward pass each."""
+    ``probe_path`` (NaN without one) for frames, from one forward pass each; with
+    ``embeddings`` also each frame's per-atom invariant embeddings (N, F) from that pass."""
     from .backbone import load_model, predict
 
     t0, c0 = time.time(), cpu_seconds()
@@ -154,8 +155,9 @@ def score_task(model_path: str, probe_path: str | None, frames: list[Atoms],
                          [p.energy for p in preds])
              if probe is not None and preds else np.full(len(preds), np.nan))
     return {"energy": [p.energy for p in preds], "forces": [p.forces for p in preds],
-            "trust": [float(t) for t in trust], "t0": t0, "t1": time.time(),
-            "cpu_s": cpu_seconds() - c0}
+            "trust": [float(t) for t in trust],
+            "embedding": [p.features for p in preds] if embeddings else None,
+            "t0": t0, "t1": time.time(), "cpu_s": cpu_seconds() - c0}
 
 
 def latent_distance_task(model_path: str, train: list[Atoms], frames: list[Atoms],
@@ -210,6 +212,10 @@ def fit_probe_task(model_path: str, frames: list[Atoms], cfg: Any, seed: int, ou
     meta = {**meta, "lineage_sizes": sizes}
     flat = lambda xs: [x for group in xs for x in group]  # noqa: E731
     feats, energies, errors, atom_errors = map(flat, (feats, energies, errors, atom_errors))
+    if not errors:
+        return {"path": None, "reason": "no labeled frame out of sample for any backbone of "
+                "the lineage", "meta": {}, "t0": t0, "t1": time.time(),
+                "cpu_s": cpu_seconds() - c0}
     try:
         probe = train_probe(feats, energies, errors, cfg, seed=seed, meta=meta,
                             atom_errors=atom_errors)

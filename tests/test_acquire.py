@@ -281,3 +281,33 @@ def test_power_sampling_draws_in_proportion_to_score_and_respects_spacing():
         assert np.all(np.diff(s) >= 3)
     with pytest.raises(ValueError, match="unknown sampling"):
         acquisition_order(score, rng=rng, sampling="softmax")
+
+
+def test_farthest_point_takes_the_far_end_then_the_middle():
+    from alprobe.acquire import farthest_point
+
+    x = np.array([[0.0], [1.0], [2.0], [5.0], [10.0]])
+    assert farthest_point(x, 0, 3).tolist() == [0, 4, 3]  # 10 away, then 5 (5 from both)
+    assert farthest_point(x, 4, 2).tolist() == [4, 0]
+    assert farthest_point(x, 2, 9).tolist()[:1] == [2] and len(farthest_point(x, 2, 9)) == 5
+    assert len(farthest_point(x, 0, 0)) == 0
+
+
+def test_farthest_point_never_repeats_even_for_identical_rows():
+    from alprobe.acquire import farthest_point
+
+    x = np.zeros((6, 3))
+    got = farthest_point(x, 2, 6).tolist()
+    assert sorted(got) == list(range(6)) and got[0] == 2
+
+
+def test_standardise_and_batch_spread():
+    from alprobe.acquire import batch_spread, standardise
+
+    x = np.array([[1.0, 5.0, 3.0], [3.0, 5.0, 9.0], [5.0, 5.0, 6.0]])
+    z = standardise(x)
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(z.std(axis=0), [1.0, 0.0, 1.0], atol=1e-12)  # constant: 0
+    # nearest-neighbour distances 1, 1, 3 -> 5/3
+    assert batch_spread(np.array([[0.0], [1.0], [4.0]])) == pytest.approx(5 / 3)
+    assert np.isnan(batch_spread(np.zeros((1, 2))))

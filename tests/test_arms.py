@@ -86,3 +86,55 @@ def test_oracle_arm_picks_the_largest_true_errors_with_spacing():
     assert info["scored"] == 8 and set(pick.tolist()) == {1, 2, 7}
     assert [s.name for s in arm.extra_stages()] == ["oracle"]
     assert not arm.holds_calibration() and not arm.trains_probe() and not arm.unbiased
+
+
+def _two_clusters(n_hot=6, n_cold=6, seed=0):
+    """Candidates whose largest errors all sit in one tight cluster of embedding space."""
+    r = np.random.default_rng(seed)
+    hot = r.normal(0.0, 0.01, (n_hot, 4)) + 5.0
+    cold = r.normal(0.0, 0.01, (n_cold, 4))
+    err = np.r_[np.linspace(0.9, 0.8, n_hot), np.linspace(0.5, 0.4, n_cold)]
+    return np.vstack([hot, cold]), err
+
+
+@pytest.mark.parametrize("rule, key", [("oracle", "true_force_rmse"), ("latent", "latent_dist"),
+                                       ("probe", "trust")])
+def test_diversity_spreads_a_batch_that_the_rule_alone_piles_into_one_cluster(rule, key):
+    feats, err = _two_clusters()
+    vals = 1.0 - err if key == "trust" else err
+    cands = _cands(vals, key, walkers=12)  # one sample per walker: no spacing effect
+    plain = make_arm(_cfg(rule, min_spacing=0))
+    pick, _ = plain.pick(cands, 4, np.random.default_rng(0), feats)
+    assert set(pick.tolist()) <= set(range(6))  # all four from the hot cluster
+    arm = make_arm(_cfg(rule, min_spacing=0, diversity="farthest_point", shortlist=3))
+    pick, info = arm.pick(cands, 4, np.random.default_rng(0), feats)
+    assert len(pick) == 4 and 0 in pick.tolist()  # starts from the most wanted
+    assert set(pick.tolist()) & set(range(6, 12))  # and reaches the other cluster
+    assert info["shortlist"] == 12 and info["spread"] > info["spread_rule"]
+    assert arm.strategy() != plain.strategy()
+    # without embeddings the rule's batch stands, and the record says why
+    pick, info = arm.pick(cands, 4, np.random.default_rng(0), None)
+    assert set(pick.tolist()) <= set(range(6)) and "embeddings" in info["diversity"]
+
+
+def test_diversity_keeps_the_shortlist_the_rule_allows():
+    """The batch comes from the rule's shortlist: a committee arm never takes a frame outside
+    its trust window, however far it lies in embedding space."""
+    feats, err = _two_clusters()
+    feats[11] = [100.0, 100.0, 100.0, 100.0]  # the farthest point of all ...
+    sigma = np.r_[err[:11], 9.0]  # ... is above the committee's sigma_hi
+    cfg = _cfg("ensemble", min_spacing=0, diversity="farthest_point", shortlist=2)
+    arm = make_arm(cfg.model_copy(update={"committee": cfg.committee.model_copy(
+        update={"sigma_hi": 1.0})}))
+    cands = _cands(sigma, "sigma_f", walkers=12)
+    pick, info = arm.pick(cands, 3, np.random.default_rng(1), feats)
+    assert 11 not in pick.tolist() and info["shortlist"] == 6 and len(pick) == 3
+
+
+def test_random_arm_with_diversity_spreads_a_random_shortlist():
+    feats, _ = _two_clusters(n_hot=20, n_cold=2)
+    arm = make_arm(_cfg("random", diversity="farthest_point", shortlist=100))
+    cands = [{"fid": f"f{i}", "walker": i, "sample": 0} for i in range(22)]
+    pick, info = arm.pick(cands, 2, np.random.default_rng(3), feats)
+    # one from each cluster: the shortlist holds every candidate
+    assert info["shortlist"] == 22 and len({int(i >= 20) for i in pick}) == 2

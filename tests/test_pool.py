@@ -444,3 +444,100 @@ def test_make_pool_resumes_from_its_parts(tmp_path):
     other = subprocess.run(cmd[:-2] + ["--seed", "3", "--out", str(out)], capture_output=True,
                            text=True, cwd=tmp_path)
     assert other.returncode != 0 and "other settings" in other.stderr
+
+
+def test_diverse_oracle_batches_come_from_the_shortlist_by_farthest_point(water_pool,
+                                                                           tmp_path):
+    """select.diversity on a real pool campaign: every candidate carries the backbone's
+    embeddings from the scoring pass, and the batch is the farthest-point spread of the
+    oracle's shortlist, recomputed here from the ledger's own embeddings and errors."""
+    from alprobe.acquire import farthest_point, standardise
+    from alprobe.frames import EMBEDDING, pooled_embeddings
+
+    d = tmp_path / "diverse"
+    cfg = _pool_campaign(water_pool, generations=2, select={
+        "rule": "oracle", "budget": 2, "min_spacing": 0, "diversity": "farthest_point",
+        "shortlist": 2.5})
+    run(parse_campaign(cfg), d, log=None)
+    L, st = open_ledger(d), read_stages(d)
+    frames = L.frames(generation=2)  # every candidate of the last selection, in its order
+    assert len(frames) == st["gen002/explore"]["n_frames"] > 5
+    assert all(a.arrays[EMBEDDING].shape[0] == 3 for a in frames)
+    rec = st["gen002/select"]
+    assert rec["shortlist"] == 5 and rec["spread"] >= 0 and "spread_rule" in rec
+    err = np.array([a.info["true_force_rmse"] for a in frames])
+    short = np.argsort(-err, kind="stable")[:5]
+    x = standardise(pooled_embeddings(frames))
+    expect = {frames[i].info["fid"] for i in short[farthest_point(x[short], 0, 2)]}
+    assert {a.info["fid"] for a in frames if a.info["status"] == "labeled"} == expect
+
+
+def test_rotating_hold_out_trains_each_batch_s_held_share_at_the_next_generation(water_pool,
+                                                                                tmp_path):
+    """select.hold_out: rotate: generation g's calibration share is out of backbone g (the
+    probe learns from backbone g's errors on it) and in backbone g+1's training set."""
+    d = tmp_path / "rotate"
+    cfg = _pool_campaign(water_pool, generations=2,
+                         select={"budget": 4, "min_spacing": 0, "hold_out": "rotate"},
+                         pool={"file": str(water_pool), "group_key": "traj_id",
+                               "test_fraction": 0.3, "initial_size": 14},
+                         initial={**TINY_CAMPAIGN["initial"], "calibration_fraction": 0.4})
+    c = parse_campaign(cfg)
+    assert c.select.hold_out == "rotate"
+    run(c, d, log=None)
+    L, st = open_ledger(d), read_stages(d)
+    calib = {g: set(L.fids(split="calib", status="labeled", generation=g)) for g in (0, 1, 2)}
+    assert calib[0] and (calib[1] or calib[2])
+    for g in (1, 2):
+        ids = set(st[f"gen{g:03d}/train"]["train_ids"])
+        assert calib[g - 1] <= ids and not calib[g] & ids
+        assert set(L.fids(split="train", status="labeled", generation=g)) <= ids
+        assert set(st[f"gen{g:03d}/probe"]["train_ids"]) == calib[g]
+    assert not calib[0] & set(st["gen000/train"]["train_ids"])
+
+
+def test_crossfit_fold_models_never_see_the_fold_that_trains_the_probe(water_pool, tmp_path):
+    """probe.crossfit 2 with no hold-out: backbone g trains on every label; two fold models
+    start where it starts, each without one fold (whole trajectories) of the frames new to
+    generation g, and the probe learns from each fold model's errors on its own fold."""
+    d = tmp_path / "crossfit"
+    cfg = _pool_campaign(water_pool, generations=1,
+                         select={"budget": 4, "min_spacing": 0, "hold_out": False},
+                         probe={**TINY_CAMPAIGN["probe"], "target": "atom",
+                                "atom_pool": "mean", "crossfit": 2})
+    run(parse_campaign(cfg), d, log=None)
+    L, st = open_ledger(d), read_stages(d)
+    backbone = set(st["gen001/train"]["train_ids"])
+    new = set(L.fids(generation=1, status="labeled"))
+    assert len(new) == 4 and new <= backbone  # no tax
+    cross = st["gen001/crossfit"]
+    group = {a.info["fid"]: a.info["group"] for a in L.frames(status="labeled")}
+    # the folded frames: those backbone 0 never trained on (the new picks and generation 0's
+    # calibration share, which this arm now trains on); a fold is whole trajectories
+    folded = backbone - set(st["gen000/train"]["train_ids"])
+    assert new <= folded
+    n_folds = min(2, len({group[f] for f in folded}))
+    assert len(cross["members"]) == len(cross["held_out"]) == n_folds
+    assert set().union(*map(set, cross["held_out"])) == folded
+    for path, held in zip(cross["members"], cross["held_out"]):
+        seen = set(json.loads(open(path.replace(".model", ".json")).read())["train_ids"])
+        assert held and not seen & set(held)  # out of sample for its own fold model
+        assert seen == backbone - set(held)
+        # whole trajectories: no other fold shares one with it (earlier generations' labels
+        # may: the start point saw those too)
+        assert not {group[f] for f in held} & {group[f] for f in seen & folded}
+    probe = st["gen001/probe"]
+    assert probe["path"] and probe["train_ids"] == []
+    assert sorted(probe["crossfit_ids"]) == sorted(i for h in cross["held_out"] for i in h)
+
+
+def test_crossfit_needs_two_folds():
+    from alprobe.config import ConfigError
+
+    bad = copy.deepcopy(TINY_CAMPAIGN)
+    bad["probe"] = {**bad["probe"], "crossfit": 1}
+    with pytest.raises(ConfigError, match="crossfit"):
+        parse_campaign(bad)
+    bad["probe"]["crossfit"] = 3
+    bad["select"] = {**bad["select"], "hold_out": False}
+    assert parse_campaign(bad).probe.crossfit == 3

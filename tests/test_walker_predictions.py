@@ -64,3 +64,30 @@ def test_walker_task_on_water_stores_what_predict_gives(tiny_model):
         assert f.info[PRED_ENERGY] == pytest.approx(p.energy, abs=1e-5)
         shift.append(np.abs(_fixcom_adjusted(f, p.forces) - p.forces).max())
     assert max(shift) > 1e-3, shift  # FixCom would have changed them: the check has teeth
+
+
+def test_walker_keeps_the_embeddings_of_its_own_forward_pass_when_asked(tiny_model):
+    """With embeddings on (select.diversity), each sampled frame carries the backbone's
+    per-atom invariant features (N, F), equal to a fresh predict's; off, none are kept."""
+    from dataclasses import replace
+
+    from alprobe.backbone import load_model, predict
+    from alprobe.frames import EMBEDDING, pooled_embeddings
+    from alprobe.tasks import walker_task
+
+    s = WalkerSettings(temperature_K=600.0, timestep_fs=0.5, steps=30, stride=5,
+                       friction_per_fs=0.01, trust_floor=0.0, patience=3, min_distance_A=0.5,
+                       fragment_distance_A=3.0, embeddings=True)
+    frames = walker_task(molecule("H2O"), tiny_model, None, s, [4, 5], 0)["frames"]
+    assert len(frames) >= 4
+    fresh = predict(load_model(tiny_model), frames)
+    for f, p in zip(frames, fresh):
+        assert f.arrays[EMBEDDING].shape == p.features.shape == (3, p.features.shape[1])
+        np.testing.assert_allclose(f.arrays[EMBEDDING], p.features, atol=1e-4, rtol=1e-4)
+    pooled = pooled_embeddings(frames)
+    assert pooled.shape == (len(frames), fresh[0].features.shape[1])
+    assert np.ptp(pooled, axis=0).max() > 0  # frames differ
+    off = walker_task(molecule("H2O"), tiny_model, None, replace(s, embeddings=False), [4, 5],
+                      0)["frames"]
+    assert off and all(EMBEDDING not in f.arrays for f in off)
+    assert pooled_embeddings(off) is None

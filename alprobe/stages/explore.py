@@ -13,7 +13,7 @@ from ase import Atoms
 
 from ..executor import Job
 from ..explore import WalkerSettings
-from ..frames import bare_copy, set_prediction
+from ..frames import bare_copy, set_embedding, set_prediction
 from .base import Commit, Stage
 from .context import Context
 
@@ -29,7 +29,8 @@ def walker_settings(cfg: Any, w: int, steps: int) -> WalkerSettings:
         timestep_fs=ex.timestep_fs, steps=steps, stride=ex.stride,
         friction_per_fs=ex.friction_per_fs, trust_floor=ex.trust_floor,
         patience=ex.patience, min_distance_A=ex.min_distance_A,
-        fragment_distance_A=ex.fragment_distance_A, keep_bonds=ex.keep_bonds)
+        fragment_distance_A=ex.fragment_distance_A, keep_bonds=ex.keep_bonds,
+        embeddings=cfg.select.diversity != "none")
 
 
 def run_walkers(ctx: Context, gen: int, model: str, probe: str | None, steps: int, stream: str,
@@ -103,8 +104,10 @@ def _score_pool(ctx: Context, gen: int, model: str, probe: str | None
     cands = [unlabeled[i] for i in random_subset(len(unlabeled), ctx.cfg.pool.candidates,
                                                  ctx.rng(gen, "explore"))]
     chunk = 500
+    embed = ctx.cfg.select.diversity != "none"
     jobs = [Job(score_task, (model, probe, [bare_copy(a) for a in cands[i:i + chunk]],
-                             ctx.cfg.backbone.device), kind="md", key=f"score-g{gen}-c{i}", tag=i)
+                             ctx.cfg.backbone.device, embed),
+                kind="md", key=f"score-g{gen}-c{i}", tag=i)
             for i in range(0, len(cands), chunk)]
     t0 = time.perf_counter()
     out: list[Atoms] = []
@@ -115,6 +118,8 @@ def _score_pool(ctx: Context, gen: int, model: str, probe: str | None
             b.info.update({key: a.info[key] for key in ("fid", "group", "walker", "sample")})
             set_prediction(b, r["energy"][k], r["forces"][k])
             b.info["trust"] = float(r["trust"][k])
+            if r.get("embedding") is not None:
+                set_embedding(b, r["embedding"][k])
             out.append(b)
         return False
 

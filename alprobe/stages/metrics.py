@@ -51,9 +51,10 @@ def train_frames(ctx: Context, gen: int) -> int:
 
 def _pool_size(probe: dict[str, Any]) -> int:
     """The probe's training examples (frames): the current backbone's and, with
-    probe.lineage, earlier backbones'."""
+    probe.lineage, earlier backbones'; with probe.crossfit, the fold models'."""
     return len(probe.get("train_ids", [])) + sum(
-        len(v) for v in probe.get("lineage_ids", {}).values())
+        len(v) for v in probe.get("lineage_ids", {}).values()) \
+        + len(probe.get("crossfit_ids", []))
 
 
 def signal_metrics(ctx: Context, gen: int) -> dict[str, Any]:

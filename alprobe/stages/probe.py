@@ -43,12 +43,23 @@ class Probe(Stage):
             mine = [a for a in labeled if a.info["fid"] not in seen_g]
             earlier.append((ctx.model(g), [bare_with_ref(a) for a in mine]))
             lineage_ids[str(g)] = sorted(a.info["fid"] for a in mine)
+        # probe.crossfit: the fold models' errors on the folds they never saw come first (the
+        # closest to backbone g; with no hold-out they set the error scale)
+        cross = L.stage_info(f"gen{gen:03d}/crossfit") if cfg.probe.crossfit >= 2 else {}
+        byid = {a.info["fid"]: a for a in labeled}
+        folds = [(path, [bare_with_ref(byid[i]) for i in held if i in byid])
+                 for path, held in zip(cross.get("members", []), cross.get("held_out", []))]
+        earlier = [f for f in folds if f[1]] + earlier
+        crossfit_ids = sorted(i for _, held in folds for i in (a.info["fid"] for a in held))
         meta = {"train_ids": ids, "backbone": model, "generation": gen,
-                "lineage_ids": lineage_ids}
+                "lineage_ids": lineage_ids, "crossfit_ids": crossfit_ids}
         out = str(ctx.model_dir(gen) / "probe.pt")
         n_more = sum(len(f) for _, f in earlier)
+        n_lin = n_more - len(crossfit_ids)
         ctx.say(f"  gen {gen} training probe on {len(pool)} out-of-sample frames"
-                + (f" and {n_more} of {len(earlier)} earlier backbone(s)" if earlier else ""))
+                + (f", {len(crossfit_ids)} of {len(folds)} fold models" if folds else "")
+                + (f" and {n_lin} of {len(earlier) - len(folds)} earlier backbone(s)"
+                   if len(earlier) > len(folds) else ""))
         jobs = [Job(fit_probe_task, (model, [bare_with_ref(a) for a in pool], cfg.probe,
                                      ctx.seed(gen, "probe"), out, meta, earlier),
                     kind="probe", key=f"probe-g{gen}-{len(pool)}-{n_more}", tag="probe")]
@@ -69,6 +80,6 @@ class Probe(Stage):
             else {}
         return Commit({"path": r["path"], "reason": r["reason"],
                        "train_ids": r["meta"].get("train_ids", []),
-                       "lineage_ids": lineage_ids,
+                       "lineage_ids": lineage_ids, "crossfit_ids": crossfit_ids,
                        "threshold": r["meta"].get("threshold"), "wall_s": r["t1"] - r["t0"]},
                       also=also)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from ..acquire import select_random
+from ..frames import pooled_embeddings
 from .base import CampaignPaused, Commit, Stage
 from .context import Context
 from .label import LABEL_OUTCOMES
@@ -27,7 +28,12 @@ class Select(Stage):
         cands = ctx.ledger.keys(generation=gen, status="candidate")
         rng = ctx.rng(gen, "select")
         budget = cfg.select.budget - cfg.select.audit_random
-        pick, extra = arm.select(cands, budget, rng)
+        features = None
+        if cfg.select.diversity != "none":
+            by_fid = {a.info["fid"]: a
+                      for a in ctx.ledger.frames(generation=gen, status="candidate")}
+            features = pooled_embeddings([by_fid[k["fid"]] for k in cands])
+        pick, extra = arm.pick(cands, budget, rng, features)
         chosen = sorted(cands[i]["fid"] for i in pick)
         audit: list[str] = []
         if cfg.select.audit_random:
@@ -39,6 +45,9 @@ class Select(Stage):
         if "fallback" in extra:
             ctx.say(f"  gen {gen} WARNING: no frame has a probe score (probe {gen - 1} was not "
                     "trained); the probe arm selects at random this generation")
+        if "diversity" in extra:
+            ctx.say(f"  gen {gen} WARNING: select.diversity {extra['diversity']}; the rule's "
+                    "batch is used as it is")
         if len(chosen) < budget:
             ctx.say(f"  gen {gen} WARNING: only {len(chosen)} frame(s) eligible for a budget "
                     f"of {budget} ({len(cands)} candidates)")
@@ -54,7 +63,10 @@ class Select(Stage):
         ctx.say(f"  gen {gen} selected {len(chosen)} of {len(cands)} candidates by {arm.rule}"
                 + (f" and {len(audit)} at random for the audit" if audit else "")
                 + (f" ({int(calib.sum())} held out of backbone training)"
-                   if arm.holds_calibration() else "") + arm.describe(extra))
+                   if arm.holds_calibration() else "") + arm.describe(extra)
+                + (f"; spread out among {extra['shortlist']} shortlisted (nearest-pick "
+                   f"distance {extra['spread']:.2f} vs {extra['spread_rule']:.2f} for the rule's "
+                   "own batch)" if "shortlist" in extra else ""))
         return Commit({"n": len(chosen), "n_candidates": len(cands), "rule": arm.rule,
                        "wall_s": time.perf_counter() - t0, **extra}, rows=rows)
 

@@ -12,27 +12,29 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from ..dataset import bootstrap_resample
+from ..dataset import bootstrap_resample, group_folds
 from ..executor import Job
 from ..files import atomic_write
 from ..frames import bare_copy, set_prediction
 from .base import Commit, Stage
 from .context import Context, bare_with_ref
 
-__all__ = ["Committee", "Spec", "Train", "noise_floor", "start_point", "train_models"]
+__all__ = ["Committee", "Spec", "Train", "crossfit_specs", "noise_floor", "start_point",
+           "train_models"]
 
 
 @dataclass(frozen=True)
 class Spec:
     """One model to train: its ``name`` (file stem), the model it starts from (None: from
     scratch), epochs (None: backbone.epochs), frames, and its committee ``member`` index
-    (0: the backbone)."""
+    (0: the backbone), or its cross-fitting ``fold`` (k + 1 for fold k)."""
 
     name: str
     foundation: str | None
     epochs: int | None
     frames: Sequence[Atoms]
     member: int = 0
+    fold: int = 0  # k + 1 for fold model k of probe.crossfit (0: not a fold model)
 
 
 def train_models(ctx: Context, gen: int, specs: Sequence[Spec], reseed: int = 0,
@@ -48,7 +50,9 @@ def train_models(ctx: Context, gen: int, specs: Sequence[Spec], reseed: int = 0,
 
     jobs = []
     for spec in specs:
-        extra = ([spec.member] if spec.member else []) + ([10_000 + reseed] if reseed else [])
+        extra = ([spec.member] if spec.member else []) + ([20_000 + spec.fold] if spec.fold
+                                                           else []) \
+            + ([10_000 + reseed] if reseed else [])
         rng = ctx.rng(gen, "train", *extra)
         frames = list(spec.frames)
         if spec.member and ctx.cfg.committee.bootstrap:
@@ -93,6 +97,39 @@ def start_point(ctx: Context, previous: str) -> tuple[str | None, int | None]:
     return None, None
 
 
+def _group(a: Atoms) -> str:
+    """The trajectory a frame belongs to: the pool's group, or its generation and walker."""
+    if "group" in a.info:
+        return str(a.info["group"])
+    if "walker" in a.info:
+        return f"{a.info.get('generation', 0)}:{a.info['walker']}"
+    return str(a.info["fid"])
+
+
+def crossfit_specs(ctx: Context, gen: int, frames: Sequence[Atoms], previous: str
+                   ) -> tuple[list[Spec], list[list[str]]]:
+    """The fold models of probe.crossfit K for generation ``gen``: the frames none of the
+    start point's lineage trained on (with retrain: finetune, those new since generation
+    gen-1; from scratch, all of them) split by trajectory into K folds; fold model k starts
+    where the backbone starts and trains on every frame but fold k. Returns the specs and,
+    for each, the ids of its held-out fold (frames it never saw: honest probe labels)."""
+    K = ctx.cfg.probe.crossfit
+    seen = ctx.lineage(gen - 1) if ctx.cfg.backbone.retrain == "finetune" else set()
+    new = [a for a in frames if a.info["fid"] not in seen]
+    if K < 2 or len(new) < 2:
+        return [], []
+    fold = group_folds([_group(a) for a in new], K, ctx.rng(gen, "crossfit"))
+    specs, held = [], []
+    for k in range(K):
+        out = {a.info["fid"] for a, f in zip(new, fold) if f == k}
+        if not out:
+            continue
+        specs.append(Spec(f"fold{k}", *start_point(ctx, previous),
+                          [a for a in frames if a.info["fid"] not in out], fold=k + 1))
+        held.append(sorted(out))
+    return specs, held
+
+
 def _refreshes(ctx: Context, gen: int) -> bool:
     """Generation ``gen`` (>= 1) trains its backbone (not frozen, not a user model as is)."""
     bb = ctx.cfg.backbone
@@ -118,14 +155,26 @@ class Train(Stage):
                            "labels": labels})
         frames = [a for sp in ctx.arm.training_splits()
                   for a in L.frames(status="labeled", split=sp)]
+        if ctx.arm.rotates():  # earlier generations' held-out shares join now
+            frames += [a for a in L.frames(status="labeled", split="calib")
+                       if int(a.info.get("generation", 0)) < gen]
         prev = ctx.committee_paths(gen - 1) if ctx.arm.committee_size() > 1 else [prev_model]
         names = ["backbone", *(f"member{k}" for k in range(1, len(prev)))]
-        infos = train_models(ctx, gen, [Spec(name, *start_point(ctx, prev[k]), frames, k)
-                                        for k, name in enumerate(names)])
+        specs = [Spec(name, *start_point(ctx, prev[k]), frames, k)
+                 for k, name in enumerate(names)]
+        folds, held = (crossfit_specs(ctx, gen, frames, prev_model) if ctx.arm.trains_probe()
+                       else ([], []))
+        infos = train_models(ctx, gen, specs + folds)
         wall = time.perf_counter() - t0
-        also = ({f"gen{gen:03d}/committee": {"members": [i["path"] for i in infos[1:]],
+        also = ({f"gen{gen:03d}/committee": {"members": [i["path"] for i in infos[1:len(specs)]],
                                              "wall_s": wall}}
                 if ctx.arm.committee_size() > 1 else {})
+        if folds:  # probe.crossfit: the fold models and the frames each never saw
+            fold_infos = infos[len(specs):]
+            also[f"gen{gen:03d}/crossfit"] = {
+                "members": [i["path"] for i in fold_infos], "held_out": held,
+                "train_s": [i["wall_s"] for i in fold_infos],
+                "backbone_train_s": infos[0]["wall_s"]}
         return Commit({**infos[0], "wall_s": wall, "labels": labels}, also=also)
 
 
