@@ -10,12 +10,11 @@ arm and never branches on the rule. Add a strategy by writing a class and regist
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-import math
 
 from .acquire import (batch_spread, deviation_window, farthest_point, select_by_deviation,
                       select_least_trusted, select_random, standardise)
