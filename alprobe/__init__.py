@@ -15,8 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import CampaignConfig, ConfigError, load_campaign
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["CampaignConfig", "ConfigError", "TrustCalculator", "__version__", "compare",
            "load_campaign", "open_ledger", "resume", "run", "status_table", "write_report"]

@@ -1,7 +1,8 @@
 """Acquisition strategies ("arms"): one class each behind one small protocol.
 
 An arm says how walkers are scored (and stopped), what extra per-candidate work it needs
-(stages run between explore and select), how it selects under a budget, whether it holds a
+(its tasks and the keys they add to each candidate, run between explore and select by the one
+generic scoring stage in either schedule), how it selects under a budget, whether it holds a
 calibration share of its new labels out of backbone training, how many models it trains, which
 trust signal its audits report, and that signal's value on frames. The orchestrator asks the
 arm and never branches on the rule. Add a strategy by writing a class and registering it in
@@ -16,11 +17,21 @@ from typing import Any
 
 import numpy as np
 
-from .acquire import (batch_spread, deviation_window, farthest_point, select_by_deviation,
-                      select_least_trusted, select_random, standardise)
+from .acquire import (
+    batch_spread,
+    deviation_window,
+    farthest_point,
+    select_by_deviation,
+    select_least_trusted,
+    select_random,
+    standardise,
+)
+from .frames import bare_copy, bare_with_ref
+from .metrics import true_force_rmse
+from .records import stage_key
 
 __all__ = ["ARMS", "Arm", "EnsembleArm", "LatentArm", "OracleArm", "ProbeArm", "RandomArm",
-           "make_arm"]
+           "committee_keys", "make_arm"]
 
 
 class Arm:
@@ -46,19 +57,25 @@ class Arm:
         """The probe checkpoint that scores (and may stop) generation ``gen``'s walkers."""
         return None
 
-    def extra_stages(self) -> list[Any]:
-        """Stages of per-candidate work run after explore, before select."""
+    #: the arm's per-candidate work between explore and select: its stage name, record key
+    #: and CPU account (alprobe.records.STAGES); "" for none
+    scoring = ""
+
+    def score_jobs(self, ctx: Any, gen: int, frames: Sequence[Any], key: str) -> list[Any]:
+        """The per-candidate work on ``frames`` (a generation's candidates, or one streaming
+        segment's frames) with the models of generation ``gen``: executor Jobs (task keys
+        start with ``key``) whose results, by tag, :meth:`score_keys` reads."""
         return []
 
-    def segment_jobs(self, ctx: Any, gen: int, frames: Sequence[Any], key: str) -> list[Any]:
-        """The same per-candidate work for a few frames (one streaming segment) with the
-        models of generation ``gen``: jobs whose results :meth:`segment_keys` reads."""
-        return []
-
-    def segment_keys(self, frames: Sequence[Any], results: dict[Any, Any]
-                     ) -> list[dict[str, Any]]:
-        """Keys to store on each frame from the results of :meth:`segment_jobs` by tag."""
+    def score_keys(self, ctx: Any, frames: Sequence[Any], results: dict[Any, Any]
+                   ) -> list[dict[str, Any]]:
+        """The keys to store on each of ``frames`` from the results of :meth:`score_jobs`."""
         return [{} for _ in frames]
+
+    def score_record(self, ctx: Any, gen: int, jobs: Sequence[Any],
+                     keys: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """What the scoring stage records beside the candidate count and its wall time."""
+        return {}
 
     # ----- selecting
     def select(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator
@@ -150,6 +167,32 @@ class Arm:
                    else f" diversity {sel.diversity} x{sel.shortlist:g}"))
 
 
+#: frames per predict task of the committee's disagreement
+_CHUNK = 2000
+
+
+def committee_keys(frames: Sequence[Any], results: dict[tuple[int, int], dict[str, Any]]
+                   ) -> list[dict[str, float]]:
+    """sigma_f (DP-GEN's eps_F, eV/A) and sigma_e (energy std per atom, eV) of each frame from
+    its own prediction (``pred_energy``, ``pred_forces``: member 0) and the other members'
+    predictions (``results`` by (member, chunk start), each {"energy": (n,), "forces": n x
+    (N, 3)})."""
+    from .committee import energy_std_per_atom, max_force_deviation
+
+    m = 1 + max((k for k, _ in results), default=0)
+    energies = np.full((m, len(frames)), np.nan)
+    forces: list[list[Any]] = [[None] * len(frames) for _ in range(m)]
+    for i, a in enumerate(frames):
+        energies[0, i] = a.info["pred_energy"]
+        forces[0][i] = a.arrays["pred_forces"]
+    for (k, s), r in results.items():
+        energies[k, s:s + len(r["energy"])] = r["energy"]
+        forces[k][s:s + len(r["forces"])] = r["forces"]
+    return [{"sigma_f": max_force_deviation([forces[k][i] for k in range(m)]),
+             "sigma_e": energy_std_per_atom(energies[:, i], len(a))}
+            for i, a in enumerate(frames)]
+
+
 def _walker_sample(cands: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([k["walker"] for k in cands], dtype=int),
             np.array([k["sample"] for k in cands], dtype=int))
@@ -176,7 +219,7 @@ class ProbeArm(Arm):
     default_hold_out = True
 
     def walker_probe(self, ctx: Any, gen: int) -> str | None:
-        return ctx.ledger.stage_info(f"gen{gen - 1:03d}/probe").get("path")
+        return ctx.ledger.stage_info(stage_key(gen - 1, "probe")).get("path")
 
     def select(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -220,21 +263,30 @@ class EnsembleArm(Arm):
     def _key(self) -> str:
         return "sigma_f" if self.cfg.committee.signal == "force" else "sigma_e"
 
-    def extra_stages(self) -> list[Any]:
-        from .stages.deviation import Deviation
+    scoring = "deviation"
 
-        return [Deviation()]
+    def score_jobs(self, ctx: Any, gen: int, frames: Sequence[Any], key: str) -> list[Any]:
+        """Committee ``gen``'s members 1..M-1 on ``frames``: one predict task per member and
+        chunk of 2000 frames (member 0, the backbone that drove the walkers, already predicted
+        each frame); tags (member, chunk start)."""
+        from .executor import Job
+        from .tasks import predict_task
 
-    def segment_jobs(self, ctx: Any, gen: int, frames: Sequence[Any], key: str) -> list[Any]:
-        from .stages.deviation import deviation_jobs
+        return [Job(predict_task, (path, [bare_copy(a) for a in frames[s:s + _CHUNK]],
+                                   ctx.cfg.backbone.device), kind="md", account="deviation",
+                    key=f"{key}-m{k}-c{s}", tag=(k, s))
+                for k, path in enumerate(ctx.committee_paths(gen)) if k > 0
+                for s in range(0, len(frames), _CHUNK)]
 
-        return deviation_jobs(ctx, gen, frames, key)
+    def score_keys(self, ctx: Any, frames: Sequence[Any], results: dict[Any, Any]
+                   ) -> list[dict[str, Any]]:
+        """sigma_f (DP-GEN's eps_F, eV/A) and sigma_e (energy std per atom, eV) of each frame
+        from its own prediction (member 0) and the members' ``results`` by (member, chunk)."""
+        return committee_keys(frames, results)
 
-    def segment_keys(self, frames: Sequence[Any], results: dict[Any, Any]
-                     ) -> list[dict[str, Any]]:
-        from .stages.deviation import deviation_keys
-
-        return deviation_keys(frames, results)
+    def score_record(self, ctx: Any, gen: int, jobs: Sequence[Any],
+                     keys: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {"members": len(ctx.committee_paths(gen))}
 
     def select(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -289,21 +341,33 @@ class LatentArm(Arm):
 
     rule = "latent"
 
-    def extra_stages(self) -> list[Any]:
-        from .stages.deviation import LatentDistance
+    scoring = "latent"
 
-        return [LatentDistance()]
+    def score_jobs(self, ctx: Any, gen: int, frames: Sequence[Any], key: str) -> list[Any]:
+        """One task: the distance of ``frames`` to backbone ``gen``'s training set in its
+        embedding space (tag: the training-frame count)."""
+        from .executor import Job
+        from .tasks import latent_distance_task
 
-    def segment_jobs(self, ctx: Any, gen: int, frames: Sequence[Any], key: str) -> list[Any]:
-        from .stages.deviation import latent_job
+        L = ctx.ledger
+        ids = set(L.stage_info(stage_key(gen, "train")).get("train_ids", []))
+        train = [bare_with_ref(a) for a in L.frames(status="labeled") if a.info["fid"] in ids]
+        if not train:  # a user model used as is: the generation-0 training split stands in
+            train = [bare_with_ref(a) for a in L.frames(status="labeled", split="train")]
+        return [Job(latent_distance_task, (ctx.model(gen), train,
+                                           [bare_copy(a) for a in frames],
+                                           ctx.cfg.backbone.device),
+                    kind="md", account="latent", key=key, tag=len(train))]
 
-        return [latent_job(ctx, gen, frames, key)]
+    def score_keys(self, ctx: Any, frames: Sequence[Any], results: dict[Any, Any]
+                   ) -> list[dict[str, Any]]:
+        if not results:
+            return [{} for _ in frames]
+        return [{"latent_dist": float(d)} for d in next(iter(results.values()))["distance"]]
 
-    def segment_keys(self, frames: Sequence[Any], results: dict[Any, Any]
-                     ) -> list[dict[str, Any]]:
-        from .stages.deviation import latent_keys
-
-        return latent_keys(next(iter(results.values())))
+    def score_record(self, ctx: Any, gen: int, jobs: Sequence[Any],
+                     keys: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {"n_train": jobs[0].tag if jobs else 0}
 
     def select(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -328,10 +392,19 @@ class OracleArm(Arm):
     rule = "oracle"
     needs_pool = True
 
-    def extra_stages(self) -> list[Any]:
-        from .stages.deviation import OracleError
+    scoring = "oracle"
 
-        return [OracleError()]
+    def score_keys(self, ctx: Any, frames: Sequence[Any], results: dict[Any, Any]
+                   ) -> list[dict[str, Any]]:
+        """Each frame's true force RMSE under the backbone that explored it (eV/A), from the
+        raw forces the explore stage stored and the pool's reference forces (no task)."""
+        return [{"true_force_rmse": true_force_rmse(a.arrays["pred_forces"],
+                                                    ctx.pool.label(a.info["fid"])[1])}
+                for a in frames]
+
+    def score_record(self, ctx: Any, gen: int, jobs: Sequence[Any],
+                     keys: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {"max_eV_A": max((k["true_force_rmse"] for k in keys), default=float("nan"))}
 
     def select(self, cands: Sequence[dict[str, Any]], budget: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, dict[str, Any]]:

@@ -103,6 +103,42 @@ def _mace_frames(frames: Sequence[Atoms]) -> list[Atoms]:
     return out
 
 
+def _trainer_args(work: Path, settings: Any, epochs: int, n_valid: int, seed: int,
+                  train: Sequence[Atoms], foundation: str | Path | None) -> list[str]:
+    """mace-torch's run_train arguments: from scratch (E0s fitted on ``train``) or a
+    fine-tune of ``foundation``."""
+    args = [
+        "--name", "model", "--work_dir", str(work),
+        "--train_file", str(work / "train.xyz"), "--valid_file", str(work / "valid.xyz"),
+        "--energy_key", "REF_energy", "--forces_key", "REF_forces",
+        "--max_num_epochs", str(epochs), "--batch_size", str(settings.batch_size),
+        "--valid_batch_size", str(max(1, min(32, n_valid))),
+        "--lr", str(settings.lr),
+        "--forces_weight", str(settings.forces_weight),
+        "--energy_weight", str(settings.energy_weight),
+        "--stage_two", "--start_stage_two", str(max(1, (2 * epochs) // 3)),
+        "--stage_two_energy_weight", str(settings.stage_two_energy_weight),
+        "--stage_two_forces_weight", str(settings.forces_weight),
+        "--eval_interval", "1", "--patience", str(max(5, epochs // 3)),
+        "--device", settings.device, "--default_dtype", settings.dtype,
+        "--seed", str(seed), "--save_cpu",
+    ]
+    if getattr(settings, "ema", False):
+        args += ["--ema", "--ema_decay", "0.99"]
+    if foundation is None:
+        e0s = fit_e0s(train)
+        args += [
+            "--model", "MACE", "--E0s", "{" + ", ".join(f"{z}: {v!r}" for z, v in e0s.items()) + "}",
+            "--hidden_irreps", _hidden_irreps(settings.channels, settings.max_L),
+            "--r_max", str(settings.r_max_A), "--num_interactions", str(settings.interactions),
+            "--max_L", str(settings.max_L), "--correlation", str(settings.correlation),
+        ]
+    else:
+        args += ["--foundation_model", str(foundation), "--multiheads_finetuning", "False",
+                 "--E0s", "foundation"]
+    return args
+
+
 def train_backbone(
     train: Sequence[Atoms],
     valid: Sequence[Atoms],
@@ -128,35 +164,7 @@ def train_backbone(
     write_extxyz(work / "train.xyz", _mace_frames(train))
     write_extxyz(work / "valid.xyz", _mace_frames(valid))
     epochs = int(epochs or settings.epochs)
-    args = [
-        "--name", "model", "--work_dir", str(work),
-        "--train_file", str(work / "train.xyz"), "--valid_file", str(work / "valid.xyz"),
-        "--energy_key", "REF_energy", "--forces_key", "REF_forces",
-        "--max_num_epochs", str(epochs), "--batch_size", str(settings.batch_size),
-        "--valid_batch_size", str(max(1, min(32, len(valid)))),
-        "--lr", str(settings.lr),
-        "--forces_weight", str(settings.forces_weight),
-        "--energy_weight", str(settings.energy_weight),
-        "--stage_two", "--start_stage_two", str(max(1, (2 * epochs) // 3)),
-        "--stage_two_energy_weight", str(settings.stage_two_energy_weight),
-        "--stage_two_forces_weight", str(settings.forces_weight),
-        "--eval_interval", "1", "--patience", str(max(5, epochs // 3)),
-        "--device", settings.device, "--default_dtype", settings.dtype,
-        "--seed", str(seed), "--save_cpu",
-    ]
-    if getattr(settings, "ema", False):
-        args += ["--ema", "--ema_decay", "0.99"]
-    if foundation is None:
-        e0s = fit_e0s(train)
-        args += [
-            "--model", "MACE", "--E0s", "{" + ", ".join(f"{z}: {v!r}" for z, v in e0s.items()) + "}",
-            "--hidden_irreps", _hidden_irreps(settings.channels, settings.max_L),
-            "--r_max", str(settings.r_max_A), "--num_interactions", str(settings.interactions),
-            "--max_L", str(settings.max_L), "--correlation", str(settings.correlation),
-        ]
-    else:
-        args += ["--foundation_model", str(foundation), "--multiheads_finetuning", "False",
-                 "--E0s", "foundation"]
+    args = _trainer_args(work, settings, epochs, len(valid), seed, train, foundation)
     log_path = out_path.with_suffix(".log")
     # The trainer dies with its worker (no orphan writes) and at the time limit.
     outcome = sandbox.call(_train_child, args, str(log_path), str(work), torch.get_num_threads(),

@@ -20,6 +20,7 @@ from typing import Any
 from .config import CampaignConfig, ConfigError, load_campaign, parse_campaign
 from .files import atomic_write
 from .folder import prepare_folder, record_environment
+from .records import stage_key
 from .stages import CampaignError, CampaignPaused, Context, Stage, Together, execute_all
 from .validate import campaign_problems, check_campaign
 
@@ -41,14 +42,25 @@ def plan(ctx: Context, gen: int) -> list[Stage | Together]:
     apply: the prospective stages in a pool campaign, the committee for a one-model arm)."""
     from .stages.evaluate import Audit, Evaluate
     from .stages.explore import Explore
-    from .stages.initial import (Bootstrap, BootstrapTrain, InitialLabels, PoolStart, Rattle,
-                                 Split, StressLabeled, StressWalkers, TestWalkers,
-                                 TrainBackbone0)
+    from .stages.initial import (
+        Bootstrap,
+        BootstrapTrain,
+        InitialLabels,
+        PoolStart,
+        Rattle,
+        Split,
+        StressLabeled,
+        StressWalkers,
+        TestWalkers,
+        TrainBackbone0,
+    )
     from .stages.label import Label
     from .stages.metrics import Metrics
+    from .stages.plan import retrain_stages
     from .stages.probe import Probe
+    from .stages.score import Score
     from .stages.select import FailureCeiling, Select
-    from .stages.train import Committee, Train
+    from .stages.train import Committee
 
     after = [Probe(), Evaluate(), Audit(), Metrics()]
     if gen == 0:
@@ -60,8 +72,9 @@ def plan(ctx: Context, gen: int) -> list[Stage | Together]:
                 Together([TrainBackbone0()], [TestWalkers(), StressWalkers(),
                                               Label("label_test"), StressLabeled()]),
                 InitialLabels(), *after]
-    return [Committee(offset=-1), Explore(), *ctx.arm.extra_stages(), Select(), Label(),
-            FailureCeiling(), Train(), Committee(), *after]
+    score = [Score(ctx.arm.scoring)] if ctx.arm.scoring else []
+    return [Committee(offset=-1), Explore(), *score, Select(), Label(), FailureCeiling(),
+            *retrain_stages()]
 
 
 def run_in_folder(cfg: CampaignConfig, directory: Path, client: Any,
@@ -104,13 +117,13 @@ def _stability(ctx: Context) -> None:
 def _generation(ctx: Context, gen: int) -> None:
     """Run generation ``gen``'s stages that are not yet done."""
     L = ctx.ledger
-    if L.done(f"gen{gen:03d}/done"):
+    if L.done(stage_key(gen, "done")):
         return
-    if not L.done(f"gen{gen:03d}/start"):
-        L.mark_done(f"gen{gen:03d}/start", t=time.time())
+    if not L.done(stage_key(gen, "start")):
+        L.mark_done(stage_key(gen, "start"), t=time.time())
     ctx.say(f"generation {gen}" + (" (initial data, backbone, probe)" if gen == 0 else ""))
     execute_all(plan(ctx, gen), ctx, gen)
-    L.mark_done(f"gen{gen:03d}/done")
+    L.mark_done(stage_key(gen, "done"))
 
 
 def run_campaign(config: CampaignConfig | str | Path, directory: str | Path, *,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _load(path: str) -> object:
@@ -298,6 +299,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alprobe", description="Active learning for MACE potentials "
                                 "with PROBE reliability scores, PySCF labels and Dask.")
     sub = p.add_subparsers(dest="command", required=True)
+    _campaign_commands(sub)
+    _evaluate_command(sub)
+    _probe_commands(sub)
+    v = sub.add_parser("validate", help="check a campaign or comparison file; print every "
+                       "problem")
+    v.add_argument("campaign")
+    v.set_defaults(fn=_validate)
+    return p
+
+
+def _campaign_commands(sub: Any) -> None:
+    """run, resume, compare, status, export, report."""
     r = sub.add_parser("run", help="run (or continue) a campaign")
     r.add_argument("campaign", help="campaign YAML file")
     _folder_flags(r, "campaign folder")
@@ -331,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "campaign (or comparison) folder")
     rp.add_argument("dir", help="campaign folder or comparison folder")
     rp.set_defaults(fn=_report)
+
+
+def _evaluate_command(sub: Any) -> None:
     e = sub.add_parser("evaluate", help="reliability audit of trust signals on labeled frames")
     e.add_argument("frames", help="extxyz with reference energy (eV) and forces (eV/A)")
     e.add_argument("--backbone", required=True, help="MACE model file")
@@ -349,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="cpu")
     e.set_defaults(fn=_evaluate)
+
+
+def _probe_commands(sub: Any) -> None:
+    """probe fit, probe score."""
     pr = sub.add_parser("probe", help="PROBE on its own for a MACE model: fit, score")
     psub = pr.add_subparsers(dest="probe_command", required=True)
     pf = psub.add_parser("fit", help="fit PROBE on labeled frames the backbone never saw")
@@ -382,11 +402,6 @@ def build_parser() -> argparse.ArgumentParser:
     for q in (pf,):
         q.add_argument("--energy-key", default="ref_energy")
         q.add_argument("--forces-key", default="ref_forces")
-    v = sub.add_parser("validate", help="check a campaign or comparison file; print every "
-                       "problem")
-    v.add_argument("campaign")
-    v.set_defaults(fn=_validate)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,6 +52,7 @@ import yaml
 
 from .config import CampaignConfig, ConfigError, parse_campaign, read_yaml
 from .errors import AlprobeError
+from .records import stage_key
 
 __all__ = ["POOL_DEFAULTS", "Comparison", "ComparisonError", "ComparisonResult",
            "load_comparison", "parse_comparison", "run_comparison", "strategy"]
@@ -395,8 +396,7 @@ def run_comparison(comparison: Comparison | str | Path, directory: str | Path, *
     distributed.Client instead of the shared campaign's cluster section. Writes the learning
     curves, costs and summary (also when a run stopped; ComparisonError then names it).
     """
-    from .campaign import check_campaign, noise_floor, prepare_folder, run_in_folder
-    from .files import atomic_write
+    from .campaign import check_campaign, noise_floor
 
     cmp = comparison if isinstance(comparison, Comparison) else load_comparison(comparison)
     problems = check_campaign(cmp.base)
@@ -406,47 +406,15 @@ def run_comparison(comparison: Comparison | str | Path, directory: str | Path, *
     check_comparison_folder(directory, allow=("alprobe.log",))
     directory.mkdir(parents=True, exist_ok=True)
     say = log or (lambda _m: None)
-
-    def tagged(name: str) -> Callable[[str], None] | None:
-        if not log:
-            return None
-        view = getattr(log, "tagged", None)  # an alprobe.console.Console: bars per run
-        return view(name) if view is not None else (lambda m: say(f"[{name}] {m}"))
+    tagged = _tagger(log)
 
     def work(c: Any) -> ComparisonResult:
-        atomic_write(directory / "comparison.yaml", yaml.safe_dump(
-            {"name": cmp.name, "replicas": cmp.replicas,
-             "target_force_mae_meV_A": cmp.target_force_mae_meV_A,
-             "noise_floor_seeds": cmp.noise_floor_seeds,
-             "shared": cmp.base.model_dump(mode="json", exclude={"source_dir"}),
-             "arms": cmp.overrides}, sort_keys=False))
+        _write_comparison_file(cmp, directory)
         say(f"comparison {cmp.name}: {len(cmp.arms)} arms x {cmp.replicas} replica(s); "
             f"generation 0 in {len(cmp.shared_replicas())} folder(s)")
-        shared_jobs = {}
-        for r in cmp.shared_replicas():
-            name = cmp.shared_name(r)
-            cfg = cmp.shared(r)
-            prepare_folder(cfg, directory / name, allow_changes)
-            shared_jobs[name] = (lambda cfg=cfg, name=name: run_in_folder(
-                cfg, directory / name, c, tagged(name), accept_failures, key_prefix=f"{name}-",
-                stability=False))
-        errors = _threads(shared_jobs)
-        if errors:
-            raise ComparisonError("; ".join(f"{n} stopped: {type(e).__name__}: {e}"
-                                            for n, e in errors.items()))
-        jobs = {}
-        for run in cmp.runs():
-            d = directory / "arms" / run.name
-            if not (d / "ledger.db").is_file():
-                d.parent.mkdir(parents=True, exist_ok=True)
-                seed_run(directory / cmp.shared_of(run), d)
-            share_models(directory / cmp.shared_of(run), d)
-            cfg = cmp.run_config(run)
-            prepare_folder(cfg, d, allow_changes)
-            jobs[run.name] = (lambda cfg=cfg, d=d, run=run: run_in_folder(
-                cfg, d, c, tagged(run.name), accept_failures, key_prefix=f"{run.name}-"))
+        _run_shared(cmp, directory, c, tagged, allow_changes, accept_failures)
         t0 = time.perf_counter()
-        errors = _threads(jobs)
+        errors = _run_arms(cmp, directory, c, tagged, allow_changes, accept_failures)
         say(f"comparison {cmp.name}: runs finished in {time.perf_counter() - t0:.0f} s")
         first = cmp.runs()[0]
         if cmp.noise_floor_seeds and first.name not in errors:
@@ -467,6 +435,69 @@ def run_comparison(comparison: Comparison | str | Path, directory: str | Path, *
 
     with open_client(cmp.base.cluster, log=say, folder=directory) as c:
         return work(c)
+
+
+def _tagger(log: Callable[[str], None] | None) -> Callable[[str], Any]:
+    """A run's log: the console's own view of it (progress bars per run), or lines prefixed
+    with ``[<run>]``; None without a log."""
+
+    def tagged(name: str) -> Callable[[str], None] | None:
+        if not log:
+            return None
+        view = getattr(log, "tagged", None)  # an alprobe.console.Console: bars per run
+        return view(name) if view is not None else (lambda m: log(f"[{name}] {m}"))
+
+    return tagged
+
+
+def _write_comparison_file(cmp: Comparison, directory: Path) -> None:
+    """``comparison.yaml``: the resolved comparison (shared campaign and arm overrides)."""
+    from .files import atomic_write
+
+    atomic_write(directory / "comparison.yaml", yaml.safe_dump(
+        {"name": cmp.name, "replicas": cmp.replicas,
+         "target_force_mae_meV_A": cmp.target_force_mae_meV_A,
+         "noise_floor_seeds": cmp.noise_floor_seeds,
+         "shared": cmp.base.model_dump(mode="json", exclude={"source_dir"}),
+         "arms": cmp.overrides}, sort_keys=False))
+
+
+def _run_shared(cmp: Comparison, directory: Path, c: Any, tagged: Callable[[str], Any],
+                allow_changes: bool, accept_failures: bool) -> None:
+    """Generation 0 of every shared folder, at once; ComparisonError if one stops."""
+    from .campaign import prepare_folder, run_in_folder
+
+    jobs = {}
+    for r in cmp.shared_replicas():
+        name = cmp.shared_name(r)
+        cfg = cmp.shared(r)
+        prepare_folder(cfg, directory / name, allow_changes)
+        jobs[name] = (lambda cfg=cfg, name=name: run_in_folder(
+            cfg, directory / name, c, tagged(name), accept_failures, key_prefix=f"{name}-",
+            stability=False))
+    errors = _threads(jobs)
+    if errors:
+        raise ComparisonError("; ".join(f"{n} stopped: {type(e).__name__}: {e}"
+                                        for n, e in errors.items()))
+
+
+def _run_arms(cmp: Comparison, directory: Path, c: Any, tagged: Callable[[str], Any],
+              allow_changes: bool, accept_failures: bool) -> dict[str, BaseException]:
+    """Every (arm, replica) run from its shared generation 0, at once; the errors by run."""
+    from .campaign import prepare_folder, run_in_folder
+
+    jobs = {}
+    for run in cmp.runs():
+        d = directory / "arms" / run.name
+        if not (d / "ledger.db").is_file():
+            d.parent.mkdir(parents=True, exist_ok=True)
+            seed_run(directory / cmp.shared_of(run), d)
+        share_models(directory / cmp.shared_of(run), d)
+        cfg = cmp.run_config(run)
+        prepare_folder(cfg, d, allow_changes)
+        jobs[run.name] = (lambda cfg=cfg, d=d, run=run: run_in_folder(
+            cfg, d, c, tagged(run.name), accept_failures, key_prefix=f"{run.name}-"))
+    return _threads(jobs)
 
 
 def write_comparison_outputs(cmp: Comparison, directory: str | Path) -> ComparisonResult:
@@ -503,7 +534,7 @@ def write_comparison_outputs(cmp: Comparison, directory: str | Path) -> Comparis
         d = directory / "arms" / name
         if metrics[name]:
             last = int(metrics[name][-1]["generation"])
-            stability[name] = Ledger(d, readonly=True).stage_info(f"gen{last:03d}/stability")
+            stability[name] = Ledger(d, readonly=True).stage_info(stage_key(last, "stability"))
     if any(stability.values()):
         out["stability_csv"] = directory / "stability.csv"
         atomic_write(out["stability_csv"], _csv([

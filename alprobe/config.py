@@ -27,6 +27,7 @@ __all__ = [
     "DFTConfig",
     "ExploreConfig",
     "InitialConfig",
+    "RULES",
     "PoolConfig",
     "ProbeConfig",
     "SelectConfig",
@@ -189,12 +190,17 @@ class SystemConfig(_Section):
 class DFTConfig(_Section):
     """Reference level for labels (PySCF)."""
 
-    method: Literal["dft", "hf"] = "dft"
-    xc: str = "pbe"
-    basis: str = "def2-svp"
-    density_fit: bool = True
-    grid_level: int = Field(1, ge=0, le=9)
-    max_cycle: int = Field(100, gt=0, le=100_000)
+    method: Literal["dft", "hf"] = Field("dft", description="dft (Kohn-Sham with functional "
+        "dft.xc) or hf (Hartree-Fock)")
+    xc: str = Field("pbe", description="exchange-correlation functional, PySCF's name (not used "
+        "by hf)")
+    basis: str = Field("def2-svp", description="basis set, PySCF's name")
+    density_fit: bool = Field(True, description="density fitting of the two-electron integrals: "
+        "faster, slightly approximate")
+    grid_level: int = Field(1, ge=0, le=9, description="PySCF's DFT integration grid level (0 "
+        "coarse to 9 fine)")
+    max_cycle: int = Field(100, gt=0, le=100_000, description="SCF iterations before an attempt "
+        "counts as not converged")
     conv_tol: float = Field(1e-9, gt=0, le=1e-2, description="Hartree (at most 1e-2)")
     min_distance_A: float = Field(0.5, gt=0, le=3.0, description="refuse structures with a "
                                   "closer pair (at most 3 A: longer than any bond)")
@@ -273,12 +279,14 @@ class PoolConfig(_Section):
 
     file: str = Field(description="extxyz with reference energy (eV) and forces (eV/A) per "
                       "frame, relative to the campaign file")
-    energy_key: str = "ref_energy"
-    forces_key: str = "ref_forces"
+    energy_key: str = Field("ref_energy", description="info key of a frame's reference energy (eV)")
+    forces_key: str = Field("ref_forces", description="arrays key of a frame's reference forces "
+        "(eV/A)")
     group_key: str | None = Field(
         None, description="info key of a frame's group: frames of one group never straddle "
         "test and training")
-    test_fraction: float = Field(0.25, gt=0, lt=1)
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="share of the pool (whole groups) "
+        "held out as the test set")
     test_file: str | None = Field(None, description="a separate labeled test file instead")
     initial_size: int = Field(16, ge=4, le=MAX_LABELS, description="generation 0's labels "
                               "(train + calib; at most 100000)")
@@ -298,20 +306,29 @@ class BackboneConfig(_Section):
     model_file: str | None = Field(
         None, description="local MACE model file to start from (loading runs pickled code)"
     )
-    channels: int = Field(32, gt=0, le=1024)
-    max_L: int = Field(0, ge=0, le=3)
+    channels: int = Field(32, gt=0, le=1024, description="MACE channels per irrep of the hidden "
+        "features")
+    max_L: int = Field(0, ge=0, le=3, description="highest angular order of the hidden features "
+        "(0: invariant only)")
     r_max_A: float = Field(5.0, gt=0, le=20.0, description="cutoff radius (A, at most 20)")
-    interactions: int = Field(2, ge=1, le=8)
-    correlation: int = Field(2, ge=1, le=6)
-    epochs: int = Field(60, gt=0, le=MAX_EPOCHS)
+    interactions: int = Field(2, ge=1, le=8, description="MACE interaction layers "
+        "(message-passing steps)")
+    correlation: int = Field(2, ge=1, le=6, description="body order of MACE's product basis "
+        "(correlation order)")
+    epochs: int = Field(60, gt=0, le=MAX_EPOCHS, description="epochs of a backbone trained from "
+        "scratch")
     finetune: bool = Field(True, description="fine-tune on all training labels every generation")
-    finetune_epochs: int = Field(30, gt=0, le=MAX_EPOCHS)
-    batch_size: int = Field(4, gt=0, le=65_536)
-    lr: float = Field(0.01, gt=0, le=10.0)
-    forces_weight: float = Field(10.0, ge=0, le=1e6)
-    energy_weight: float = Field(1.0, ge=0, le=1e6)
-    stage_two_energy_weight: float = Field(100.0, ge=0, le=1e6)
-    dtype: Literal["float32", "float64"] = "float32"
+    finetune_epochs: int = Field(30, gt=0, le=MAX_EPOCHS, description="epochs of each "
+        "generation's fine-tune")
+    batch_size: int = Field(4, gt=0, le=65_536, description="training batch size (frames)")
+    lr: float = Field(0.01, gt=0, le=10.0, description="learning rate of mace-torch's trainer")
+    forces_weight: float = Field(10.0, ge=0, le=1e6, description="weight of the force loss")
+    energy_weight: float = Field(1.0, ge=0, le=1e6, description="weight of the energy loss "
+        "(first stage)")
+    stage_two_energy_weight: float = Field(100.0, ge=0, le=1e6, description="weight of the "
+        "energy loss in mace-torch's second stage (the last third of the epochs)")
+    dtype: Literal["float32", "float64"] = Field("float32", description="floating-point "
+        "precision of the model")
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:N or mps")
     refresh_every: int = Field(
         1, ge=1, le=MAX_GENERATIONS,
@@ -335,8 +352,12 @@ class BackboneConfig(_Section):
 class ProbeConfig(_Section):
     """The PROBE reliability classifier (see PROBE.md)."""
 
-    error: Literal["energy", "energy_per_atom", "force_rmse", "force_max"] = "force_rmse"
-    threshold: Literal["quantile", "absolute"] = "quantile"
+    error: Literal["energy", "energy_per_atom", "force_rmse", "force_max"] = Field(
+        "force_rmse", description="the error the probe learns to flag, per frame: energy (eV), "
+        "energy_per_atom (eV/atom), force_rmse or force_max (eV/A)")
+    threshold: Literal["quantile", "absolute"] = Field(
+        "quantile", description="how tau, the unreliability threshold, is set: a quantile of "
+        "the out-of-sample errors, or an absolute error")
     threshold_value: float = Field(
         0.5, gt=0, le=1e6, description="quantile in (0, 1), or eV / eV/A / eV per atom if "
         "absolute"
@@ -375,12 +396,15 @@ class ProbeConfig(_Section):
         "label. Costs K extra fine-tunes per generation")
     temperature_scaling: bool = Field(
         False, description="fit a temperature on the validation split (calibrates P(reliable))")
-    epochs: int = Field(300, gt=0, le=MAX_EPOCHS)
-    patience: int = Field(25, gt=0, le=MAX_EPOCHS)
-    lr: float = Field(1e-3, gt=0, le=10.0)
-    weight_decay: float = Field(1e-4, ge=0, le=10.0)
-    validation_fraction: float = Field(0.15, gt=0, lt=1)
-    batch_size: int = Field(32, gt=0, le=65_536)
+    epochs: int = Field(300, gt=0, le=MAX_EPOCHS, description="most training epochs of each "
+        "probe head (early stopping)")
+    patience: int = Field(25, gt=0, le=MAX_EPOCHS, description="epochs without a better "
+        "validation loss before early stopping")
+    lr: float = Field(1e-3, gt=0, le=10.0, description="AdamW learning rate")
+    weight_decay: float = Field(1e-4, ge=0, le=10.0, description="AdamW weight decay")
+    validation_fraction: float = Field(0.15, gt=0, lt=1, description="share of the probe's "
+        "frames kept for early stopping")
+    batch_size: int = Field(32, gt=0, le=65_536, description="probe training batch size (frames)")
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:N or mps")
 
     @field_validator("width", mode="before")
@@ -409,11 +433,11 @@ class ExploreConfig(_Section):
     temperatures_K: tuple[float, ...] = Field(
         (300.0,), min_length=1, max_length=MAX_WALKERS,
         description="walker temperatures, cycled over the walkers (each in (0, 1e6] K)")
-    timestep_fs: float = Field(0.5, gt=0, le=5)
+    timestep_fs: float = Field(0.5, gt=0, le=5, description="MD time step (fs)")
     steps: int = Field(400, gt=0, le=MAX_STEPS, description="MD steps of each walker per "
                        "generation (at most 1e7; at least stride)")
     stride: int = Field(10, gt=0, le=MAX_STEPS, description="MD steps between sampled frames")
-    friction_per_fs: float = Field(0.01, gt=0, le=10.0)
+    friction_per_fs: float = Field(0.01, gt=0, le=10.0, description="Langevin friction (1/fs)")
     trust_floor: float = Field(0.1, ge=0, le=1, description="stop when P(reliable) stays below")
     patience: int = Field(3, gt=0, le=MAX_STEPS, description="consecutive samples below the "
                           "floor to stop")
@@ -447,13 +471,18 @@ class StabilityConfig(_Section):
 
     walkers: int = Field(4, ge=0, le=MAX_WALKERS, description="walkers (0: off)")
     steps: int = Field(1000, gt=0, le=MAX_STEPS, description="MD steps of each walker")
-    timestep_fs: float = Field(0.5, gt=0, le=5)
+    timestep_fs: float = Field(0.5, gt=0, le=5, description="MD time step (fs)")
     check_every: int = Field(10, gt=0, le=MAX_STEPS, description="MD steps between geometry "
                              "checks")
     temperature_K: float | None = Field(
         None, gt=0, le=MAX_TEMPERATURE_K, description="null: the stress set's temperature "
         "(initial.stress_temperature_K, or the pool's stress_key value when that key is "
         "temperature_K), else 1.5x the hottest explore temperature")
+
+
+#: The names ``select.rule`` accepts: every arm registered in alprobe.arms.ARMS (a test checks
+#: the two agree; config does not import the arms, which sit above it).
+RULES = ("probe", "ensemble", "random", "latent", "oracle")
 
 
 class SelectConfig(_Section):
@@ -468,7 +497,7 @@ class SelectConfig(_Section):
 
     rule: str = Field("probe", description="the arm's strategy: probe, ensemble, random, "
                       "latent, oracle (pool only: the largest true force error, the ceiling of "
-                      "any error-seeking signal; any name registered in alprobe.arms.ARMS)")
+                      "any error-seeking signal; any name in alprobe.config.RULES)")
     budget: int = Field(16, gt=0, le=MAX_LABELS, description="labels per generation (at "
                         "most 100000)")
     sampling: Literal["top", "power"] = Field(
@@ -510,10 +539,8 @@ class SelectConfig(_Section):
     @field_validator("rule")
     @classmethod
     def _known_rule(cls, v: str) -> str:
-        from .arms import ARMS
-
-        if v not in ARMS:
-            raise ValueError(f"Input should be {', '.join(repr(r) for r in ARMS)}")
+        if v not in RULES:
+            raise ValueError(f"Input should be {', '.join(repr(r) for r in RULES)}")
         return v
 
     @model_validator(mode="after")
@@ -537,7 +564,8 @@ class CommitteeConfig(_Section):
     members: int = Field(4, ge=2, le=MAX_MEMBERS, description="committee size M, the "
                          "backbone included (2..64)")
     bootstrap: bool = Field(False, description="members 1..M-1 train on bootstrap resamples")
-    signal: Literal["force", "energy"] = "force"
+    signal: Literal["force", "energy"] = Field("force", description="force: DP-GEN's max atomic "
+        "force deviation eps_F (eV/A); energy: the energy std per atom (eV/atom)")
     sigma_lo: float = Field(0.0, ge=0, le=1e4, description="eV/A (force) or eV/atom "
                             "(energy)")
     sigma_hi: float | None = Field(None, gt=0, le=1e4, description="eV/A or eV/atom; None: no "
@@ -592,9 +620,10 @@ TASK_KINDS = ("md", "label", "train", "probe", "evaluate")
 class TLSConfig(_Section):
     """TLS files passed to distributed.security.Security (all paths)."""
 
-    ca_file: str = Field(min_length=1)
-    cert: str = Field(min_length=1)
-    key: str = Field(min_length=1)
+    ca_file: str = Field(min_length=1, description="the certificate authority's certificate "
+                         "(PEM)")
+    cert: str = Field(min_length=1, description="this machine's certificate (PEM)")
+    key: str = Field(min_length=1, description="the private key of cert (PEM)")
 
 
 class ClusterConfig(_Section):
@@ -608,7 +637,8 @@ class ClusterConfig(_Section):
     offer them with ``worker_resources`` (local / jobqueue) or ``dask worker --resources``.
     """
 
-    kind: Literal["local", "address", "slurm", "pbs", "lsf"] = "local"
+    kind: Literal["local", "address", "slurm", "pbs", "lsf"] = Field("local", description="local "
+        "(a LocalCluster), address (an existing dask scheduler), slurm, pbs or lsf (dask-jobqueue)")
     address: str | None = Field(None, description="kind address: the scheduler, "
                                 "[tcp:// or tls://]HOST:PORT")
     n_workers: int = Field(2, gt=0, le=MAX_WORKERS, description="local: workers (at most 4096)")
@@ -624,21 +654,27 @@ class ClusterConfig(_Section):
     processes: int = Field(1, gt=0, le=MAX_THREADS, description="jobqueue: worker processes "
                            "per job")
     memory: str = Field("4GB", description="jobqueue: memory per job ('4GB', '4 GiB', bytes)")
-    walltime: str = "01:00:00"
-    queue: str | None = None
-    account: str | None = None
-    job_extra_directives: tuple[str, ...] = ()
-    job_script_prologue: tuple[str, ...] = ()
-    interface: str | None = None
+    walltime: str = Field("01:00:00", description="jobqueue: wall time per job (HH:MM:SS)")
+    queue: str | None = Field(None, description="jobqueue: queue or partition")
+    account: str | None = Field(None, description="jobqueue: account to charge")
+    job_extra_directives: tuple[str, ...] = Field((), description="jobqueue: extra scheduler "
+        "directives, one per entry")
+    job_script_prologue: tuple[str, ...] = Field((), description="jobqueue: shell lines run "
+        "before the worker starts (module loads, a venv)")
+    interface: str | None = Field(None, description="network interface the workers use (e.g. "
+        "ib0); default: the system's")
     jobs: int = Field(1, ge=0, le=MAX_WORKERS, description="jobqueue: jobs to start when not "
                       "adaptive (at most 4096)")
-    adaptive: bool = False
-    adapt_minimum_jobs: int = Field(0, ge=0, le=MAX_WORKERS)
-    adapt_maximum_jobs: int = Field(4, ge=1, le=MAX_WORKERS)
+    adaptive: bool = Field(False, description="jobqueue: scale the jobs with the work, between "
+        "adapt_minimum_jobs and adapt_maximum_jobs")
+    adapt_minimum_jobs: int = Field(0, ge=0, le=MAX_WORKERS, description="adaptive: fewest jobs")
+    adapt_maximum_jobs: int = Field(4, ge=1, le=MAX_WORKERS, description="adaptive: most jobs")
     worker_resources: dict[str, Annotated[float, Field(ge=0, le=1e9)]] = Field(
-        default_factory=dict)
+        default_factory=dict, description="resources each worker offers (local and jobqueue), "
+        "e.g. {GPU: 1}")
     resources: dict[str, dict[str, Annotated[float, Field(ge=0, le=1e9)]]] = Field(
-        default_factory=dict)
+        default_factory=dict, description="Dask worker resources per task kind (md, label, "
+        "train, probe, evaluate), e.g. {md: {GPU: 1}}")
     wait_for_resources_s: float = Field(
         60.0, ge=0, le=MAX_SECONDS, description="how long to wait for a worker offering a "
         "requested resource")
@@ -778,7 +814,8 @@ class CampaignConfig(_Section):
     name: str = Field(min_length=1, max_length=100, description="a plain name (letters, "
                       "digits, '_', '-', '.'; not starting with '.' or '-'): the default "
                       "campaign folder is runs/<name>")
-    seed: int = Field(0, ge=0, le=2**63 - 1)
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="the campaign's master seed: every "
+        "random stream (MD, splits, selection, training) derives from it and the generation")
     replica: int = Field(
         0, ge=0, le=1000, description="a replica of an arm: mixes into the selection, training and "
         "probe seeds after generation 0 (walker seeds and generation 0 stay shared)")

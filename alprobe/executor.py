@@ -17,10 +17,8 @@ from typing import Any
 
 from .errors import AlprobeError
 
-__all__ = ["ACCOUNTS", "Executor", "Job", "Progress", "TaskError", "span"]
+__all__ = ["Executor", "Job", "Progress", "TaskError", "span"]
 
-#: Where task CPU time is booked (metrics columns <account>_cpu_s).
-ACCOUNTS = ("explore", "deviation", "label", "train", "probe", "evaluate", "audit")
 
 
 class TaskError(AlprobeError):
@@ -156,6 +154,15 @@ class Executor:
     def running(self) -> list[Job]:
         """Jobs started with :meth:`start` whose outcome has not been collected yet."""
         return [job for _, job in self._started.values()]
+
+    def slots(self) -> int:
+        """Worker threads of the cluster now (tasks it can run at once; 1 if the scheduler
+        does not answer, so that one task keeps going)."""
+        try:
+            info = self.client.scheduler_info()["workers"]
+            return max(1, sum(int(w.get("nthreads", 1)) for w in info.values()))
+        except Exception:  # noqa: BLE001 - a scheduler hiccup: keep one task going
+            return 1
 
     def finished(self, timeout_s: float = 1.0) -> list[tuple[Job, Any, BaseException | None]]:
         """Outcomes of started jobs that ended: (job, result, None) or (job, None, exception);

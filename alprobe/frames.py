@@ -83,6 +83,17 @@ def bare_copy(atoms: Atoms) -> Atoms:
                  cell=atoms.cell.copy(), pbc=atoms.pbc.copy())
 
 
+def bare_with_ref(a: Atoms) -> Atoms:
+    """Positions plus reference label and id only (what a worker needs)."""
+    b = bare_copy(a)
+    for k in ("fid", "ref_energy"):
+        if k in a.info:
+            b.info[k] = a.info[k]
+    if "ref_forces" in a.arrays:
+        b.arrays["ref_forces"] = a.arrays["ref_forces"]
+    return b
+
+
 def _cut(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AlprobeError
+from .records import STAGES, parse_stage_key, stage_key, stop_kind
 
 __all__ = ["CampaignData", "ComparisonData", "ReportError", "Section", "campaign_sections",
            "comparison_sections", "markdown_html", "page_html", "read_campaign",
@@ -297,13 +298,14 @@ def _cards(items: list[tuple[str, str, str]]) -> str:
 def _state(data: CampaignData) -> str:
     """"finished", or where a running (or stopped) campaign is."""
     planned = data.config.get("generations")
-    if isinstance(planned, int) and f"gen{planned:03d}/done" in data.stages:
+    if isinstance(planned, int) and stage_key(planned, "done") in data.stages:
         return "finished"
-    gens = [int(k[3:6]) for k in data.stages if re.match(r"gen\d{3}/", k)]
+    keys = [parse_stage_key(k) for k in data.stages]
+    gens = [k[0] for k in keys if k]
     if not gens:
         return "not started"
     g = max(gens)
-    done = sorted(k.split("/", 1)[1] for k in data.stages if k.startswith(f"gen{g:03d}/"))
+    done = sorted(k[1] for k in keys if k and k[0] == g)
     return f"running or stopped in generation {g} (stages done: {', '.join(done)})"
 
 
@@ -472,15 +474,6 @@ def importance_section(data: CampaignData) -> str:
                          f"{p.stem.rsplit('_', 1)[-1]}") for p in data.importance) + "</div>")
 
 
-def stop_kind(reason: str) -> str:
-    """The kind of a walker's stop reason (alprobe.explore): one of plots.STOP_KINDS."""
-    for prefix, kind in (("completed", "completed"), ("low trust", "low trust"),
-                         ("unphysical", "unphysical"), ("MD error", "MD error")):
-        if reason.startswith(prefix):
-            return kind
-    return "other"
-
-
 def pattern(reason: str) -> str:
     """A reason with its numbers masked, so that reasons of one kind group together."""
     return re.sub(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?", "#", " ".join(str(reason).split()))[:200]
@@ -525,11 +518,11 @@ def walker_stops(stages: dict[str, dict[str, Any]]
     counts: dict[int, dict[str, int]] = {}
     items = []
     for name, info in stages.items():
-        m = re.fullmatch(r"gen(\d{3})/(explore|bootstrap|test_walkers)", name)
-        if not m:
+        m = parse_stage_key(name)
+        if not m or m[1] not in ("explore", "bootstrap", "test_walkers"):
             continue
-        g = int(m[1])
-        what = "test " if m[2] == "test_walkers" else ""
+        g = m[0]
+        what = "test " if m[1] == "test_walkers" else ""
         walkers = [(what, r) for r in info.get("stops", [])] + [  # older folders: in bootstrap
             ("test ", r) for r in (info.get("test_walkers") or {}).get("stops", [])]
         c = counts.setdefault(g, Counter())
@@ -579,9 +572,9 @@ def labels_section(data: CampaignData) -> str:
             ["rejected", str(st["rejected"]), "refused before DFT (a bad structure)"],
             ["timeout", str(st["timeout"]), "killed at dft.timeout_s"]]
     parts = [table_html(["status", "frames", "meaning"], rows, align="lrl")]
-    per_gen = [[str(int(k[3:6]))] + [str(v.get(s, 0)) for s in ("labeled", *_BAD)]
+    per_gen = [[str(parse_stage_key(k)[0])] + [str(v.get(s, 0)) for s in ("labeled", *_BAD)]
                for k, v in sorted(data.stages.items())
-               if re.fullmatch(r"gen\d{3}/label", k) and any(v.get(s) for s in _BAD)]
+               if (parse_stage_key(k) or (0, ""))[1] == "label" and any(v.get(s) for s in _BAD)]
     if per_gen:
         parts.append(table_html(["generation", "labeled", "failed", "rejected", "timeout"],
                                 cap_rows(per_gen, 30, 5), caption="generations with labels "
@@ -599,7 +592,7 @@ def labels_section(data: CampaignData) -> str:
 
 def costs_section(data: CampaignData, prefix: str = "") -> str:
     """Wall time per stage and CPU time per account: per generation (SVG) and totals."""
-    from .plots import WALL_STAGES, costs_svg
+    from .plots import costs_svg
 
     m = data.metrics
     if not m:
@@ -613,7 +606,7 @@ def costs_section(data: CampaignData, prefix: str = "") -> str:
 
     wall = tot(m, "wall_s")
     rows = []
-    for st in (*WALL_STAGES, "driver"):
+    for st in (*STAGES, "driver"):
         w0, w1 = tot(g0, f"{st}_s"), tot(later, f"{st}_s")
         c0, c1 = tot(g0, f"{st}_cpu_s"), tot(later, f"{st}_cpu_s")
         if w0 or w1 or c0 or c1:
@@ -867,7 +860,7 @@ footer{text-align:center;color:var(--muted);font-size:12px;padding:16px}
 
 def page_html(title: str, subtitle: str, sections: Sequence[Section]) -> str:
     """The whole page: header, table of contents, sections; no external resource."""
-    from . import __version__
+    from .version import __version__
 
     toc = "".join(f'<li><a href="#{esc(s.id)}">{esc(s.title)}</a></li>' for s in sections)
     body = "\n".join(f'<section id="{esc(s.id)}"><h2>{esc(s.title)}</h2>\n{s.body}\n</section>'

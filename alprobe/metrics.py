@@ -20,6 +20,7 @@ __all__ = [
     "audit_table", "aurc", "auprc", "auroc", "auroc_unreliable", "bootstrap_ci", "brier",
     "e_aurc", "ece", "enrichment_at_k", "error_by_decile", "format_table", "frame_errors",
     "regression_errors", "reliability_diagram", "risk_coverage", "spearman",
+    "true_force_rmse",
 ]
 
 
@@ -64,6 +65,11 @@ def _rank_auc(score: np.ndarray, positive: np.ndarray) -> float:
     n_pos = int(positive.sum())
     n_neg = len(score) - n_pos
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def true_force_rmse(pred_forces: np.ndarray, ref_forces: np.ndarray) -> float:
+    """Force RMSE (eV/A) of one frame over its 3N components; shapes (N, 3)."""
+    return float(np.sqrt(np.mean((np.asarray(pred_forces) - np.asarray(ref_forces)) ** 2)))
 
 
 def frame_errors(frames: Sequence[Atoms], kind: str) -> np.ndarray:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["PairedDifference", "aulc", "bootstrap_mae_ci", "labels_to_target",
-           "paired_difference", "value_at"]
+__all__ = ["PairedDifference", "aulc", "bootstrap_mae_ci", "labels_to_target", "paired_difference",
+           "paired_tables", "value_at"]
 
 
 @dataclass(frozen=True)
@@ -146,3 +147,62 @@ def recovered_fraction(control: Sequence[float], arm: Sequence[float], ceiling: 
     frac = np.where(gain > 0, (c - a)[idx].mean(1) / np.where(gain > 0, gain, 1.0), np.nan)
     lo, hi = np.nanquantile(frac, [alpha / 2, 1 - alpha / 2])
     return float(np.mean(c - a) / np.mean(c - o)), float(lo), float(hi), n
+
+
+def _curve(rows: list[dict[str, Any]], run: str, key: str = "force_mae_meV_A"
+           ) -> tuple[list[float], list[float]]:
+    rs = sorted((r for r in rows if r["run"] == run), key=lambda r: r["generation"])
+    return [float(r["labels"]) for r in rs], [float(r[key]) for r in rs]
+
+
+def paired_tables(curves: list[dict[str, Any]], target: float | None = None,
+                  key: str = "force_mae_meV_A") -> dict[str, Any]:
+    """The paired statistics of a comparison: for each pair of arms (A, B), the mean over
+    replicas of A - B, with its 95% t-interval, of (a) the test force MAE at each
+    generation's label count, (b) the area under the learning curve (mean log10 force MAE
+    over the label range every run covers), (c) the labels needed to reach ``target`` meV/A
+    (default: the highest of the arms' mean final MAEs, which every arm reaches on average).
+    ``key``: the learning-curve column (another yardstick: a tail, the stress set).
+    """
+    import itertools
+
+    import numpy as np
+
+
+    arms = list(dict.fromkeys(r["arm"] for r in curves))
+    reps = sorted({r["replica"] for r in curves})
+    run_of = {(r["arm"], r["replica"]): r["run"] for r in curves}
+    gens = sorted({r["generation"] for r in curves})
+    at_gen = {g: float(np.median([r["labels"] for r in curves if r["generation"] == g]))
+              for g in gens}
+    last = {run: max(r["generation"] for r in curves if r["run"] == run)
+            for run in run_of.values()}
+    common = [g for g in gens if all(last[run] >= g for run in run_of.values())]
+    firsts = [_curve(curves, run)[0][0] for run in run_of.values()]
+    lasts = [_curve(curves, run)[0][-1] for run in run_of.values()]
+    lo, hi = max(firsts), min(lasts)
+    final = {a: float(np.mean([_curve(curves, run_of[(a, r)], key)[1][-1] for r in reps
+                               if (a, r) in run_of])) for a in arms}
+    target = float(target) if target else max(final.values())
+
+    def per_rep(arm: str, fn: Any) -> list[float]:
+        return [fn(*_curve(curves, run_of[(arm, r)], key)) if (arm, r) in run_of
+                else float("nan") for r in reps]
+
+    out: dict[str, Any] = {"arms": arms, "replicas": reps, "target": target,
+                           "aulc_range": (lo, hi), "at_labels": {}, "aulc": {}, "to_target": {},
+                           "aulc_values": {a: per_rep(a, lambda x, y: aulc(x, y, lo, hi))
+                                           for a in arms},
+                           "to_target_values": {a: per_rep(a, lambda x, y: labels_to_target(
+                               x, y, target)) for a in arms},
+                           "generations": common, "labels_at": at_gen}
+    for a, b in itertools.combinations(arms, 2):
+        pair = (a, b)
+        out["at_labels"][pair] = {
+            g: paired_difference(per_rep(a, lambda x, y, L=at_gen[g]: value_at(x, y, L)),
+                                 per_rep(b, lambda x, y, L=at_gen[g]: value_at(x, y, L)))
+            for g in common if g > 0}
+        out["aulc"][pair] = paired_difference(out["aulc_values"][a], out["aulc_values"][b])
+        out["to_target"][pair] = paired_difference(out["to_target_values"][a],
+                                                  out["to_target_values"][b])
+    return out

@@ -11,10 +11,11 @@ import numpy as np
 from ase import Atoms
 
 from .metrics import ece, error_by_decile, reliability_diagram, risk_coverage
+from .records import ACCOUNTS, STAGES, STOP_KINDS
 
 __all__ = ["arm_costs_svg", "audit_auroc_svg", "costs_svg", "draw_importance",
-           "learning_curves_svg", "plot_audit", "plot_learning_curves", "stops_svg", "svg_text",
-           "trust_signal_svg"]
+           "learning_curves_figure", "learning_curves_svg", "plot_audit", "plot_learning_curves",
+           "stops_svg", "svg_text", "trust_signal_svg"]
 
 
 def plot_audit(signals: dict[str, np.ndarray], e: np.ndarray, tau: float, path_prefix: str,
@@ -112,61 +113,6 @@ def draw_importance(atoms: Atoms, importance: np.ndarray, path: str | Path, titl
     fig.savefig(path, dpi=90)
 
 
-def plot_learning_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Test force MAE (meV/A, with each point's 95% interval over test frames) and energy MAE
-    (meV/atom) against DFT labels: thin lines per replica, bold the mean of an arm's replicas."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 4.2))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    arms = list(dict.fromkeys(r["arm"] for r in rows))
-    for i, arm in enumerate(arms):
-        color = f"C{i % 10}"
-        mine = [r for r in rows if r["arm"] == arm]
-        runs = list(dict.fromkeys(r["run"] for r in mine))
-        for run in runs:
-            rs = sorted((r for r in mine if r["run"] == run), key=lambda r: r["generation"])
-            x = [r["labels"] for r in rs]
-            f = np.array([r["force_mae_meV_A"] for r in rs])
-            lo = np.array([r["force_mae_lo_meV_A"] for r in rs])
-            hi = np.array([r["force_mae_hi_meV_A"] for r in rs])
-            err = np.vstack([f - lo, hi - f]) if np.isfinite(lo).all() else None
-            alpha = 0.35 if len(runs) > 1 else 1.0
-            axes[0].errorbar(x, f, yerr=err, color=color, alpha=alpha, lw=1, marker="o",
-                             ms=3, capsize=2, label=None if len(runs) > 1 else arm)
-            axes[1].plot(x, [r["energy_mae_meV_atom"] for r in rs], color=color, alpha=alpha,
-                         lw=1, marker="o", ms=3, label=None if len(runs) > 1 else arm)
-        if len(runs) > 1:
-            gens = sorted({r["generation"] for r in mine})
-            at = [[r for r in mine if r["generation"] == g] for g in gens]
-            x = [np.mean([r["labels"] for r in a]) for a in at]
-            for ax, key in zip(axes, ("force_mae_meV_A", "energy_mae_meV_atom")):
-                ax.plot(x, [np.mean([r[key] for r in a]) for a in at], color=color, lw=2.5,
-                        label=f"{arm} (mean of {len(runs)})")
-    for ax, lab in zip(axes, ("test force MAE (meV/Å)", "test energy MAE (meV/atom)")):
-        ax.set_xlabel("DFT labels used (training pool, test set excluded)")
-        ax.set_ylabel(lab)
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title + " (bars: 95% bootstrap interval over test frames)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return Path(path)
-
-
-# ----- inline SVG figures of the HTML report (alprobe.html_report) ----------------------------
-
-#: Stages whose driver wall time a metrics row records (``<stage>_s``), in running order.
-WALL_STAGES = ("explore", "deviation", "select", "label", "train", "committee", "probe",
-               "evaluate", "audit")
-#: Walker stop kinds, in the order the stop figure stacks them.
-STOP_KINDS = ("completed", "low trust", "unphysical", "MD error", "other")
-
-
 def svg_text(fig: Any, name: str) -> str:
     """``fig`` as an inline ``<svg>`` element for an HTML page: text kept as text (searchable,
     drawn in the page's sans-serif font), no XML prolog or metadata, element ids salted with
@@ -188,7 +134,8 @@ def svg_text(fig: Any, name: str) -> str:
 
 
 #: One colour per stage / CPU account, the same in every cost figure.
-_STAGE_COLORS = {"explore": "C0", "deviation": "C1", "select": "C8", "label": "C2", "train": "C3",
+_STAGE_COLORS = {"explore": "C0", "deviation": "C1", "latent": "C7", "oracle": "#bcbd22",
+                 "select": "C8", "label": "C2", "train": "C3",
                  "committee": "C5", "probe": "C4", "evaluate": "C9", "audit": "C6",
                  "driver": "0.45", "other": "0.85"}
 
@@ -217,16 +164,18 @@ def _series(rows: list[dict[str, Any]], key: str) -> np.ndarray:
     return np.array([_nan(r.get(key)) for r in rows], dtype=float)
 
 
-def learning_curves_svg(rows: list[dict[str, Any]], title: str = "",
-                        name: str = "learning-curves") -> str:
-    """Test force MAE (meV/Å, shaded: each point's 95% bootstrap interval over test frames)
-    and energy MAE (meV/atom) against DFT labels, one colour per arm: with several replicas,
-    faint lines per replica and a bold mean over replicas. ``rows``: dicts as
+def learning_curves_figure(rows: list[dict[str, Any]], title: str = "") -> Any:
+    """The learning-curve figure (one drawing for the PNG and the SVG): test force MAE (meV/Å,
+    shaded: each point's 95% bootstrap interval over test frames) and energy MAE (meV/atom)
+    against DFT labels, one colour per arm: with several replicas, faint lines per replica and
+    a bold mean over replicas (NaN-safe). ``rows``: dicts as
     :func:`alprobe.report.learning_curve_rows` makes them (run, arm, generation, labels,
     force_mae_meV_A, force_mae_lo_meV_A, force_mae_hi_meV_A, energy_mae_meV_atom)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 4.0))
+    FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
     for i, arm in enumerate(dict.fromkeys(r["arm"] for r in rows)):
         color = f"C{i % 10}"
@@ -263,7 +212,20 @@ def learning_curves_svg(rows: list[dict[str, Any]], title: str = "",
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return svg_text(fig, name)
+    return fig
+
+
+def learning_curves_svg(rows: list[dict[str, Any]], title: str = "",
+                        name: str = "learning-curves") -> str:
+    """:func:`learning_curves_figure` as inline SVG (the HTML report)."""
+    return svg_text(learning_curves_figure(rows, title), name)
+
+
+def plot_learning_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """:func:`learning_curves_figure` as a PNG at ``path`` (a comparison's
+    ``learning_curves.png``)."""
+    learning_curves_figure(rows, title).savefig(path, dpi=100)
+    return Path(path)
 
 
 def trust_signal_svg(metrics: list[dict[str, Any]], name: str = "trust-signal") -> str:
@@ -372,12 +334,10 @@ def costs_svg(metrics: list[dict[str, Any]], name: str = "costs") -> str:
     generation's wall time as "other") and the tasks' CPU time per account (s, stacked)."""
     from matplotlib.figure import Figure
 
-    from .executor import ACCOUNTS
-
     g = _series(metrics, "generation")
     fig = Figure(figsize=(11, 3.4))
     axes = fig.subplots(1, 2)
-    for ax, suffix, keys in ((axes[0], "_s", WALL_STAGES),
+    for ax, suffix, keys in ((axes[0], "_s", STAGES),
                              (axes[1], "_cpu_s", (*ACCOUNTS, "driver"))):
         bottom = np.zeros(len(g))
         for st in keys:

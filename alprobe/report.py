@@ -1,11 +1,20 @@
-"""Tables (and later plots) from a campaign folder."""
+"""Text and markdown from campaign and comparison folders: the status table (``alprobe
+status``), a comparison's learning-curve and cost rows, and its markdown summary (paired
+statistics from :mod:`alprobe.paired`: AULC, MAE at matched labels, labels to a target, the
+oracle's recovered share, the data tax, the test set's precision). Figures are in
+:mod:`alprobe.plots`, the HTML page in :mod:`alprobe.html_report`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-__all__ = ["status_table"]
+from .paired import paired_tables
+from .records import STAGES, stage_key
+
+__all__ = ["comparison_summary", "cost_rows", "data_tax", "learning_curve_rows",
+           "oracle_recovery", "paired_tables", "status_table", "test_precision",
+           "test_precision_lines"]
 
 _COLUMNS = [
     ("gen", "generation", "{:d}"),
@@ -95,7 +104,7 @@ def status_table(directory: str | Path) -> str:
                         "{:.0f}-{:.0f}", 1000.0) + "), p95 frame F RMSE "
                 + _cell(last, "stress_force_rmse_p95_eV_A", "{:.0f}", 1000.0) + " meV/A, max "
                 + _cell(last, "stress_force_rmse_max_eV_A", "{:.0f}", 1000.0) + " meV/A")
-        st = ledger.stage_info(f"gen{int(last['generation']):03d}/stability")
+        st = ledger.stage_info(stage_key(int(last['generation']), "stability"))
         if st:
             from .stages.stability import describe_stability
 
@@ -175,12 +184,10 @@ def cost_rows(metrics: dict[str, list[dict[str, Any]]],
     """Wall (driver, per stage) and CPU seconds (tasks, per account) of each run, summed over
     its own generations (>= 1), plus one row per generation-0 folder."""
 
-    stages = ("explore", "deviation", "latent", "oracle", "select", "label", "train",
-              "committee", "probe", "evaluate", "audit")
     out = []
 
     def add(arm: str, ms: list[dict[str, Any]]) -> None:
-        for st in [*stages, "driver"]:
+        for st in [*STAGES, "driver"]:
             out.append({"arm": arm, "stage": st,
                         "wall_s": float(sum(m.get(f"{st}_s", 0.0) for m in ms)),
                         "cpu_s": float(sum(m.get(f"{st}_cpu_s", 0.0) for m in ms))})
@@ -192,66 +199,6 @@ def cost_rows(metrics: dict[str, list[dict[str, Any]]],
         add(f"{name} (gen 0)", [m for m in ms if m["generation"] == 0])
     for arm, ms in metrics.items():
         add(arm, [m for m in ms if m["generation"] > 0])
-    return out
-
-
-def _curve(rows: list[dict[str, Any]], run: str, key: str = "force_mae_meV_A"
-           ) -> tuple[list[float], list[float]]:
-    rs = sorted((r for r in rows if r["run"] == run), key=lambda r: r["generation"])
-    return [float(r["labels"]) for r in rs], [float(r[key]) for r in rs]
-
-
-def paired_tables(curves: list[dict[str, Any]], target: float | None = None,
-                  key: str = "force_mae_meV_A") -> dict[str, Any]:
-    """The paired statistics of a comparison: for each pair of arms (A, B), the mean over
-    replicas of A - B, with its 95% t-interval, of (a) the test force MAE at each
-    generation's label count, (b) the area under the learning curve (mean log10 force MAE
-    over the label range every run covers), (c) the labels needed to reach ``target`` meV/A
-    (default: the highest of the arms' mean final MAEs, which every arm reaches on average).
-    ``key``: the learning-curve column (another yardstick: a tail, the stress set).
-    """
-    import itertools
-
-    import numpy as np
-
-    from .paired import aulc, labels_to_target, paired_difference, value_at
-
-    arms = list(dict.fromkeys(r["arm"] for r in curves))
-    reps = sorted({r["replica"] for r in curves})
-    run_of = {(r["arm"], r["replica"]): r["run"] for r in curves}
-    gens = sorted({r["generation"] for r in curves})
-    at_gen = {g: float(np.median([r["labels"] for r in curves if r["generation"] == g]))
-              for g in gens}
-    last = {run: max(r["generation"] for r in curves if r["run"] == run)
-            for run in run_of.values()}
-    common = [g for g in gens if all(last[run] >= g for run in run_of.values())]
-    firsts = [_curve(curves, run)[0][0] for run in run_of.values()]
-    lasts = [_curve(curves, run)[0][-1] for run in run_of.values()]
-    lo, hi = max(firsts), min(lasts)
-    final = {a: float(np.mean([_curve(curves, run_of[(a, r)], key)[1][-1] for r in reps
-                               if (a, r) in run_of])) for a in arms}
-    target = float(target) if target else max(final.values())
-
-    def per_rep(arm: str, fn: Any) -> list[float]:
-        return [fn(*_curve(curves, run_of[(arm, r)], key)) if (arm, r) in run_of
-                else float("nan") for r in reps]
-
-    out: dict[str, Any] = {"arms": arms, "replicas": reps, "target": target,
-                           "aulc_range": (lo, hi), "at_labels": {}, "aulc": {}, "to_target": {},
-                           "aulc_values": {a: per_rep(a, lambda x, y: aulc(x, y, lo, hi))
-                                           for a in arms},
-                           "to_target_values": {a: per_rep(a, lambda x, y: labels_to_target(
-                               x, y, target)) for a in arms},
-                           "generations": common, "labels_at": at_gen}
-    for a, b in itertools.combinations(arms, 2):
-        pair = (a, b)
-        out["at_labels"][pair] = {
-            g: paired_difference(per_rep(a, lambda x, y, L=at_gen[g]: value_at(x, y, L)),
-                                 per_rep(b, lambda x, y, L=at_gen[g]: value_at(x, y, L)))
-            for g in common if g > 0}
-        out["aulc"][pair] = paired_difference(out["aulc_values"][a], out["aulc_values"][b])
-        out["to_target"][pair] = paired_difference(out["to_target_values"][a],
-                                                  out["to_target_values"][b])
     return out
 
 

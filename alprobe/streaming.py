@@ -34,12 +34,17 @@ import numpy as np
 from ase import Atoms
 
 from .executor import Job
-from .frames import bare_copy
-from .stages import CampaignPaused, Context, execute
+from .frames import bare_copy, frame_id, pooled_embeddings
+from .records import stage_key
+from .stages import Context, execute
+from .stages.explore import walker_failed, walker_job, walker_settings
+from .stages.label import (LABEL_OUTCOMES, failed_label, label_job, record_label,
+                           recover_spooled)
+from .stages.plan import retrain_stages
+from .stages.select import choose, failure_pause, mark_selected
 
 __all__ = ["StreamSettings", "run_streaming", "stream_settings"]
 
-#: The stages of one retrain cycle (generation k >= 1), run in the trainer thread.
 #: Dask priority of a retrain cycle's tasks (higher runs first among queued tasks).
 TRAIN_PRIORITY = 10
 
@@ -70,11 +75,12 @@ def stream_settings(cfg: Any) -> StreamSettings:
         max_labels_per_hour=s.max_labels_per_hour, label_slots=s.label_slots)
 
 
-class _Trainer:
-    """Retrain cycles, one at a time, in a background thread."""
+class _Cycles:
+    """Retrain cycles: when one is due, one at a time in a background thread running the
+    generations schedule's own retrain stages (cycle k is "generation k" of every table)."""
 
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
+    def __init__(self, ctx: Context, settings: StreamSettings):
+        self.ctx, self.L, self.s = ctx, ctx.ledger, settings
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.cycle = 0
@@ -84,26 +90,70 @@ class _Trainer:
         return self.thread is not None and self.thread.is_alive()
 
     def start(self, gen: int, outcomes: dict[str, int] | None = None) -> None:
-        L = self.ctx.ledger
-        if not L.done(f"gen{gen:03d}/start"):
-            L.mark_done(f"gen{gen:03d}/start", t=time.time(), outcomes=outcomes or {})
+        if not self.L.done(stage_key(gen, "start")):
+            self.L.mark_done(stage_key(gen, "start"), t=time.time(), outcomes=outcomes or {})
         self.cycle = gen
         self.thread = threading.Thread(target=self._run, args=(gen,), daemon=True,
                                        name=f"retrain-{gen}")
         self.thread.start()
 
     def _run(self, gen: int) -> None:
-        from .stages import evaluate, metrics, probe, train
-
-        stages = [train.Train(), train.Committee(), probe.Probe(), evaluate.Evaluate(),
-                  evaluate.Audit(), metrics.Metrics()]
         self.ctx.executor.set_priority(TRAIN_PRIORITY)
         try:
-            for stage in stages:
+            for stage in retrain_stages():
                 execute(stage, self.ctx, gen)
-            self.ctx.ledger.mark_done(f"gen{gen:03d}/done")
+            self.L.mark_done(stage_key(gen, "done"))
         except BaseException as exc:  # noqa: BLE001 - reported by the driver loop
             self.error = exc
+
+    def ready(self) -> int:
+        """The newest generation whose backbone, probe and committee are all in place."""
+        g = 0
+        while self.L.done(stage_key(g + 1, "probe")) and (
+                self.ctx.arm.committee_size() == 1 or self.L.done(stage_key(g + 1, "committee"))):
+            g += 1
+        return g
+
+    def last_started(self) -> int:
+        g = 0
+        while self.L.done(stage_key(g + 1, "start")):
+            g += 1
+        return g
+
+    def labeled_since(self) -> int:
+        """Labels finished since the newest cycle's training snapshot."""
+        L, g = self.L, self.last_started()
+        done = L.count(status="labeled") - L.count(status="labeled", split="test")
+        return done - int(L.stage_info(stage_key(g, "train")).get("labels", done)) if g else \
+            done - (L.count(status="labeled", generation=0)
+                    - L.count(status="labeled", split="test"))
+
+    def outcomes(self) -> dict[str, int]:
+        """Label outcomes of the streaming frames so far (generation >= 1)."""
+        return {s: self.L.count(status=s) - self.L.count(status=s, generation=0)
+                for s in LABEL_OUTCOMES}
+
+    def maybe_start(self, drained: bool) -> None:
+        """Start the cycle due: one a stop interrupted, or one after ``retrain_every`` new
+        labels (``drained``: the budget is spent and nothing is pending: any new label). The
+        failure ceiling is checked first, over the labels sent since the last cycle."""
+        if self.busy:
+            return
+        g = self.last_started()
+        if g and not self.L.done(stage_key(g, "done")):  # a cycle a stop interrupted
+            self.start(g)
+            return
+        new = self.labeled_since()
+        outcomes = self.outcomes()
+        before = self.L.stage_info(stage_key(g, "start")).get("outcomes", {})
+        since = {s: n - int(before.get(s, 0)) for s, n in outcomes.items()}
+        sent = sum(since.values())
+        if sent >= self.s.retrain_every or (drained and sent > 0):  # also when none labeled
+            failure_pause(self.ctx, f"cycle {g + 1}", sent - since["labeled"], sent,
+                          after=" since the last cycle")
+        if new >= self.s.retrain_every or (drained and new > 0):
+            self.ctx.say(f"  cycle {g + 1}: retraining on {new} new label(s) in the background")
+            self.start(g + 1, outcomes)
 
 
 class _Walker:
@@ -125,15 +175,29 @@ class _Walker:
                 "positions": None if self.positions is None else self.positions.tolist(),
                 "momenta": None if self.momenta is None else self.momenta.tolist()}
 
+    def advance(self, res: dict[str, Any]) -> bool:
+        """After a segment: the next segment and sample numbers, and where to go on from
+        (False: it stopped, and starts again from its seed structure)."""
+        self.busy = False
+        self.segment += 1
+        self.sample += len(res["frames"])
+        if res.get("end") is not None:
+            self.positions, self.momenta = (np.asarray(x) for x in res["end"])
+            return True
+        self.positions = self.momenta = None
+        self.restarts += 1
+        return False
+
 
 class Stream:
-    """The driver loop of one streaming campaign (see the module docstring)."""
+    """The schedule of one streaming campaign (see the module docstring): which task goes on
+    a free worker slot next; the work itself is the stages' (explore, score, select, label)."""
 
     def __init__(self, ctx: Context):
         self.ctx, self.L, self.cfg = ctx, ctx.ledger, ctx.cfg
         self.s = stream_settings(ctx.cfg)
         self.ex = ctx.executor
-        self.trainer = _Trainer(ctx)
+        self.cycles = _Cycles(ctx, self.s)
         self.walkers = [_Walker(w, self.L.stage_info(f"stream/walker{w:03d}"),
                                 ctx.seeds[w % len(ctx.seeds)])
                         for w in range(self.cfg.explore.walkers)]
@@ -147,116 +211,41 @@ class Stream:
         self.label_times: list[float] = []
         self.t_say = 0.0
 
-    # ----- the loop ------------------------------------------------------------------------
     def run(self) -> None:
-        ctx = self.ctx
         s = self.s
-        ctx.say(f"streaming: {s.total_budget} labels in all, a retrain every "
-                f"{s.retrain_every}; segments of {s.segment_steps} MD steps, "
-                f"{s.picks_per_segment} pick(s) each; {self.picked} picked so far, "
-                f"{len(self.queue)} queued")
-        self._recover_spooled()
+        self.ctx.say(f"streaming: {s.total_budget} labels in all, a retrain every "
+                     f"{s.retrain_every}; segments of {s.segment_steps} MD steps, "
+                     f"{s.picks_per_segment} pick(s) each; {self.picked} picked so far, "
+                     f"{len(self.queue)} queued")
+        n = len(self.queue)
+        self.queue = recover_spooled(self.ctx, self.queue, self._label_done)
+        if len(self.queue) < n:
+            self.ctx.say(f"  {n - len(self.queue)} finished label(s) recovered")
         try:
             while True:
-                if self.trainer.error is not None:
-                    raise self.trainer.error
+                if self.cycles.error is not None:
+                    raise self.cycles.error
                 for job, res, err in self.ex.finished(timeout_s=0.5):
                     self._collect(job, res, err)
-                self._maybe_retrain()
+                self.cycles.maybe_start(self._drained())
                 if self._finished():
                     break
                 self._fill()
                 self._progress()
         finally:
             self.ex.cancel_started()
-        if self.trainer.thread is not None:
-            self.trainer.thread.join()
-            if self.trainer.error is not None:
-                raise self.trainer.error
+        if self.cycles.thread is not None:
+            self.cycles.thread.join()
+            if self.cycles.error is not None:
+                raise self.cycles.error
+
+    def _drained(self) -> bool:
+        return self.picked >= self.s.total_budget and not self.queue and not self.in_flight
 
     def _finished(self) -> bool:
         """Every label of the budget is done and the last cycle trained on all of them."""
-        return (self.picked >= self.s.total_budget and not self.queue and not self.in_flight
-                and not self.scoring and not self.trainer.busy
-                and self._labeled_since_cycle() == 0 and not self._segments_running())
-
-    def _segments_running(self) -> bool:
-        return any(w.busy for w in self.walkers)
-
-    # ----- models --------------------------------------------------------------------------
-    def _ready_gen(self) -> int:
-        """The newest generation whose backbone, probe and committee are all in place."""
-        L, g = self.L, 0
-        while L.done(f"gen{g + 1:03d}/probe") and (
-                self.ctx.arm.committee_size() == 1 or L.done(f"gen{g + 1:03d}/committee")):
-            g += 1
-        return g
-
-    def _labeled_since_cycle(self) -> int:
-        """Labels finished since the newest cycle's training snapshot."""
-        L = self.L
-        g = self._last_cycle_started()
-        done = L.count(status="labeled") - L.count(status="labeled", split="test")
-        return done - int(L.stage_info(f"gen{g:03d}/train").get("labels", done)) if g else \
-            done - (L.count(status="labeled", generation=0)
-                    - L.count(status="labeled", split="test"))
-
-    def _last_cycle_started(self) -> int:
-        g = 0
-        while self.L.done(f"gen{g + 1:03d}/start"):
-            g += 1
-        return g
-
-    def _maybe_retrain(self) -> None:
-        if self.trainer.busy:
-            return
-        g = self._last_cycle_started()
-        if g and not self.L.done(f"gen{g:03d}/done"):  # a cycle a stop interrupted
-            self.trainer.start(g)
-            return
-        new = self._labeled_since_cycle()
-        drained = self.picked >= self.s.total_budget and not self.queue and not self.in_flight
-        outcomes = self._outcomes()
-        before = self.L.stage_info(f"gen{g:03d}/start").get("outcomes", {})
-        sent = sum(n - int(before.get(s, 0)) for s, n in outcomes.items())
-        if sent >= self.s.retrain_every or (drained and sent > 0):
-            self._failure_ceiling(g + 1, outcomes, before)  # also when none was labeled
-        if new >= self.s.retrain_every or (drained and new > 0):
-            self.ctx.say(f"  cycle {g + 1}: retraining on {new} new label(s) in the background")
-            self.trainer.start(g + 1, outcomes)
-
-    def _outcomes(self) -> dict[str, int]:
-        """Label outcomes of the streaming frames so far (generation >= 1)."""
-        from .stages.label import LABEL_OUTCOMES
-
-        return {s: self.L.count(status=s) - self.L.count(status=s, generation=0)
-                for s in LABEL_OUTCOMES}
-
-    def _failure_ceiling(self, gen: int, outcomes: dict[str, int],
-                         before: dict[str, int]) -> None:
-        """Pause (CampaignPaused) when more labels failed since the last cycle than
-        select.max_failed_fraction, unless the campaign accepts failures."""
-        since = {s: n - int(before.get(s, 0)) for s, n in outcomes.items()}
-        sent = sum(since.values())
-        bad = sent - since["labeled"]
-        if self.ctx.accept_failures or not sent:
-            return
-        if bad / sent > self.cfg.select.max_failed_fraction:
-            raise CampaignPaused(
-                f"cycle {gen}: {bad} of {sent} labels since the last cycle failed (more than "
-                f"{self.cfg.select.max_failed_fraction:.0%}); paused before training. Inspect "
-                f"the reasons with `ase db {self.ctx.dir / 'ledger.db'} status!=labeled -c "
-                f"fid,status,reason`, then resume with --accept-failures")
-
-    # ----- filling the workers -------------------------------------------------------------
-    def _slots(self) -> int:
-        if self.s.label_slots:
-            return self.s.label_slots
-        try:
-            info = self.ctx.executor.client.scheduler_info()["workers"]
-            return max(1, sum(int(w.get("nthreads", 1)) for w in info.values()))
-        except Exception:  # noqa: BLE001 - a scheduler hiccup: keep one task going
-            return 1
+        return (self._drained() and not self.scoring and not self.cycles.busy
+                and self.cycles.labeled_since() == 0 and not any(w.busy for w in self.walkers))
 
     def _rate_allows(self) -> bool:
         rate = self.s.max_labels_per_hour
@@ -267,67 +256,53 @@ class Stream:
         return len(self.label_times) < rate
 
     def _fill(self) -> None:
-        # twice the worker threads: a queued task is on the scheduler, ready to go the moment
-        # a worker frees, instead of a driver round trip later (labels of 0.5 s would lose
-        # several per cent to that); a retrain's tasks still go first (higher priority)
-        slots = 2 * self._slots()
+        """Labels first (when the rate allows), else a walker segment, up to twice the worker
+        threads: a queued task waits on the scheduler, ready the moment a worker frees (labels
+        of 0.5 s would lose several per cent to a driver round trip); a retrain cycle's tasks
+        still go first (higher priority)."""
+        slots = 2 * (self.s.label_slots or self.ex.slots())
         mine = len(self.in_flight) + sum(w.busy for w in self.walkers) + sum(
             len(v["jobs"]) for v in self.scoring.values())
         while mine < slots:
             if self.queue and self._rate_allows():
-                self._start_label(self.queue.pop(0))
-            elif self.picked < self.s.total_budget and self._start_segment():
-                pass
-            else:
+                fid = self.queue.pop(0)
+                self.in_flight.add(fid)
+                self.label_times.append(time.time())
+                self.ex.start(label_job(self.ctx, self.L.frames(fid=fid)[0], ("label", fid)))
+            elif not (self.picked < self.s.total_budget and self._start_segment()):
                 break
             mine += 1
 
-    def _start_label(self, fid: str) -> None:
-        from .tasks import label_task
-
-        a = self.L.frames(fid=fid)[0]
-        self.in_flight.add(fid)
-        self.label_times.append(time.time())
-        self.ex.start(Job(label_task, (bare_copy(a), self.ctx.level,
-                                       str(self.ctx.dir / "spool")),
-                          kind="label", key=f"label-{fid}", tag=("label", fid), retries=2))
-
     def _start_segment(self) -> bool:
         """Start the idle walker with the fewest segments; False when every walker runs."""
-        from .stages.explore import walker_settings
-        from .tasks import walker_task
-
         idle = [w for w in self.walkers if not w.busy]
         if not idle:
             return False
         w = min(idle, key=lambda x: (x.segment, x.w))
-        gen = self._ready_gen()
-        model, probe = self.ctx.model(gen), self.ctx.arm.walker_probe(self.ctx, gen + 1)
+        gen = self.cycles.ready()
         start = bare_copy(w.start)
         if w.positions is not None:
             start.positions = w.positions
-        settings = walker_settings(self.cfg, w.w, self.s.segment_steps)
-        seed = self.ctx.walker_seed(w.segment, "explore", w.w)
         w.busy = True
-        self.ex.start(Job(walker_task, (start, model, probe, settings, seed, w.w,
-                                        self.cfg.backbone.device, w.momenta, w.sample),
-                          kind="md", key=f"segment-w{w.w}-s{w.segment}-r{w.restarts}",
-                          tag=("segment", w.w, w.segment, gen)))
+        self.ex.start(walker_job(
+            self.ctx, w.w, start, self.ctx.model(gen), self.ctx.arm.walker_probe(self.ctx, gen + 1),
+            walker_settings(self.cfg, w.w, self.s.segment_steps),
+            self.ctx.walker_seed(w.segment, "explore", w.w),
+            f"segment-w{w.w}-s{w.segment}-r{w.restarts}", ("segment", w.w, w.segment, gen),
+            resume=(w.momenta, w.sample)))
         return True
 
-    # ----- results -------------------------------------------------------------------------
+    def _label_done(self, fid: str, res: dict[str, Any]) -> None:
+        record_label(self.ctx, fid, res, "stream")
+
     def _collect(self, job: Job, res: Any, err: BaseException | None) -> None:
         kind = job.tag[0]
         if kind == "label":
-            from .stages.label import _crashed, _record
-
             fid = job.tag[1]
             self.in_flight.discard(fid)
-            if err is not None:
-                res = _crashed(fid, err)
-            _record(self.ctx, fid, res, "stream")
+            self._label_done(fid, failed_label(fid, err) if err is not None else res)
         elif kind == "segment":
-            self._segment_done(job, res, err)
+            self._segment_done(job, walker_failed(err) if err is not None else res)
         elif kind == "score":
             seg = self.scoring[job.tag[1]]
             seg["results"][job.tag[2]] = res
@@ -335,129 +310,69 @@ class Stream:
             if err is not None:
                 seg["error"] = f"{type(err).__name__}: {err}"
             if not seg["jobs"]:
-                self._select(job.tag[1])
+                self._scored(job.tag[1])
 
-    def _segment_done(self, job: Job, res: dict[str, Any] | None,
-                      err: BaseException | None) -> None:
+    def _segment_done(self, job: Job, res: dict[str, Any]) -> None:
+        """A segment's frames become candidates, scored by the arm's per-candidate work."""
         _, w_index, segment, gen = job.tag
         w = self.walkers[w_index]
-        w.busy = False
-        if err is not None:
-            res = {"frames": [], "stop_reason": f"walker task failed: {type(err).__name__}: "
-                   f"{' '.join(str(err).split())[:200]}", "end": None}
         frames = res["frames"]
         for a in frames:
-            a.info.update(scored_by=gen, segment=segment)
-        w.segment += 1
-        w.sample += len(frames)
-        if res.get("end") is not None:
-            w.positions, w.momenta = (np.asarray(x) for x in res["end"])
-        else:  # stopped (low trust, unphysical, crashed): start again from the seed
-            w.positions = w.momenta = None
-            w.restarts += 1
+            a.info.update(scored_by=gen, segment=segment, fid=a.info.get("fid") or frame_id(a))
+        if not w.advance(res):
             self.ctx.say(f"  walker {w.w} segment {segment}: {res['stop_reason']}; restarting "
                          "from its seed structure")
         key = f"w{w.w}-s{segment}"
-        jobs = self.ctx.arm.segment_jobs(self.ctx, gen, frames, f"score-{key}") if frames \
+        jobs = self.ctx.arm.score_jobs(self.ctx, gen, frames, f"score-{key}") if frames \
             else []
-        if not jobs:
-            self._commit_segment(w, gen, frames, [{} for _ in frames], key)
-            return
         self.scoring[key] = {"frames": frames, "results": {}, "w": w, "gen": gen,
                              "jobs": {j.key for j in jobs}}
         for j in jobs:
             self.ex.start(Job(j.fn, j.args, kind=j.kind, key=j.key, tag=("score", key, j.tag),
                               account=j.account))
+        if not jobs:
+            self._scored(key)
 
-    def _select(self, key: str) -> None:
+    def _scored(self, key: str) -> None:
+        """Candidates, the picks among them and the walker's new place: one transaction."""
         seg = self.scoring.pop(key)
-        frames = seg["frames"]
+        frames, w, gen = seg["frames"], seg["w"], seg["gen"]
         if "error" in seg:
             self.ctx.say(f"  segment {key}: scoring failed ({seg['error']}); its frames stay "
                          "candidates, none picked")
-            self._commit_segment(seg["w"], seg["gen"], frames, [{} for _ in frames], key,
-                                 pick=False)
-            return
-        keys = self.ctx.arm.segment_keys(frames, seg["results"])
-        self._commit_segment(seg["w"], seg["gen"], frames, keys, key)
-
-    def _commit_segment(self, w: _Walker, gen: int, frames: list[Atoms],
-                        keys: list[dict[str, Any]], key: str, pick: bool = True) -> None:
-        """Candidates, the picks among them and the walker's new place: one transaction."""
-        for a, k in zip(frames, keys):
-            a.info.update(k)
-        seg = int(frames[0].info["segment"]) if frames else 0
-        chosen, audit, calib = (self._pick(frames, gen, (w.w, seg)) if pick and frames
-                                else ([], [], []))
+        elif seg["results"] or self.ctx.arm.scoring:
+            for a, k in zip(frames, self.ctx.arm.score_keys(self.ctx, frames, seg["results"])):
+                a.info.update(k)
+        n = min(self.s.picks_per_segment, self.s.total_budget - self.picked)
+        chosen, audit, calib = [], [], np.zeros(0, dtype=bool)
+        if frames and n > 0 and "error" not in seg:
+            n_audit = min(max(0, math.floor((self.picked + n) * self.s.audit_fraction)
+                              - self.audited), n)
+            rng = self.ctx.rng(gen + 1, "select", w.w, int(frames[0].info["segment"]))
+            chosen, audit, calib, _ = choose(
+                self.ctx, [dict(a.info) for a in frames], n - n_audit, n_audit, rng,
+                self.ctx.rng(gen + 1, "select", w.w, int(frames[0].info["segment"]), 1),
+                pooled_embeddings(frames))
         with self.L.transaction():
             if frames:
                 self.L.add(frames, generation=gen + 1, origin="explore", status="candidate")
-            for fid, c in zip(chosen + audit, calib):
-                self.L.update(fid, status="selected", split="calib" if c else "train",
-                              audit=fid in audit)
+            mark_selected(self.L, chosen, audit, calib)
             self.L.mark_done(f"stream/walker{w.w:03d}", **w.record())
         self.picked += len(chosen) + len(audit)
         self.audited += len(audit)
         self.queue += chosen + audit
-
-    def _pick(self, frames: list[Atoms], gen: int, key: tuple[int, int]
-              ) -> tuple[list[str], list[str], list[bool]]:
-        """The rule's picks of one segment, the random audit picks due, and which are held
-        out for the probe."""
-        from .acquire import select_random
-        from .frames import frame_id, pooled_embeddings
-
-        left = self.s.total_budget - self.picked
-        n = min(self.s.picks_per_segment, left)
-        if n <= 0:
-            return [], [], []
-        fids = [a.info.get("fid") or frame_id(a) for a in frames]
-        for a, f in zip(frames, fids):
-            a.info["fid"] = f
-        due = math.floor((self.picked + n) * self.s.audit_fraction) - self.audited
-        n_audit = min(max(0, due), n)
-        rng = self.ctx.rng(gen + 1, "select", *key)
-        pick, _ = self.ctx.arm.pick([dict(a.info) for a in frames], n - n_audit, rng,
-                                    pooled_embeddings(frames))
-        chosen = [fids[i] for i in pick]
-        rest = [f for f in fids if f not in set(chosen)]
-        audit = [rest[i] for i in select_random(len(rest), n_audit, rng=rng)]
-        calib = rng.random(len(chosen) + len(audit)) < self.cfg.initial.calibration_fraction
-        if not self.ctx.arm.holds_calibration():
-            calib[:] = False
-        return chosen, audit, [bool(c) for c in calib]
-
-    def _recover_spooled(self) -> None:
-        """Labels a worker finished before a stop: from the spool, never computed again."""
-        from .stages.label import _record, read_spooled_label
-
-        spool = self.ctx.dir / "spool"
-        spool.mkdir(exist_ok=True)
-        left = []
-        for fid in self.queue:
-            r = read_spooled_label(spool, fid)
-            if r is None:
-                left.append(fid)
-            else:
-                _record(self.ctx, fid, r, "stream")
-        if len(left) < len(self.queue):
-            self.ctx.say(f"  {len(self.queue) - len(left)} finished label(s) recovered")
-        self.queue = left
 
     def _progress(self) -> None:
         now = time.time()
         if now - self.t_say < 15:
             return
         self.t_say = now
-        L = self.L
-        done = L.count(status="labeled") - L.count(status="labeled", split="test")
-        ready = self._ready_gen()
-        train = (f"cycle {self.trainer.cycle} training" if self.trainer.busy
-                 else "no training")
+        done = self.L.count(status="labeled") - self.L.count(status="labeled", split="test")
+        train = (f"cycle {self.cycles.cycle} training" if self.cycles.busy else "no training")
         self.ctx.say(f"  [stream] picked {self.picked}/{self.s.total_budget}, {len(self.queue)} "
                      f"queued, {len(self.in_flight)} labeling, {done} labels in all; "
                      f"{sum(w.busy for w in self.walkers)} walker(s) running on generation "
-                     f"{ready}'s models; {train}")
+                     f"{self.cycles.ready()}'s models; {train}")
 
 
 def run_streaming(ctx: Context) -> None:

@@ -13,7 +13,7 @@ per (generation, variant): g, variant, probe-pool size, IQR, AUROC, Spearman; th
 import sys, json, numpy as np
 from alprobe.ledger import Ledger
 from alprobe.config import ProbeConfig
-from alprobe.stages.context import bare_with_ref
+from alprobe.frames import bare_with_ref
 from alprobe.trust import fit_probe
 from alprobe.backbone import load_model, predict
 from alprobe.probe import load_probe

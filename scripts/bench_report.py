@@ -89,7 +89,7 @@ def _stops(g: int, walkers: int, rng: np.random.Generator) -> list[str]:
 
 def metrics_row(g: int, labels: int, rng: np.random.Generator) -> dict[str, Any]:
     """A metrics row with every column a real one has (errors decaying with labels)."""
-    from alprobe.executor import ACCOUNTS
+    from alprobe.records import ACCOUNTS, STAGES
 
     f = 0.6 * (labels / 200) ** -0.4 * (1 + 0.05 * rng.normal())
     row: dict[str, Any] = {
@@ -115,8 +115,9 @@ def metrics_row(g: int, labels: int, rng: np.random.Generator) -> dict[str, Any]
         row[f"{acc}_cpu_s"] = float(rng.uniform(5, 60))
     row["driver_cpu_s"] = 2.0
     row["cpu_s"] = sum(row[f"{a}_cpu_s"] for a in ACCOUNTS) + 2.0
-    for st in ("explore", "deviation", "select", "label", "train", "probe", "evaluate", "audit"):
-        row[f"{st}_s"] = float(rng.uniform(1, 30)) if st != "deviation" else 0.0
+    for st in STAGES:
+        row[f"{st}_s"] = (0.0 if st in ("deviation", "latent", "oracle", "committee")
+                          else float(rng.uniform(1, 30)))
     row.update(committee_s=0.0, md_s=20.0, score_s=1.0, dft_s=30.0,
                wall_s=sum(row[f"{s}_s"] for s in ("explore", "select", "label", "train",
                                                   "probe", "evaluate", "audit")) + 3.0,

@@ -46,7 +46,7 @@ def test_latent_arm_picks_the_farthest_candidates():
     assert np.mean(dist[pick]) > np.quantile(dist, 0.7)
     # single model, no probe, no calibration share; its audit row is the latent kNN signal
     assert arm.committee_size() == 1 and not arm.trains_probe() and not arm.holds_calibration()
-    assert [s.name for s in arm.extra_stages()] == ["latent"]
+    assert arm.scoring == "latent"
     frames = [Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]], info={"latent_dist": d})
               for d in (0.1, 0.5)]
     conf = arm.confidence(frames)
@@ -58,7 +58,7 @@ def test_arms_differ_where_their_strategies_do():
     assert probe.trains_probe() and probe.holds_calibration() and probe.training_splits() == (
         "train",)
     assert ens.committee_size() == ens.cfg.committee.members > 1
-    assert [s.name for s in ens.extra_stages()] == ["deviation"]
+    assert ens.scoring == "deviation"
     assert rnd.unbiased and not probe.unbiased and not ens.unbiased
     trust = np.linspace(0.0, 1.0, 20)
     pick, _ = probe.select(_cands(trust, "trust"), 3, np.random.default_rng(0))
@@ -84,7 +84,7 @@ def test_oracle_arm_picks_the_largest_true_errors_with_spacing():
     # walkers 0..3 (i % 4), samples i // 4: 0.9 (w1 s0) and 0.7 (w1 s1) are adjacent samples
     pick, info = arm.select(_cands(err, "true_force_rmse"), 3, np.random.default_rng(0))
     assert info["scored"] == 8 and set(pick.tolist()) == {1, 2, 7}
-    assert [s.name for s in arm.extra_stages()] == ["oracle"]
+    assert arm.scoring == "oracle"
     assert not arm.holds_calibration() and not arm.trains_probe() and not arm.unbiased
 
 

@@ -160,3 +160,19 @@ def test_ase_db_command_line_reads_the_ledger(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("selected") == 2 and "C2H6O" in out.stdout
+
+
+def test_a_reader_of_a_ledger_being_created_gets_a_ledger_error(tmp_path):
+    """ASE's tables exist but its version row is not written yet (a driver creating the file
+    at this moment): a read-only open says the ledger is not ready, one line, no TypeError."""
+    import sqlite3
+
+    from alprobe.ledger import LedgerError
+
+    con = sqlite3.connect(str(tmp_path / "ledger.db"))
+    con.execute("CREATE TABLE systems (id INTEGER PRIMARY KEY)")
+    con.execute("CREATE TABLE information (name TEXT, value TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(LedgerError, match="ledger.db"):
+        Ledger(tmp_path, readonly=True)

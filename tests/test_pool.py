@@ -162,6 +162,14 @@ def test_pool_comparison_pairs_replicas(water_pool, tmp_path):
         # rank correlation with the true errors (AUROC needs both classes at tau: not
         # guaranteed with a model this small)
         assert -1 <= row["trust_spearman_candidates"] <= 1 and row["tau"] > 0
+    # the latent arm's per-candidate work is booked to its own account and reaches costs.csv
+    # (and, from it, the report's cost tables)
+    costs = {(c["arm"], c["stage"]): c for c in csv.DictReader(open(d / "costs.csv"))}
+    for k in (0, 1):
+        assert float(costs[(f"latent-r{k}", "latent")]["cpu_s"]) > 0
+        assert float(costs[(f"latent-r{k}", "latent")]["wall_s"]) > 0
+        assert float(costs[(f"random-r{k}", "latent")]["cpu_s"]) == 0
+        assert float(costs[(f"latent-r{k}", "deviation")]["cpu_s"]) == 0
     floor = json.loads((d / "noise_floor.json").read_text())
     assert len(floor["force_mae_meV_A"]) == 3 and floor["sd_meV_A"] >= 0
     text = res.summary
@@ -290,7 +298,7 @@ def test_oracle_arm_with_hold_out_and_a_stress_set(water_pool, tmp_path):
     backbone; select.hold_out keeps a calibration share of its labels out of backbone training
     (train_frames < labels); pool.stress_key holds the hottest trajectories out of candidates,
     test set and training, and every model is measured on them."""
-    from alprobe.stages.deviation import true_force_rmse
+    from alprobe.metrics import true_force_rmse
 
     d = tmp_path / "oracle"
     cfg = _pool_campaign(water_pool, generations=2, select={

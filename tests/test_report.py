@@ -44,7 +44,7 @@ def browser(tmp_path_factory):
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).is_file()]
     if missing:
         pytest.fail(f"{', '.join(missing)} not found: the report test needs Debian's Chromium "
-                    "(apt-get install -y chromium chromium-driver; .ci/run installs it)")
+                    "(scripts/test.sh, the README's test command, installs it)")
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AlprobeError
+from ..errors import CampaignError, CampaignPaused
+from ..records import stage_key
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
@@ -14,14 +15,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CampaignError", "CampaignPaused", "Commit", "Stage", "Together", "execute",
            "execute_all"]
-
-
-class CampaignError(AlprobeError):
-    """A stage could not finish (a training or evaluation task failed); resumable."""
-
-
-class CampaignPaused(AlprobeError):
-    """Too many labels of a generation failed; the campaign stopped before training on the rest."""
 
 
 @dataclass
@@ -46,7 +39,7 @@ class Stage:
     offset = 0
 
     def key(self, gen: int) -> str:
-        return f"gen{gen + self.offset:03d}/{self.name}"
+        return stage_key(gen + self.offset, self.name)
 
     def applies(self, ctx: Context, gen: int) -> bool:
         return True

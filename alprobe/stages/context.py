@@ -8,31 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ase import Atoms
 
 from ..arms import Arm, make_arm
 from ..config import CampaignConfig
+from ..errors import CampaignError
 from ..executor import Executor, Job
-from ..frames import bare_copy, load_seeds
+from ..frames import load_seeds
 from ..ledger import Ledger
+from ..records import stage_key
 
-__all__ = ["STREAMS", "Context", "bare_with_ref"]
+__all__ = ["STREAMS", "Context"]
 
 #: The random stream of each stage: np.random.default_rng([seed, generation, code, ...]).
 STREAMS = {"rattle": 1, "bootstrap_md": 2, "split": 3, "explore": 4, "select": 5, "train": 6,
            "probe": 7, "test_md": 8, "evaluate": 9, "test_md_retry": 10, "stress_md": 11,
            "stress_md_retry": 12, "stability": 13, "crossfit": 14}
-
-
-def bare_with_ref(a: Atoms) -> Atoms:
-    """Positions plus reference label and id only (what a worker needs)."""
-    b = bare_copy(a)
-    for k in ("fid", "ref_energy"):
-        if k in a.info:
-            b.info[k] = a.info[k]
-    if "ref_forces" in a.arrays:
-        b.arrays["ref_forces"] = a.arrays["ref_forces"]
-    return b
 
 
 class Context:
@@ -71,7 +61,6 @@ class Context:
             on_error: Callable[[Any, BaseException], Any] | None = None) -> None:
         """Run a batch of jobs (see Executor.run) and keep its task CPU in the ledger."""
         from ..executor import TaskError
-        from .base import CampaignError
 
         try:
             self.executor.run(jobs, label, on_result, on_error)
@@ -113,19 +102,19 @@ class Context:
 
     def model(self, gen: int) -> str:
         """The backbone model file of generation ``gen``."""
-        return self.ledger.stage_info(f"gen{gen:03d}/train")["path"]
+        return self.ledger.stage_info(stage_key(gen, "train"))["path"]
 
     def committee_paths(self, gen: int) -> list[str]:
         """Model files of the committee of generation ``gen``: the backbone first."""
         return ([self.model(gen)]
-                + list(self.ledger.stage_info(f"gen{gen:03d}/committee").get("members", [])))
+                + list(self.ledger.stage_info(stage_key(gen, "committee")).get("members", [])))
 
     def lineage(self, gen: int) -> set[str]:
         """Ids of every frame any backbone up to generation ``gen`` trained on (a probe of
         generation ``gen`` must not learn from their errors)."""
         seen: set[str] = set()
         for g in range(gen + 1):
-            seen |= set(self.ledger.stage_info(f"gen{g:03d}/train").get("train_ids", []))
+            seen |= set(self.ledger.stage_info(stage_key(g, "train")).get("train_ids", []))
         return seen
 
     def tau(self) -> float | None:

@@ -10,9 +10,10 @@ import numpy as np
 from ase import Atoms
 
 from ..executor import Job
-from ..frames import bare_copy, set_prediction
+from ..frames import bare_copy, bare_with_ref, set_prediction
+from ..records import stage_key
 from .base import Commit, Stage
-from .context import Context, bare_with_ref
+from .context import Context
 
 __all__ = ["Audit", "Evaluate", "evaluate_job", "evaluate_record"]
 
@@ -83,12 +84,12 @@ class Audit(Stage):
         for name, (g, frames) in sets.items():
             if len(frames) < 2:
                 continue
-            probe = L.stage_info(f"gen{g:03d}/probe").get("path")
-            tinfo = L.stage_info(f"gen{g:03d}/train")
+            probe = L.stage_info(stage_key(g, "probe")).get("path")
+            tinfo = L.stage_info(stage_key(g, "train"))
             ids = set(tinfo["train_ids"])
             train = [bare_with_ref(a) for a in labeled if a.info["fid"] in ids]
             committee = (ctx.committee_paths(g) if ctx.arm.committee_size() > 1
-                         and L.done(f"gen{g:03d}/committee") else [])
+                         and L.done(stage_key(g, "committee")) else [])
             jobs.append(Job(audit_task, ([bare_with_ref(a) for a in frames], tinfo["path"], probe,
                                          train, cfg.probe.error, 3 if name == "test" and probe
                                          else 0, cfg.backbone.device, committee),

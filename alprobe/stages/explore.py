@@ -17,7 +17,7 @@ from ..frames import bare_copy, set_embedding, set_prediction
 from .base import Commit, Stage
 from .context import Context
 
-__all__ = ["Explore", "run_walkers", "walker_settings"]
+__all__ = ["Explore", "run_walkers", "walker_failed", "walker_job", "walker_settings"]
 
 
 def walker_settings(cfg: Any, w: int, steps: int) -> WalkerSettings:
@@ -33,6 +33,26 @@ def walker_settings(cfg: Any, w: int, steps: int) -> WalkerSettings:
         embeddings=cfg.select.diversity != "none")
 
 
+def walker_job(ctx: Context, w: int, start: Atoms, model: str, probe: str | None,
+               settings: WalkerSettings, seed: Sequence[int], key: str, tag: Any,
+               resume: tuple[Any, int] | None = None) -> Job:
+    """The MD task of walker ``w`` from ``start`` on ``model`` (scored by ``probe``), in either
+    schedule; ``resume``: (momenta, samples so far) of a walker that goes on where its last
+    segment ended (streaming)."""
+    from ..tasks import walker_task
+
+    args = (start, model, probe, settings, seed, w, ctx.cfg.backbone.device)
+    return Job(walker_task, args + (tuple(resume) if resume is not None else ()), kind="md",
+               key=key, tag=tag)
+
+
+def walker_failed(exc: BaseException) -> dict[str, Any]:
+    """The result of a walker task that raised: no frames, and why."""
+    why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    return {"frames": [], "stop_reason": f"walker task failed: {why}", "steps": 0,
+            "md_s": 0.0, "score_s": 0.0, "end": None}
+
+
 def run_walkers(ctx: Context, gen: int, model: str, probe: str | None, steps: int, stream: str,
                 which: Sequence[int] | None = None, attempt: int = 0,
                 temperature_K: float | None = None, starts: Sequence[Atoms] | None = None,
@@ -45,8 +65,6 @@ def run_walkers(ctx: Context, gen: int, model: str, probe: str | None, steps: in
     each walker a seed of its own for that attempt. ``temperature_K``, ``timestep_fs`` and
     ``check_every`` (steps between sampled, checked frames) replace the explore section's;
     ``starts`` replaces the seeds (walker w starts from ``starts[w % len(starts)]``)."""
-    from ..tasks import walker_task
-
     ex = ctx.cfg.explore
     mtime = Path(model).stat().st_mtime_ns
     jobs = []
@@ -62,22 +80,16 @@ def run_walkers(ctx: Context, gen: int, model: str, probe: str | None, steps: in
         start = pool[w % len(pool)]
         seed = ctx.walker_seed(gen, stream, w, *([attempt] if attempt else []))
         suffix = f"-a{attempt}" if attempt else ""
-        jobs.append(Job(walker_task, (start, model, probe, settings, seed, w,
-                                      ctx.cfg.backbone.device),
-                        kind="md", key=f"walk-{stream}-g{gen}-w{w}{suffix}-{mtime}", tag=w))
+        jobs.append(walker_job(ctx, w, start, model, probe, settings, seed,
+                               f"walk-{stream}-g{gen}-w{w}{suffix}-{mtime}", w))
     results: dict[int, Any] = {}
 
     def record(w: int, r: dict[str, Any]) -> bool:
         results[w] = r
         return not r["stop_reason"].startswith("completed")
 
-    def crashed(w: int, exc: BaseException) -> dict[str, Any]:
-        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        return {"frames": [], "stop_reason": f"walker task failed: {why}", "steps": 0,
-                "md_s": 0.0, "score_s": 0.0}
-
     t0 = time.perf_counter()
-    ctx.run(jobs, f"gen {gen} {stream}", record, on_error=crashed)
+    ctx.run(jobs, f"gen {gen} {stream}", record, on_error=lambda _w, exc: walker_failed(exc))
     frames: list[Atoms] = []
     for w in sorted(results):
         r = results[w]

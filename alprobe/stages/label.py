@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ase import Atoms
 
 from ..executor import Job
 from ..frames import bare_copy
 from .base import Commit, Stage
 from .context import Context
 
-__all__ = ["LABEL_OUTCOMES", "Label", "read_spooled_label"]
+__all__ = ["LABEL_OUTCOMES", "Label", "failed_label", "label_job", "read_spooled_label",
+           "record_label", "recover_spooled"]
 
 #: Final statuses of a frame sent to DFT (only "labeled" is ever trained on).
 LABEL_OUTCOMES = ("labeled", "failed", "rejected", "timeout")
@@ -35,9 +38,10 @@ def read_spooled_label(spool: Path, fid: str) -> dict[str, Any] | None:
     return r
 
 
-def _record(ctx: Context, fid: str, r: dict[str, Any], stage: str = "label") -> bool:
+def record_label(ctx: Context, fid: str, r: dict[str, Any], stage: str = "label") -> bool:
     """Write one label result to the ledger (``label_stage``: the stage that sent it); True if
-    it is not a label."""
+    it is not a label (failed, rejected, timeout: recorded with its reason, never trained
+    on)."""
     attempts = {"attempts": " | ".join(r["attempts"])} if r["attempts"] else {}
     if r["status"] == "ok":
         note = {"reason": r["reason"]} if r["reason"] else {}
@@ -51,12 +55,37 @@ def _record(ctx: Context, fid: str, r: dict[str, Any], stage: str = "label") -> 
     return True
 
 
-def _crashed(fid: str, exc: BaseException) -> dict[str, Any]:
+def failed_label(fid: str, exc: BaseException) -> dict[str, Any]:
+    """The label result of a task that raised (or whose worker died on it repeatedly)."""
     kind = type(exc).__name__
     why = (f"worker died on this structure repeatedly ({kind})" if kind == "KilledWorker"
            else f"label task error: {kind}: {exc}")
     return {"status": "failed", "reason": " ".join(why.split())[:300], "wall_s": 0.0,
             "attempts": []}
+
+
+def label_job(ctx: Context, frame: Atoms, tag: Any) -> Job:
+    """The PySCF label task of ``frame`` (keyed by its content id; the worker spools its
+    result to ``<folder>/spool`` before returning it)."""
+    from ..tasks import label_task
+
+    return Job(label_task, (bare_copy(frame), ctx.level, str(ctx.dir / "spool")), kind="label",
+               key=f"label-{frame.info['fid']}", tag=tag, retries=2)
+
+
+def recover_spooled(ctx: Context, fids: Sequence[str], record: Any) -> list[str]:
+    """Labels a worker finished before a stop, from the spool (never computed again): each
+    passed to ``record(fid, result)``; the fids still to label."""
+    spool = ctx.dir / "spool"
+    spool.mkdir(exist_ok=True)
+    left = []
+    for fid in fids:
+        r = read_spooled_label(spool, fid)
+        if r is None:
+            left.append(fid)
+        else:
+            record(fid, r)
+    return left
 
 
 class Label(Stage):
@@ -68,15 +97,13 @@ class Label(Stage):
         self.name = name
 
     def run(self, ctx: Context, gen: int) -> Commit:
-        from ..tasks import label_task
-
         todo = ctx.ledger.frames(generation=gen, status="selected")
         t0 = time.perf_counter()
         dft_s = [0.0]
 
         def record(fid: str, r: dict[str, Any]) -> bool:
             dft_s[0] += r["wall_s"]
-            return _record(ctx, fid, r, self.name)
+            return record_label(ctx, fid, r, self.name)
 
         if ctx.pool is not None:
             with ctx.ledger.transaction():
@@ -85,21 +112,12 @@ class Label(Stage):
                     record(a.info["fid"], {"status": "ok", "energy": e, "forces": f,
                                            "reason": "", "wall_s": 0.0, "attempts": []})
             todo = []
-        spool = ctx.dir / "spool"
-        spool.mkdir(exist_ok=True)
-        pending = []
-        for a in todo:
-            r = read_spooled_label(spool, a.info["fid"])
-            if r is not None:
-                record(a.info["fid"], r)
-            else:
-                pending.append(a)
+        left = set(recover_spooled(ctx, [a.info["fid"] for a in todo], record))
+        pending = [a for a in todo if a.info["fid"] in left]
         if len(pending) < len(todo):
             ctx.say(f"  gen {gen}: {len(todo) - len(pending)} finished label(s) recovered")
-        jobs = [Job(label_task, (bare_copy(a), ctx.level, str(spool)), kind="label",
-                    key=f"label-{a.info['fid']}", tag=a.info["fid"], retries=2)
-                for a in pending]
-        ctx.run(jobs, f"gen {gen} label", record, on_error=_crashed)
+        jobs = [label_job(ctx, a, a.info["fid"]) for a in pending]
+        ctx.run(jobs, f"gen {gen} label", record, on_error=failed_label)
         # this stage's frames (also those a stopped run of it labeled before the stop)
         mine = ctx.ledger.keys(generation=gen, label_stage=self.name)
         counts = {s: sum(k["status"] == s for k in mine) for s in LABEL_OUTCOMES}

@@ -11,8 +11,8 @@ import numpy as np
 from ase import Atoms
 
 from ..dataset import hit_rate
-from ..executor import ACCOUNTS
 from ..metrics import auroc_unreliable, frame_errors, spearman
+from ..records import ACCOUNTS, STAGES, stage_key
 from .base import Commit, Stage
 from .context import Context
 from .label import LABEL_OUTCOMES
@@ -43,7 +43,7 @@ def train_frames(ctx: Context, gen: int) -> int:
     0 for a user's model used as it is): beside the labels paid for, the data tax of an arm
     that holds labels out of backbone training."""
     for g in range(gen, -1, -1):
-        ids = ctx.ledger.stage_info(f"gen{g:03d}/train").get("train_ids", [])
+        ids = ctx.ledger.stage_info(stage_key(g, "train")).get("train_ids", [])
         if ids:
             return len(ids)
     return 0
@@ -70,7 +70,7 @@ def signal_metrics(ctx: Context, gen: int) -> dict[str, Any]:
     (force RMSE; NaN when that threshold leaves one class, or is not set)."""
     L = ctx.ledger
     row: dict[str, Any] = {
-        "probe_pool": _pool_size(L.stage_info(f"gen{gen:03d}/probe"))}
+        "probe_pool": _pool_size(L.stage_info(stage_key(gen, "probe")))}
     row.update({f"trust_q{q}": _NAN for q in (10, 25, 50, 75, 90)})
     for where in ("new", "audit", "candidates"):
         row.update({f"trust_auroc_{where}": _NAN, f"trust_auroc_abs_{where}": _NAN,
@@ -106,7 +106,7 @@ def signal_metrics(ctx: Context, gen: int) -> dict[str, Any]:
 
 
 def _audit_columns(ctx: Context, gen: int) -> dict[str, Any]:
-    audit = ctx.ledger.stage_info(f"gen{gen:03d}/audit")
+    audit = ctx.ledger.stage_info(stage_key(gen, "audit"))
     name = ctx.arm.audit_signal()
     at_med = audit.get("auroc_median", audit.get("auroc_tau0", {}))
     return {"probe_auroc_test": float(audit.get("auroc", {}).get("test", {}).get("probe", _NAN)),
@@ -147,17 +147,17 @@ def _costs(ctx: Context, gen: int) -> dict[str, Any]:
     row["driver_cpu_s"] = time.thread_time() - ctx.driver_cpu
     ctx.driver_cpu = time.thread_time()
     row["cpu_s"] = float(sum(cpu.values())) + row["driver_cpu_s"]
-    for s in ("explore", "deviation", "latent", "oracle", "select", "label", "train", "probe",
-              "evaluate", "audit"):
-        row[f"{s}_s"] = float(L.stage_info(f"gen{gen:03d}/{s}").get("wall_s", 0.0))
-    # generation 0's committee is trained at the start of generation 1 (ensemble arm)
+    for s in STAGES:
+        if s == "committee":  # generation 0's committee trains at the start of generation 1
+            continue
+        row[f"{s}_s"] = float(L.stage_info(stage_key(gen, s)).get("wall_s", 0.0))
     row["committee_s"] = (float(L.stage_info("gen000/committee").get("wall_s", 0.0))
                           if gen == 1 else 0.0)
-    ex = L.stage_info(f"gen{gen:03d}/explore")
+    ex = L.stage_info(stage_key(gen, "explore"))
     row["md_s"] = float(ex.get("md_s", 0.0))
     row["score_s"] = float(ex.get("score_s", 0.0))
-    row["dft_s"] = float(L.stage_info(f"gen{gen:03d}/label").get("dft_s", 0.0))
-    gen_t = L.stage_info(f"gen{gen:03d}/start").get("t", None)
+    row["dft_s"] = float(L.stage_info(stage_key(gen, "label")).get("dft_s", 0.0))
+    gen_t = L.stage_info(stage_key(gen, "start")).get("t", None)
     row["wall_s"] = float(time.time() - gen_t) if gen_t else _NAN
     # seconds since the campaign started (time to reach an accuracy; stops not subtracted)
     t_start = L.stage_info("gen000/start").get("t", None)
@@ -177,9 +177,9 @@ class Metrics(Stage):
 
     def run(self, ctx: Context, gen: int) -> Commit:
         L = ctx.ledger
-        ev = L.stage_info(f"gen{gen:03d}/evaluate")
+        ev = L.stage_info(stage_key(gen, "evaluate"))
         row: dict[str, Any] = {"generation": gen}
-        row["labels"] = L.stage_info(f"gen{gen:03d}/train").get(
+        row["labels"] = L.stage_info(stage_key(gen, "train")).get(
             "labels", L.count(status="labeled") - L.count(status="labeled", split="test"))
         row["labels_new"] = L.count(generation=gen, status="labeled")
         row["failed_new"] = sum(L.count(generation=gen, status=s) for s in LABEL_OUTCOMES[1:])

@@ -7,8 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..executor import Job
+from ..frames import bare_with_ref
+from ..records import stage_key
 from .base import Commit, Stage
-from .context import Context, bare_with_ref
+from .context import Context
 from .evaluate import evaluate_job, evaluate_record
 
 __all__ = ["Probe"]
@@ -45,7 +47,7 @@ class Probe(Stage):
             lineage_ids[str(g)] = sorted(a.info["fid"] for a in mine)
         # probe.crossfit: the fold models' errors on the folds they never saw come first (the
         # closest to backbone g; with no hold-out they set the error scale)
-        cross = L.stage_info(f"gen{gen:03d}/crossfit") if cfg.probe.crossfit >= 2 else {}
+        cross = L.stage_info(stage_key(gen, "crossfit")) if cfg.probe.crossfit >= 2 else {}
         byid = {a.info["fid"]: a for a in labeled}
         folds = [(path, [bare_with_ref(byid[i]) for i in held if i in byid])
                  for path, held in zip(cross.get("members", []), cross.get("held_out", []))]
@@ -63,7 +65,7 @@ class Probe(Stage):
         jobs = [Job(fit_probe_task, (model, [bare_with_ref(a) for a in pool], cfg.probe,
                                      ctx.seed(gen, "probe"), out, meta, earlier),
                     kind="probe", key=f"probe-g{gen}-{len(pool)}-{n_more}", tag="probe")]
-        evaluate = not L.done(f"gen{gen:03d}/evaluate")
+        evaluate = not L.done(stage_key(gen, "evaluate"))
         if evaluate:
             jobs.append(evaluate_job(ctx, gen, tag="eval"))
         got: dict[str, Any] = {}
@@ -76,7 +78,7 @@ class Probe(Stage):
 
         ctx.run(jobs, f"gen {gen} probe+evaluate", record)
         r = got["probe"]
-        also = {f"gen{gen:03d}/evaluate": evaluate_record(ctx, gen, got["eval"])} if evaluate \
+        also = {stage_key(gen, "evaluate"): evaluate_record(ctx, gen, got["eval"])} if evaluate \
             else {}
         return Commit({"path": r["path"], "reason": r["reason"],
                        "train_ids": r["meta"].get("train_ids", []),

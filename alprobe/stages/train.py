@@ -15,9 +15,10 @@ from ase import Atoms
 from ..dataset import bootstrap_resample, group_folds
 from ..executor import Job
 from ..files import atomic_write
-from ..frames import bare_copy, set_prediction
+from ..frames import bare_copy, bare_with_ref, set_prediction
+from ..records import stage_key
 from .base import Commit, Stage
-from .context import Context, bare_with_ref
+from .context import Context
 
 __all__ = ["Committee", "Spec", "Train", "crossfit_specs", "noise_floor", "start_point",
            "train_models"]
@@ -166,12 +167,12 @@ class Train(Stage):
                        else ([], []))
         infos = train_models(ctx, gen, specs + folds)
         wall = time.perf_counter() - t0
-        also = ({f"gen{gen:03d}/committee": {"members": [i["path"] for i in infos[1:len(specs)]],
+        also = ({stage_key(gen, "committee"): {"members": [i["path"] for i in infos[1:len(specs)]],
                                              "wall_s": wall}}
                 if ctx.arm.committee_size() > 1 else {})
         if folds:  # probe.crossfit: the fold models and the frames each never saw
             fold_infos = infos[len(specs):]
-            also[f"gen{gen:03d}/crossfit"] = {
+            also[stage_key(gen, "crossfit")] = {
                 "members": [i["path"] for i in fold_infos], "held_out": held,
                 "train_s": [i["wall_s"] for i in fold_infos],
                 "backbone_train_s": infos[0]["wall_s"]}
@@ -199,7 +200,7 @@ class Committee(Stage):
         if g > 0 and not _refreshes(ctx, g):
             return Commit({"members": ctx.committee_paths(g - 1)[1:],
                            "wall_s": time.perf_counter() - t0})
-        ids = set(L.stage_info(f"gen{g:03d}/train")["train_ids"])
+        ids = set(L.stage_info(stage_key(g, "train"))["train_ids"])
         frames = [a for a in L.frames(status="labeled") if a.info["fid"] in ids]
         if not frames:  # a user model used as is: members fine-tune it on the gen-0 data
             frames = L.frames(status="labeled", split="train")
@@ -217,9 +218,9 @@ def noise_floor(ctx: Context, seeds: int) -> dict[str, Any]:
     evaluated on the test set. Recorded as stage ``noise_floor/<seeds>``: {"run",
     "generation", "labels", "force_mae_meV_A": [original, reseeded...], "sd_meV_A",
     "range_meV_A", "retrain"}."""
+    from ..errors import CampaignError
     from ..metrics import regression_errors
     from ..tasks import predict_task
-    from .base import CampaignError
 
     L, cfg = ctx.ledger, ctx.cfg
     stage = f"noise_floor/{seeds}"
@@ -227,7 +228,7 @@ def noise_floor(ctx: Context, seeds: int) -> dict[str, Any]:
         return L.stage_info(stage)
     rows = L.metrics()
     gen = int(rows[-1]["generation"])
-    ids = set(L.stage_info(f"gen{gen:03d}/train")["train_ids"])
+    ids = set(L.stage_info(stage_key(gen, "train"))["train_ids"])
     frames = [a for a in L.frames(status="labeled") if a.info["fid"] in ids]
     if gen == 0 or not frames:
         raise CampaignError(f"{ctx.dir}: no trained generation to measure the noise of")
