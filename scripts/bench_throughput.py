@@ -402,7 +402,7 @@ def synth_candidates(n: int, n_walkers: int, seed: int = 0) -> list[Any]:
 def _ase_writer_ratio(frames: list[Any], directory: Path) -> dict[str, Any]:
     """The same frames added through ASE's row writer (db.write per row: what the ledger does
     with an ASE table layout it does not know) and through the bulk writer, in one run."""
-    import alprobe.ledger as ledger_mod
+    import alprobe.ledger.frames as ledger_mod  # where Ledger.add looks the layout check up
 
     out: dict[str, Any] = {"ratio_n_frames": len(frames)}
     for name, layout_ok in (("ase_rows", lambda db: False), ("bulk", ledger_mod._ASE_LAYOUT_OK)):

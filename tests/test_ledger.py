@@ -12,7 +12,8 @@ import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
 
-from alprobe.ledger import Ledger, _ASE_LAYOUT_OK
+from alprobe.ledger import Ledger
+from alprobe.ledger.rows import _ASE_LAYOUT_OK
 
 
 def _frames(n: int = 12) -> list[Atoms]:

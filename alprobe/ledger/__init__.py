@@ -41,7 +41,6 @@ from .base import (CRASH_ENV, PATH_KEYS, LedgerError, _read_json, read_stages, r
 from .frames import FrameStore
 from .migrate import _migrate, copy_ledger
 from .records import RecordStore, export_metrics
-from .rows import _ASE_LAYOUT_OK  # noqa: F401  (tests read the layout check here)
 
 __all__ = ["CRASH_ENV", "PATH_KEYS", "Ledger", "LedgerError", "copy_ledger", "export_metrics",
            "read_stages", "relative_paths", "resolve_paths"]
