@@ -54,10 +54,15 @@ __all__ = [
     "BackboneError",
     "MaceCalculator",
     "Prediction",
+    "Replay",
+    "campaign_head",
+    "check_replay_on",
     "fit_e0s",
     "load_model",
+    "model_heads",
     "model_info",
     "predict",
+    "replay_errors",
     "train_backbone",
 ]
 
@@ -103,10 +108,26 @@ def _mace_frames(frames: Sequence[Atoms]) -> list[Atoms]:
     return out
 
 
+@dataclass(frozen=True)
+class Replay:
+    """Multihead replay of a fine-tune: mace-torch trains a second head (``pt_head``) on
+    ``samples`` frames of ``train_file`` (extxyz with REF_energy eV / REF_forces eV/A; with
+    ``pseudolabel`` the foundation's own predictions replace its labels), so the shared body
+    keeps what it knew. ``holdout`` frames (never replayed, alprobe's reference keys) measure
+    forgetting after the fine-tune."""
+
+    train_file: str
+    samples: int
+    pseudolabel: bool = False
+    holdout: tuple[Atoms, ...] = ()
+
+
 def _trainer_args(work: Path, settings: Any, epochs: int, n_valid: int, seed: int,
-                  train: Sequence[Atoms], foundation: str | Path | None) -> list[str]:
-    """mace-torch's run_train arguments: from scratch (E0s fitted on ``train``) or a
-    fine-tune of ``foundation``."""
+                  train: Sequence[Atoms], foundation: str | Path | None,
+                  replay: Replay | None = None) -> list[str]:
+    """mace-torch's run_train arguments: from scratch (E0s fitted on ``train``), a plain
+    fine-tune of ``foundation``, or a multihead replay fine-tune (``replay``: the new head's
+    E0s estimated from the foundation's predictions, since it may cross a level of theory)."""
     args = [
         "--name", "model", "--work_dir", str(work),
         "--train_file", str(work / "train.xyz"), "--valid_file", str(work / "valid.xyz"),
@@ -133,9 +154,22 @@ def _trainer_args(work: Path, settings: Any, epochs: int, n_valid: int, seed: in
             "--r_max", str(settings.r_max_A), "--num_interactions", str(settings.interactions),
             "--max_L", str(settings.max_L), "--correlation", str(settings.correlation),
         ]
-    else:
+    elif replay is None:
         args += ["--foundation_model", str(foundation), "--multiheads_finetuning", "False",
                  "--E0s", "foundation"]
+    else:
+        # mace's multihead default (lr 1e-4, EMA decay 0.99999) would leave a short fine-tune
+        # at the foundation's weights: keep the campaign's learning rate and EMA setting.
+        args += ["--foundation_model", str(foundation), "--multiheads_finetuning", "True",
+                 "--pt_train_file", replay.train_file, "--num_samples_pt", str(replay.samples),
+                 "--pseudolabel_replay", str(replay.pseudolabel), "--E0s", "estimated",
+                 "--force_mh_ft_lr", "True"]
+    if foundation is not None:
+        lr = getattr(settings, "finetune_lr", None)
+        if lr:
+            args[args.index("--lr") + 1] = str(lr)
+        if getattr(settings, "freeze", 0):
+            args += ["--freeze", str(settings.freeze)]
     return args
 
 
@@ -148,12 +182,16 @@ def train_backbone(
     seed: int,
     foundation: str | Path | None = None,
     epochs: int | None = None,
+    replay: Replay | None = None,
 ) -> dict[str, Any]:
-    """Train (or fine-tune from ``foundation``) a MACE model with mace-torch's trainer.
+    """Train (or fine-tune from ``foundation``, with multihead ``replay`` if given) a MACE
+    model with mace-torch's trainer.
 
     ``settings`` is a BackboneConfig. ``valid`` frames are used for early stopping only, but
     count as seen by the model. Writes ``out_path`` (atomically) and ``out_path``.log; returns
-    {"path", "wall_s", "epochs", "n_train", "n_valid"}. Raises BackboneError on failure.
+    {"path", "wall_s", "epochs", "n_train", "n_valid"} and, with replay, "replay" (the
+    forgetting yardstick of :func:`replay_errors`). Raises BackboneError on failure, and
+    when mace-torch turned replay off (the written model has no ``pt_head``).
     """
     t0 = time.perf_counter()
     out_path = Path(out_path).resolve()
@@ -164,7 +202,7 @@ def train_backbone(
     write_extxyz(work / "train.xyz", _mace_frames(train))
     write_extxyz(work / "valid.xyz", _mace_frames(valid))
     epochs = int(epochs or settings.epochs)
-    args = _trainer_args(work, settings, epochs, len(valid), seed, train, foundation)
+    args = _trainer_args(work, settings, epochs, len(valid), seed, train, foundation, replay)
     log_path = out_path.with_suffix(".log")
     # The trainer dies with its worker (no orphan writes) and at the time limit.
     outcome = sandbox.call(_train_child, args, str(log_path), str(work), torch.get_num_threads(),
@@ -181,10 +219,12 @@ def train_backbone(
             f"mace training failed ({failure or 'no model written'}); see {log_path}: "
             + " | ".join(t.strip() for t in tail)
         )
+    if replay is not None:
+        check_replay_on(produced, log_path)
     with atomic_path(out_path) as tmp:
         shutil.copyfile(produced, tmp)
     shutil.rmtree(work, ignore_errors=True)
-    return {
+    info = {
         "path": str(out_path),
         "wall_s": time.perf_counter() - t0,
         "epochs": epochs,
@@ -192,6 +232,43 @@ def train_backbone(
         "n_train": len(train),
         "n_valid": len(valid),
     }
+    if replay is not None and replay.holdout:
+        info["replay"] = replay_errors(load_model(out_path), load_model(foundation),
+                                       replay.holdout)
+    return info
+
+
+def check_replay_on(model_path: str | Path, log_path: str | Path) -> None:
+    """Refuse a replay fine-tune whose model has no ``pt_head``: mace-torch turned multihead
+    replay off (it does so silently, e.g. for a foundation model that is not MACE-MP)."""
+    model = torch.load(model_path, map_location="cpu", weights_only=False)
+    heads = list(getattr(model, "heads", None) or [])
+    if "pt_head" not in heads:
+        raise BackboneError(f"mace-torch trained without multihead replay (model heads: "
+                            f"{heads or ['Default']}); refusing a fine-tune that may forget "
+                            f"the foundation; see {log_path}")
+
+
+def replay_errors(model: torch.nn.Module, foundation: torch.nn.Module,
+                  holdout: Sequence[Atoms]) -> dict[str, float]:
+    """Forgetting on the held-back replay frames (reference labels in ``holdout``): force MAE
+    (eV/A) and energy MAE per atom (eV/atom) of the fine-tuned model's ``pt_head`` and of the
+    foundation itself, and the relative growth of the force MAE (0.1 = 10% worse)."""
+    ref_f = [np.asarray(a.arrays[REF_FORCES]) for a in holdout]
+    ref_e = np.array([a.info[REF_ENERGY] for a in holdout])
+    n = np.array([len(a) for a in holdout])
+
+    def errors(preds: list[Prediction]) -> tuple[float, float]:
+        f = float(np.mean(np.concatenate([np.abs(p.forces - r).ravel()
+                                          for p, r in zip(preds, ref_f)])))
+        e = float(np.mean(np.abs(np.array([p.energy for p in preds]) - ref_e) / n))
+        return f, e
+
+    f_new, e_new = errors(predict(model, holdout, head="pt_head"))
+    f_old, e_old = errors(predict(foundation, holdout))
+    return {"frames": len(holdout), "force_mae_eV_A": f_new, "energy_mae_eV_per_atom": e_new,
+            "foundation_force_mae_eV_A": f_old, "foundation_energy_mae_eV_per_atom": e_old,
+            "force_mae_growth": f_new / f_old - 1.0}
 
 
 def _train_child(emit: Any, args: list[str], log: str, work: str, threads: int) -> None:
@@ -313,9 +390,26 @@ def _last_layer_invariants(model: torch.nn.Module, node_feats: torch.Tensor) -> 
     return block[:, : _n_invariant_features(model)]
 
 
-def _batches(model: torch.nn.Module, frames: Sequence[Atoms], batch_size: int):
+def model_heads(model: torch.nn.Module) -> list[str]:
+    """The readout heads of a MACE model (["Default"] for a single-head one)."""
+    return list(getattr(model, "heads", None) or ["Default"])
+
+
+def campaign_head(model: torch.nn.Module) -> str:
+    """The head a campaign uses: the fine-tuned one of a multihead replay model (the last head
+    that is not mace-torch's ``pt_head``), else the model's first."""
+    heads = model_heads(model)
+    own = [h for h in heads if h != "pt_head"]
+    return own[-1] if own else heads[0]
+
+
+def _batches(model: torch.nn.Module, frames: Sequence[Atoms], batch_size: int,
+             head: str | None = None):
     z_table = mace_utils.AtomicNumberTable([int(z) for z in model.atomic_numbers])
-    heads = list(getattr(model, "heads", None) or ["Default"])
+    heads = model_heads(model)
+    head = head or campaign_head(model)
+    if head not in heads:
+        raise BackboneError(f"model has no head {head!r} (heads: {heads})")
     known = set(z_table.zs)
     keyspec = mace_data.KeySpecification(info_keys={}, arrays_keys={})
     data = []
@@ -326,7 +420,7 @@ def _batches(model: torch.nn.Module, frames: Sequence[Atoms], batch_size: int):
             raise BackboneError(f"frame {i} has elements {missing} the model does not know")
         with torch_tools.default_dtype(dtype):  # positions at the model's precision
             config = mace_data.config_from_atoms(atoms, key_specification=keyspec,
-                                                 head_name=heads[0])
+                                                 head_name=head)
             data.append(mace_data.AtomicData.from_config(
                 config, z_table=z_table, cutoff=float(model.r_max), heads=heads))
     return torch_geometric.dataloader.DataLoader(data, batch_size=batch_size, shuffle=False,
@@ -334,13 +428,14 @@ def _batches(model: torch.nn.Module, frames: Sequence[Atoms], batch_size: int):
 
 
 def predict(model: torch.nn.Module, frames: Sequence[Atoms], batch_size: int = 16,
-            device: str = "cpu") -> list[Prediction]:
-    """Energies (eV), forces (eV/A) and last-layer invariant embeddings for each frame."""
+            device: str = "cpu", head: str | None = None) -> list[Prediction]:
+    """Energies (eV), forces (eV/A) and last-layer invariant embeddings for each frame, from
+    readout ``head`` (default :func:`campaign_head`; the embeddings are the shared body's)."""
     dtype = next(model.parameters()).dtype
     out: list[Prediction] = []
     if not frames:
         return out
-    for batch in _batches(model, frames, batch_size):
+    for batch in _batches(model, frames, batch_size, head):
         batch = batch.to(device)
         d = batch.to_dict()
         for k, v in d.items():

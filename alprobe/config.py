@@ -306,6 +306,32 @@ class BackboneConfig(_Section):
     model_file: str | None = Field(
         None, description="local MACE model file to start from (loading runs pickled code)"
     )
+    foundation: str | None = Field(
+        None, description="pretrained MACE model file (e.g. a MACE-OFF or MACE-MP file on disk, "
+        "or campaigns/data/foundation/foundation_small.model): every training run fine-tunes "
+        "it on all training labels with mace-torch's multihead replay (a pt_head on "
+        "replay_file); loading runs pickled code")
+    replay_file: str | None = Field(
+        None, description="with foundation: labeled extxyz of the foundation's own training "
+        "data (or a sample of it), the replay set; a share (replay_holdout) is held back to "
+        "measure forgetting")
+    replay_energy_key: str = Field("ref_energy", description="info key of the replay set's "
+                                   "energies (eV)")
+    replay_forces_key: str = Field("ref_forces", description="arrays key of the replay set's "
+                                   "forces (eV/A)")
+    replay_samples: int = Field(200, gt=0, le=MAX_LABELS, description="replay frames per "
+                                "fine-tune (mace-torch's num_samples_pt; fewer frames are "
+                                "padded by repeats)")
+    replay_holdout: float = Field(0.1, gt=0, lt=1, description="share of the replay set held "
+                                  "back: never replayed, the forgetting yardstick")
+    replay_labels: Literal["file", "foundation"] = Field(
+        "file", description="replay targets: the file's labels, or the foundation's own "
+        "predictions on its structures (mace-torch's pseudolabel_replay)")
+    freeze: int = Field(0, ge=0, le=7, description="mace-torch's --freeze of a fine-tune: 0 "
+                        "trains every layer; 1 freezes the embedding, 5 also the interactions, "
+                        "6 also the products (readout-only fine-tuning: embeddings stay fixed)")
+    finetune_lr: float | None = Field(None, gt=0, le=10.0, description="learning rate of "
+                                      "fine-tunes (default: lr)")
     channels: int = Field(32, gt=0, le=1024, description="MACE channels per irrep of the hidden "
         "features")
     max_L: int = Field(0, ge=0, le=3, description="highest angular order of the hidden features "
@@ -336,7 +362,8 @@ class BackboneConfig(_Section):
         "frozen, so every new label is out of sample for the probe")
     retrain: Literal["finetune", "scratch"] = Field(
         "finetune", description="every generation: fine-tune the previous backbone "
-        "(finetune_epochs) or train a new one from scratch on all training labels (epochs)")
+        "(finetune_epochs) or train a new one from scratch on all training labels (epochs); "
+        "with foundation, every run fine-tunes the foundation on all training labels")
     ema: bool = Field(False, description="exponential moving average of the weights (mace)")
     train_timeout_s: float | None = Field(
         None, gt=0, le=MAX_SECONDS, description="wall-time limit of one training run (s, at "
@@ -347,6 +374,27 @@ class BackboneConfig(_Section):
     @classmethod
     def _torch_device(cls, v: str) -> str:
         return _device(v)
+
+    @model_validator(mode="after")
+    def _foundation(self) -> BackboneConfig:
+        if self.foundation and self.model_file:
+            raise ValueError("foundation and model_file exclude each other: foundation "
+                             "fine-tunes with multihead replay, model_file without")
+        if self.foundation and not self.replay_file:
+            raise ValueError("foundation needs replay_file (labeled frames of the "
+                             "foundation's training data): mace-torch turns multihead replay "
+                             "off without one for a model that is not MACE-MP")
+        if self.replay_file and not self.foundation:
+            raise ValueError("replay_file is used only with foundation")
+        if self.freeze and not (self.foundation or self.model_file):
+            raise ValueError("freeze applies to fine-tunes: set foundation or model_file")
+        return self
+
+    @property
+    def start_file(self) -> str | None:
+        """The model file every training run starts from (foundation or model_file), or
+        None (from scratch)."""
+        return self.foundation or self.model_file
 
 
 class ProbeConfig(_Section):

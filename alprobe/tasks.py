@@ -119,13 +119,15 @@ def walker_task(start: Atoms, model_path: str, probe_path: str | None, settings:
 
 
 def train_task(train: list[Atoms], valid: list[Atoms], out_path: str, settings: Any, seed: int,
-               foundation: str | None, epochs: int | None) -> dict[str, Any]:
-    """Train or fine-tune the backbone with mace-torch; returns train_backbone's summary."""
+               foundation: str | None, epochs: int | None, replay: Any = None
+               ) -> dict[str, Any]:
+    """Train or fine-tune the backbone with mace-torch (``replay``: a backbone.Replay, for a
+    multihead replay fine-tune); returns train_backbone's summary."""
     from .backbone import train_backbone
 
     t0, c0 = time.time(), cpu_seconds()
     info = train_backbone(train, valid, out_path, settings, seed=seed, foundation=foundation,
-                          epochs=epochs)
+                          epochs=epochs, replay=replay)
     return {**info, "t0": t0, "t1": time.time(),
             "cpu_s": cpu_seconds() - c0 + info.pop("cpu_s", 0.0)}
 

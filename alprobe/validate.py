@@ -9,7 +9,7 @@ from typing import Any
 from .config import CampaignConfig, ConfigError, clip, parse_campaign, short
 from .frames import is_file, load_seeds
 
-__all__ = ["campaign_problems", "check_campaign", "dft_level"]
+__all__ = ["campaign_problems", "check_campaign", "dft_level", "foundation_problems"]
 
 
 def check_campaign(cfg: CampaignConfig) -> list[str]:
@@ -38,6 +38,8 @@ def check_campaign(cfg: CampaignConfig) -> list[str]:
     if cfg.backbone.model_file and not is_file(cfg.resolve(cfg.backbone.model_file)):
         problems.append("backbone.model_file: file not found: "
                         f"{_cut(str(cfg.resolve(cfg.backbone.model_file)))}")
+    if cfg.backbone.foundation:
+        problems += foundation_problems(cfg, _elements(cfg, elements if cfg.system else set()))
     problems += tls_problems(cfg)
     return [clip(p) for p in problems]
 
@@ -88,6 +90,60 @@ def seed_problems(spec: str, seeds: list[Any], cfg: CampaignConfig) -> list[str]
                 f"system.spin: {spin} does not fit the {electrons} of {what} ({formula}) "
                 f"at system.charge {charge}: spin is 2S = N_alpha - N_beta, so N - spin must be "
                 f"even (spin {fits}, or another charge)")
+    return problems
+
+
+def _elements(cfg: CampaignConfig, elements: set[str]) -> set[str]:
+    """The elements a campaign's structures hold: its seeds' (given) or its pool's."""
+    if cfg.pool is not None:
+        from .pool import PoolError, read_pool
+
+        try:
+            pool = read_pool(cfg.pool, cfg.source_dir)
+        except PoolError:
+            return elements  # reported by the pool check
+        elements = elements | {s for a in pool.frames + list(pool.test or []) + pool.stress
+                               for s in a.get_chemical_symbols()}
+    return elements
+
+
+def foundation_problems(cfg: CampaignConfig, elements: set[str]) -> list[str]:
+    """What keeps backbone.foundation and its replay set from being used, one line each: a
+    foundation file that is missing or not a MACE model, elements the campaign needs that the
+    model lacks, a replay file that cannot be read with replay_energy_key / replay_forces_key,
+    or whose elements the model lacks."""
+    from ase.data import chemical_symbols
+
+    from .backbone import BackboneError, load_model, model_info
+    from .frames import read_labeled
+
+    bb = cfg.backbone
+    path = cfg.resolve(bb.foundation)
+    if not is_file(path):
+        return [f"backbone.foundation: file not found: {_cut(str(path))}"]
+    try:
+        known = {chemical_symbols[z] for z in model_info(load_model(path))["atomic_numbers"]}
+    except BackboneError as exc:
+        return [f"backbone.foundation: {exc}"]
+    problems = []
+    missing = sorted(elements - known)
+    if missing:
+        problems.append(f"backbone.foundation: {_cut(str(path))} knows {sorted(known)}, not "
+                        f"{missing}, which the campaign's structures hold")
+    replay = cfg.resolve(bb.replay_file)
+    if not is_file(replay):
+        return problems + [f"backbone.replay_file: file not found: {_cut(str(replay))}"]
+    try:
+        frames = read_labeled(replay, bb.replay_energy_key, bb.replay_forces_key)
+    except ValueError as exc:
+        return problems + [f"backbone.replay_file: {exc}"]
+    extra = sorted({s for a in frames for s in a.get_chemical_symbols()} - known)
+    if extra:
+        problems.append(f"backbone.replay_file: holds {extra}, which the foundation does not "
+                        "know: is it the foundation's own training data?")
+    if len(frames) < 4:
+        problems.append(f"backbone.replay_file: {len(frames)} frames; replay and its "
+                        "held-back share need at least 4")
     return problems
 
 

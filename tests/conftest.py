@@ -69,3 +69,27 @@ def tiny_model(water_frames, tmp_path_factory):
     settings = BackboneConfig(channels=8, epochs=4, dtype="float64")
     info = train_backbone(water_frames[:12], water_frames[12:14], out, settings, seed=0)
     return info["path"]
+
+
+@pytest.fixture(scope="session")
+def water_pool(tmp_path_factory):
+    """48 water frames: 2 temperatures x 3 trajectories x 8 frames, HF/STO-3G."""
+    from alprobe.dft import DFTLevel
+    from alprobe.pool import label_frame, sample_trajectory
+
+    level = DFTLevel(method="hf", basis="sto-3g", density_fit=False)
+    frames = []
+    for ti, T in enumerate((300.0, 900.0)):
+        for k in range(3):
+            traj = sample_trajectory("water", T, level, frames=8, stride=3, equilibrate=4,
+                                     timestep_fs=0.5, friction_per_fs=0.02,
+                                     traj_id=f"w-T{T:g}-{k}", seed=[ti, k])
+            for f in traj:
+                labeled, why = label_frame(f, level)
+                assert labeled is not None, why
+                frames.append(labeled)
+    path = tmp_path_factory.mktemp("pool") / "water_pool.extxyz"
+    from ase.io import write
+
+    write(path, frames, format="extxyz")
+    return path

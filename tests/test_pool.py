@@ -20,28 +20,6 @@ from alprobe.ledger import read_stages
 from .conftest import TINY_CAMPAIGN
 
 
-@pytest.fixture(scope="session")
-def water_pool(tmp_path_factory):
-    """48 water frames: 2 temperatures x 3 trajectories x 8 frames, HF/STO-3G."""
-    from alprobe.dft import DFTLevel
-    from alprobe.pool import label_frame, sample_trajectory
-
-    level = DFTLevel(method="hf", basis="sto-3g", density_fit=False)
-    frames = []
-    for ti, T in enumerate((300.0, 900.0)):
-        for k in range(3):
-            traj = sample_trajectory("water", T, level, frames=8, stride=3, equilibrate=4,
-                                     timestep_fs=0.5, friction_per_fs=0.02,
-                                     traj_id=f"w-T{T:g}-{k}", seed=[ti, k])
-            for f in traj:
-                labeled, why = label_frame(f, level)
-                assert labeled is not None, why
-                frames.append(labeled)
-    path = tmp_path_factory.mktemp("pool") / "water_pool.extxyz"
-    write(path, frames, format="extxyz")
-    return path
-
-
 def _pool_campaign(path, **over):
     cfg = copy.deepcopy(TINY_CAMPAIGN)
     del cfg["system"]

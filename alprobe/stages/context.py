@@ -22,7 +22,7 @@ __all__ = ["STREAMS", "Context"]
 #: The random stream of each stage: np.random.default_rng([seed, generation, code, ...]).
 STREAMS = {"rattle": 1, "bootstrap_md": 2, "split": 3, "explore": 4, "select": 5, "train": 6,
            "probe": 7, "test_md": 8, "evaluate": 9, "test_md_retry": 10, "stress_md": 11,
-           "stress_md_retry": 12, "stability": 13, "crossfit": 14}
+           "stress_md_retry": 12, "stability": 13, "crossfit": 14, "replay": 15}
 
 
 class Context:

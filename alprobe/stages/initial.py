@@ -56,7 +56,7 @@ class BootstrapTrain(_Gen0):
     name = "bootstrap_train"
 
     def applies(self, ctx: Context, gen: int) -> bool:
-        return (super().applies(ctx, gen) and not ctx.cfg.backbone.model_file
+        return (super().applies(ctx, gen) and not ctx.cfg.backbone.start_file
                 and not ctx.ledger.done("gen000/bootstrap"))
 
     def run(self, ctx: Context, gen: int) -> Commit:
@@ -68,8 +68,8 @@ class BootstrapTrain(_Gen0):
 
 def _driver(ctx: Context) -> str:
     cfg = ctx.cfg
-    if cfg.backbone.model_file:
-        return str(cfg.resolve(cfg.backbone.model_file))
+    if cfg.backbone.start_file:
+        return str(cfg.resolve(cfg.backbone.start_file))
     return ctx.ledger.stage_info("gen000/bootstrap_train")["path"]
 
 
@@ -304,7 +304,7 @@ class TrainBackbone0(Stage):
     def run(self, ctx: Context, gen: int) -> Commit:
         cfg = ctx.cfg
         train = ctx.ledger.frames(status="labeled", split="train")
-        user = cfg.resolve(cfg.backbone.model_file) if cfg.backbone.model_file else None
+        user = cfg.resolve(cfg.backbone.start_file) if cfg.backbone.start_file else None
         if user is not None and not cfg.backbone.finetune:
             from ..backbone import load_model
 

@@ -17,7 +17,8 @@ from .base import Commit, Stage
 from .context import Context
 from .label import LABEL_OUTCOMES
 
-__all__ = ["TEST_KEYS", "Metrics", "signal_metrics", "train_frames"]
+__all__ = ["REPLAY_KEYS", "TEST_KEYS", "Metrics", "replay_columns", "signal_metrics",
+           "train_frames"]
 
 _NAN = float("nan")
 
@@ -190,6 +191,7 @@ class Metrics(Stage):
         row.update(_hit_rates(ctx, gen))
         row["dft_calls"] = sum(L.count(status=s) for s in LABEL_OUTCOMES) - L.count(
             status="labeled", split="test")
+        row.update(replay_columns(ctx, gen))
         row.update(_costs(ctx, gen))
 
         def rows(L: Any) -> None:
@@ -203,5 +205,29 @@ class Metrics(Stage):
                 f"{1000 * row['force_mae_lo_eV_A']:.0f}-{1000 * row['force_mae_hi_eV_A']:.0f}), "
                 f"p95 frame F RMSE {1000 * row['force_rmse_p95_eV_A']:.0f} meV/A"
                 + (f", stress F MAE {1000 * stress:.0f} meV/A" if stress == stress else "")
-                + f", trust AUROC on the picked frames {row['trust_auroc_new']:.2f}")
+                + f", trust AUROC on the picked frames {row['trust_auroc_new']:.2f}"
+                + (f", replay F MAE {1000 * row['replay_force_mae_eV_A']:.0f} meV/A "
+                   f"({100 * row['replay_force_mae_growth']:+.0f}% vs the foundation)"
+                   if "replay_force_mae_eV_A" in row else ""))
         return Commit({}, rows=rows)
+
+
+#: The forgetting columns of a campaign from backbone.foundation (replay-set hold-out).
+REPLAY_KEYS = ("replay_force_mae_eV_A", "replay_energy_mae_eV_per_atom",
+               "replay_foundation_force_mae_eV_A", "replay_force_mae_growth")
+
+
+def replay_columns(ctx: Context, gen: int) -> dict[str, float]:
+    """Forgetting of backbone ``gen`` (the latest trained one at or before ``gen``) on the
+    held-back replay frames, with the foundation's own error beside it: only for campaigns
+    from backbone.foundation."""
+    if not ctx.cfg.backbone.foundation:
+        return {}
+    for g in range(gen, -1, -1):
+        rep = ctx.ledger.stage_info(stage_key(g, "train")).get("replay")
+        if rep:
+            return {"replay_force_mae_eV_A": rep["force_mae_eV_A"],
+                    "replay_energy_mae_eV_per_atom": rep["energy_mae_eV_per_atom"],
+                    "replay_foundation_force_mae_eV_A": rep["foundation_force_mae_eV_A"],
+                    "replay_force_mae_growth": rep["force_mae_growth"]}
+    return dict.fromkeys(REPLAY_KEYS, _NAN)

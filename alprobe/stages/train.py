@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from ..dataset import bootstrap_resample, group_folds
+from ..dataset import bootstrap_resample, group_folds, group_split
 from ..executor import Job
 from ..files import atomic_write
 from ..frames import bare_copy, bare_with_ref, set_prediction
@@ -20,8 +20,8 @@ from ..records import stage_key
 from .base import Commit, Stage
 from .context import Context
 
-__all__ = ["Committee", "Spec", "Train", "crossfit_specs", "noise_floor", "start_point",
-           "train_models"]
+__all__ = ["Committee", "Spec", "Train", "crossfit_specs", "noise_floor", "replay_set",
+           "start_point", "train_models"]
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,10 @@ def train_models(ctx: Context, gen: int, specs: Sequence[Spec], reseed: int = 0,
         out = (folder or ctx.model_dir(gen)) / f"{spec.name}.model"
         ctx.say(f"  gen {gen} training {spec.name} on {len(train)} + {n_val} validation frames"
                 + (" (fine-tune)" if spec.foundation else " (from scratch)"))
+        replay = replay_set(ctx) if spec.foundation and ctx.cfg.backbone.foundation else None
         jobs.append(Job(train_task, (train, valid, str(out), ctx.cfg.backbone,
                                      ctx.seed(gen, "train", *extra), spec.foundation,
-                                     spec.epochs),
+                                     spec.epochs, replay),
                         kind="train", key=f"train-{spec.name}-g{gen}"
                         + (f"-s{reseed}" if reseed else ""),
                         tag=(spec.name, spec.foundation, frames, str(out))))
@@ -80,10 +81,49 @@ def train_models(ctx: Context, gen: int, specs: Sequence[Spec], reseed: int = 0,
             {"train_ids": ids, "foundation": foundation, "epochs": res["epochs"],
              "wall_s": res["wall_s"]}, indent=1))
         done[name] = {"path": out, "train_ids": ids, "wall_s": res["wall_s"]}
+        if "replay" in res:
+            done[name]["replay"] = res["replay"]
         return False
 
     ctx.run(jobs, f"gen {gen} train", record)
     return [done[s.name] for s in specs]
+
+
+def replay_set(ctx: Context) -> Any:
+    """The campaign's replay set for backbone.foundation, split once into the frames mace-torch
+    replays (``replay/replay_train.extxyz``, its keys) and the held-back share that measures
+    forgetting (``replay/replay_holdout.extxyz``); the split is seeded, whole groups (info
+    ``traj_id`` or ``group``) stay together, and later calls reuse the files."""
+    from ..backbone import Replay
+    from ..frames import read_labeled, write_extxyz
+
+    bb = ctx.cfg.backbone
+    folder = ctx.dir / "replay"
+    train_file, hold_file = folder / "replay_train.extxyz", folder / "replay_holdout.extxyz"
+    if not hold_file.is_file():
+        frames = read_labeled(ctx.cfg.resolve(bb.replay_file), bb.replay_energy_key,
+                              bb.replay_forces_key, keep_info=True)
+        groups = [str(a.info.get("traj_id", a.info.get("group", i)))
+                  for i, a in enumerate(frames)]
+        held_mask = group_split(groups, bb.replay_holdout, ctx.rng(0, "replay"))
+        keep = [a for a, h in zip(frames, held_mask) if not h]
+        held = [a for a, h in zip(frames, held_mask) if h]
+        folder.mkdir(exist_ok=True)
+        write_extxyz(train_file, [_mace_keys(a) for a in keep])
+        write_extxyz(hold_file, [bare_with_ref(a) for a in held])
+    holdout = read_labeled(hold_file)
+    return Replay(str(train_file), bb.replay_samples, bb.replay_labels == "foundation",
+                  tuple(holdout))
+
+
+def _mace_keys(a: Atoms) -> Atoms:
+    """A labeled frame under mace-torch's key names (REF_energy, REF_forces)."""
+    from ..frames import REF_ENERGY, REF_FORCES
+
+    b = Atoms(numbers=a.numbers, positions=a.positions)
+    b.info["REF_energy"] = float(a.info[REF_ENERGY])
+    b.arrays["REF_forces"] = np.asarray(a.arrays[REF_FORCES], dtype=float)
+    return b
 
 
 def start_point(ctx: Context, previous: str) -> tuple[str | None, int | None]:
@@ -91,6 +131,8 @@ def start_point(ctx: Context, previous: str) -> tuple[str | None, int | None]:
     (backbone.retrain: finetune), or start again from the user's model file or from scratch
     (retrain: scratch)."""
     bb = ctx.cfg.backbone
+    if bb.foundation:  # multihead replay always starts from the pretrained file
+        return str(ctx.cfg.resolve(bb.foundation)), bb.finetune_epochs
     if bb.retrain == "finetune":
         return previous, bb.finetune_epochs
     if bb.model_file:
@@ -204,7 +246,7 @@ class Committee(Stage):
         frames = [a for a in L.frames(status="labeled") if a.info["fid"] in ids]
         if not frames:  # a user model used as is: members fine-tune it on the gen-0 data
             frames = L.frames(status="labeled", split="train")
-        user = str(cfg.resolve(cfg.backbone.model_file)) if cfg.backbone.model_file else None
+        user = str(cfg.resolve(cfg.backbone.start_file)) if cfg.backbone.start_file else None
         epochs = cfg.backbone.finetune_epochs if user else None
         infos = train_models(ctx, g, [Spec(f"member{k}", user, epochs, frames, k)
                                       for k in range(1, ctx.arm.committee_size())])
