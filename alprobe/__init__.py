@@ -67,7 +67,7 @@ def status_table(directory: Any) -> str:
 
 def write_report(directory: Any) -> Any:
     """Write ``directory/report.html`` (the page ``alprobe report`` writes) and return its
-    path; see alprobe.html_report.write_report."""
-    from .html_report import write_report as _write
+    path; see alprobe.report.write_report."""
+    from .report import write_report as _write
 
     return _write(directory)

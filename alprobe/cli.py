@@ -41,9 +41,8 @@ def _finished(directory: Path, quiet: bool) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from .campaign import run_campaign
-    from .console import Console
-
     from .config import ConfigError
+    from .console import Console
     from .folder import check_folder
     from .validate import check_campaign
 
@@ -73,9 +72,8 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from .comparison import check_comparison_folder, load_comparison, run_comparison
-    from .console import Console
-
     from .config import ConfigError
+    from .console import Console
     from .validate import check_campaign
 
     cmp = load_comparison(args.comparison)
@@ -241,11 +239,10 @@ def _probe_fit(args: argparse.Namespace) -> int:
 
 def _probe_score(args: argparse.Namespace) -> int:
     import numpy as np
+    from ase.io import read
 
     from .errors import AlprobeError
     from .trust import score_frames
-
-    from ase.io import read
 
     try:
         frames = read(args.frames, index=":")
@@ -274,7 +271,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .html_report import write_report
+    from .report import write_report
 
     print(f"wrote {write_report(args.dir)}")
     return 0

@@ -32,7 +32,8 @@ again with ``noise_floor_seeds`` other seeds; the spread of their test force MAE
 smallest difference the comparison can detect, reported in the summary.
 
 Outputs: ``learning_curves.{csv,png}``, ``costs.csv``, ``noise_floor.json`` and
-``summary.md`` in ``<dir>``.
+``summary.md`` in ``<dir>`` (written by :mod:`alprobe.report`), beside ``comparison.yaml``
+(the resolved comparison) and ``comparison.json`` (its plan, which the report reads).
 """
 
 from __future__ import annotations
@@ -52,10 +53,12 @@ import yaml
 
 from .config import CampaignConfig, ConfigError, parse_campaign, read_yaml
 from .errors import AlprobeError
-from .records import stage_key
+from .report import ComparisonPlan, RunInfo
+from .report import write_comparison_outputs as write_outputs
 
 __all__ = ["POOL_DEFAULTS", "Comparison", "ComparisonError", "ComparisonResult",
-           "load_comparison", "parse_comparison", "run_comparison", "strategy"]
+           "comparison_plan", "load_comparison", "parse_comparison", "run_comparison",
+           "strategy", "write_comparison_outputs"]
 
 #: What an arm may set: {section: allowed keys (None: the whole section)}.
 ARM_KEYS: dict[str, set[str] | None] = {"select": {"rule", "sampling", "power", "hold_out",
@@ -231,8 +234,9 @@ def parse_comparison(data: Any, source_dir: str | Path = ".",
         target = None
     arms_in = data.get("arms", DEFAULT_ARMS)
     if not isinstance(arms_in, dict) or not arms_in:
-        raise ConfigError(problems + ["arms: a mapping of at least one arm name to its settings "
-                                      "(e.g. `random: {select: {rule: random}}`)"], source)
+        raise ConfigError(problems + [("arms: a mapping of at least one arm name to its "
+                                       "settings (e.g. `random: {select: {rule: random}}`)")],
+                          source)
     arms: dict[str, CampaignConfig] = {}
     overrides: dict[str, dict[str, Any]] = {}
     for arm, over in arms_in.items():
@@ -451,9 +455,11 @@ def _tagger(log: Callable[[str], None] | None) -> Callable[[str], Any]:
 
 
 def _write_comparison_file(cmp: Comparison, directory: Path) -> None:
-    """``comparison.yaml``: the resolved comparison (shared campaign and arm overrides)."""
+    """``comparison.yaml``: the resolved comparison (shared campaign and arm overrides); and
+    ``comparison.json``: its plan as the report reads it (:func:`comparison_plan`)."""
     from .files import atomic_write
 
+    comparison_plan(cmp).write(directory)
     atomic_write(directory / "comparison.yaml", yaml.safe_dump(
         {"name": cmp.name, "replicas": cmp.replicas,
          "target_force_mae_meV_A": cmp.target_force_mae_meV_A,
@@ -500,64 +506,22 @@ def _run_arms(cmp: Comparison, directory: Path, c: Any, tagged: Callable[[str], 
     return _threads(jobs)
 
 
+def comparison_plan(cmp: Comparison) -> ComparisonPlan:
+    """What the report needs to know of a comparison (written as ``comparison.json``): its
+    runs with their arm, replica and rule, its generation-0 folders, budget and target."""
+    return ComparisonPlan(
+        name=cmp.name, budget=cmp.base.select.budget, generations=cmp.base.generations,
+        runs={r.name: RunInfo(r.arm, r.replica, cmp.arms[r.arm].select.rule)
+              for r in cmp.runs()},
+        shared=[cmp.shared_name(r) for r in cmp.shared_replicas()], pool=cmp.pool_mode,
+        target=cmp.target_force_mae_meV_A)
+
+
 def write_comparison_outputs(cmp: Comparison, directory: str | Path) -> ComparisonResult:
-    """Learning curves (CSV + PNG), costs (CSV) and summary.md from the runs' metrics."""
-    import json
-
-    from .files import atomic_write
-    from .ledger import Ledger
-    from .plots import plot_learning_curves
-    from .report import comparison_summary, cost_rows, learning_curve_rows
-
+    """Learning curves (CSV + PNG), costs (CSV), stability (CSV) and summary.md from the
+    runs' ledgers (:func:`alprobe.report.write_comparison_outputs`)."""
     directory = Path(directory)
-    metrics, runs = {}, {}
-    for run in cmp.runs():
-        d = directory / "arms" / run.name
-        metrics[run.name] = Ledger(d, readonly=True).metrics() if (d / "ledger.db").is_file() \
-            else []
-        runs[run.name] = run
-    shared = {cmp.shared_name(r): Ledger(directory / cmp.shared_name(r), readonly=True).metrics()
-              for r in cmp.shared_replicas()}
-    curves = learning_curve_rows(metrics, {n: (r.arm, r.replica, cmp.arms[r.arm].select.rule)
-                                           for n, r in runs.items()})
-    costs = cost_rows(metrics, shared)
-    floor_path = directory / "noise_floor.json"
-    floor = json.loads(floor_path.read_text()) if floor_path.is_file() else None
-    out = {"learning_curves_csv": directory / "learning_curves.csv",
-           "learning_curves_png": directory / "learning_curves.png",
-           "costs_csv": directory / "costs.csv", "summary_md": directory / "summary.md"}
-    atomic_write(out["learning_curves_csv"], _csv(curves))
-    atomic_write(out["costs_csv"], _csv(costs))
-    plot_learning_curves(curves, out["learning_curves_png"], title=cmp.name)
-    stability = {}
-    for name in runs:
-        d = directory / "arms" / name
-        if metrics[name]:
-            last = int(metrics[name][-1]["generation"])
-            stability[name] = Ledger(d, readonly=True).stage_info(stage_key(last, "stability"))
-    if any(stability.values()):
-        out["stability_csv"] = directory / "stability.csv"
-        atomic_write(out["stability_csv"], _csv([
-            {"run": n, "arm": runs[n].arm, "replica": runs[n].replica,
-             **{k: rec[k] for k in ("generation", "temperature_K", "walkers", "run_fs",
-                                    "stable_fraction", "first_failure_fs")}}
-            for n, rec in stability.items() if rec]))
-    text = comparison_summary(cmp.name, curves, costs, budget=cmp.base.select.budget,
-                              generations=cmp.base.generations,
-                              target=cmp.target_force_mae_meV_A, noise_floor=floor,
-                              plot=out["learning_curves_png"].name, pool=cmp.pool_mode,
-                              stability=stability)
-    atomic_write(out["summary_md"], text)
-    return ComparisonResult(directory, metrics, out, text)
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return ""
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-
-    def fmt(v: Any) -> str:
-        return f"{v:.6g}" if isinstance(v, float) else str(v)
-
-    return "\n".join([",".join(keys)] + [",".join(fmt(r.get(k, "")) for k in keys)
-                                         for r in rows]) + "\n"
+    out = write_outputs(directory, comparison_plan(cmp))
+    metrics = {r.name: out.data.runs[r.name].metrics if r.name in out.data.runs else []
+               for r in cmp.runs()}
+    return ComparisonResult(directory, metrics, out.paths, out.summary)

@@ -1,5 +1,7 @@
-"""Figures, through matplotlib's object API (Figure + Agg canvas: no pyplot state, safe from
-several threads): audit plots, atom-importance pictures, learning curves."""
+"""Figures, through matplotlib's object API (Figure + canvas: no pyplot state, safe from
+several threads). Each figure is drawn by one ``*_figure`` function that returns a
+``matplotlib.figure.Figure``; :func:`save_png` writes it as a PNG file and :func:`svg_text`
+as inline SVG for the HTML report, so a PNG and an SVG of a figure are one drawing."""
 
 from __future__ import annotations
 
@@ -13,32 +15,24 @@ from ase import Atoms
 from .metrics import ece, error_by_decile, reliability_diagram, risk_coverage
 from .records import ACCOUNTS, STAGES, STOP_KINDS
 
-__all__ = ["arm_costs_svg", "audit_auroc_svg", "costs_svg", "draw_importance",
-           "learning_curves_figure", "learning_curves_svg", "plot_audit", "plot_learning_curves",
-           "stops_svg", "svg_text", "trust_signal_svg"]
+__all__ = ["arm_costs_figure", "audit_auroc_figure", "costs_figure", "deciles_figure",
+           "draw_importance", "importance_figure", "learning_curves_figure", "plot_audit",
+           "reliability_figure", "risk_coverage_figure", "save_png", "stops_figure", "svg_text",
+           "trust_signal_figure"]
 
 
-def plot_audit(signals: dict[str, np.ndarray], e: np.ndarray, tau: float, path_prefix: str,
-               probabilities: AbstractSet[str] = frozenset()) -> list[str]:
-    """Write the audit figures (Agg backend, no pyplot state) and return their paths.
-
-    ``<prefix>_risk_coverage.png``: selective risk with loss = e vs coverage for every signal
-    plus the oracle; ``<prefix>_reliability.png``: reliability diagram (10 bins) of the
-    ``probabilities`` signals with the diagonal; ``<prefix>_deciles.png``: mean error per
-    confidence decile (least to most trusted) for every signal, with tau marked.
-    """
+def save_png(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    """``fig`` as a PNG file at ``path`` (Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=dpi)
+    return Path(path)
+
+
+def risk_coverage_figure(signals: dict[str, np.ndarray], e: np.ndarray) -> Any:
+    """Selective risk (loss = e) against coverage for every signal, plus the oracle."""
     from matplotlib.figure import Figure
-
-    e = np.asarray(e, dtype=float)
-    paths = []
-
-    def save(fig: Figure, suffix: str) -> None:
-        FigureCanvasAgg(fig)
-        fig.tight_layout()
-        path = f"{path_prefix}_{suffix}.png"
-        fig.savefig(path, dpi=120)
-        paths.append(path)
 
     fig = Figure(figsize=(5.5, 4))
     ax = fig.add_subplot()
@@ -51,17 +45,24 @@ def plot_audit(signals: dict[str, np.ndarray], e: np.ndarray, tau: float, path_p
     ax.set_ylabel("selective risk (mean error of kept)")
     ax.set_xlim(0, 1)
     ax.legend(fontsize=8)
-    save(fig, "risk_coverage")
+    fig.tight_layout()
+    return fig
+
+
+def reliability_figure(signals: dict[str, np.ndarray], e: np.ndarray, tau: float,
+                       probabilities: AbstractSet[str] = frozenset()) -> Any:
+    """Reliability diagram (10 bins) of the ``probabilities`` signals, with the diagonal."""
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(4.5, 4.5))
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], "k:", label="perfect calibration")
-    for name in signals:
+    for name, s in signals.items():
         if name in probabilities:
-            d = reliability_diagram(signals[name], e, tau)
+            d = reliability_diagram(s, e, tau)
             m = d["count"] > 0
             ax.plot(d["p_mean"][m], d["frac_reliable"][m], "o-",
-                    label=f"{name} (ECE {ece(signals[name], e, tau):.3f})")
+                    label=f"{name} (ECE {ece(s, e, tau):.3f})")
     if not probabilities:
         ax.text(0.5, 0.5, "no probability signals", ha="center", va="center")
     ax.set_xlabel("predicted P(reliable)")
@@ -69,7 +70,13 @@ def plot_audit(signals: dict[str, np.ndarray], e: np.ndarray, tau: float, path_p
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
-    save(fig, "reliability")
+    fig.tight_layout()
+    return fig
+
+
+def deciles_figure(signals: dict[str, np.ndarray], e: np.ndarray, tau: float) -> Any:
+    """Mean error per confidence decile (least to most trusted) for every signal, tau marked."""
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5.5, 4))
     ax = fig.add_subplot()
@@ -80,14 +87,26 @@ def plot_audit(signals: dict[str, np.ndarray], e: np.ndarray, tau: float, path_p
     ax.set_xlabel("confidence decile (1 = least trusted)")
     ax.set_ylabel("mean error")
     ax.legend(fontsize=8)
-    save(fig, "deciles")
-    return paths
+    fig.tight_layout()
+    return fig
 
 
-def draw_importance(atoms: Atoms, importance: np.ndarray, path: str | Path, title: str = "") -> None:
-    """Draw a molecule (projection on its two main axes) with atoms coloured by importance."""
+def plot_audit(signals: dict[str, np.ndarray], e: np.ndarray, tau: float, path_prefix: str,
+               probabilities: AbstractSet[str] = frozenset()) -> list[str]:
+    """Write the audit figures as PNGs and return their paths: ``<prefix>_risk_coverage.png``
+    (:func:`risk_coverage_figure`), ``<prefix>_reliability.png`` (:func:`reliability_figure`)
+    and ``<prefix>_deciles.png`` (:func:`deciles_figure`)."""
+    e = np.asarray(e, dtype=float)
+    figs = {"risk_coverage": risk_coverage_figure(signals, e),
+            "reliability": reliability_figure(signals, e, tau, probabilities),
+            "deciles": deciles_figure(signals, e, tau)}
+    return [str(save_png(fig, f"{path_prefix}_{suffix}.png", dpi=120))
+            for suffix, fig in figs.items()]
+
+
+def importance_figure(atoms: Atoms, importance: np.ndarray, title: str = "") -> Any:
+    """A molecule (projection on its two main axes) with atoms coloured by importance."""
     from ase.data import covalent_radii
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     pos = atoms.positions - atoms.positions.mean(0)
@@ -95,7 +114,6 @@ def draw_importance(atoms: Atoms, importance: np.ndarray, path: str | Path, titl
     xy = pos @ axes.T
     r = covalent_radii[atoms.numbers]
     fig = Figure(figsize=(4.5, 4))
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
     for i, j in zip(*np.nonzero(np.triu(d < 1.2 * (r[:, None] + r[None]), 1))):
@@ -110,7 +128,12 @@ def draw_importance(atoms: Atoms, importance: np.ndarray, path: str | Path, titl
     ax.axis("off")
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    return fig
+
+
+def draw_importance(atoms: Atoms, importance: np.ndarray, path: str | Path, title: str = "") -> None:
+    """:func:`importance_figure` as a PNG at ``path``."""
+    save_png(importance_figure(atoms, importance, title), path, dpi=90)
 
 
 def svg_text(fig: Any, name: str) -> str:
@@ -171,11 +194,9 @@ def learning_curves_figure(rows: list[dict[str, Any]], title: str = "") -> Any:
     a bold mean over replicas (NaN-safe). ``rows``: dicts as
     :func:`alprobe.report.learning_curve_rows` makes them (run, arm, generation, labels,
     force_mae_meV_A, force_mae_lo_meV_A, force_mae_hi_meV_A, energy_mae_meV_atom)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 4.0))
-    FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
     for i, arm in enumerate(dict.fromkeys(r["arm"] for r in rows)):
         color = f"C{i % 10}"
@@ -215,20 +236,7 @@ def learning_curves_figure(rows: list[dict[str, Any]], title: str = "") -> Any:
     return fig
 
 
-def learning_curves_svg(rows: list[dict[str, Any]], title: str = "",
-                        name: str = "learning-curves") -> str:
-    """:func:`learning_curves_figure` as inline SVG (the HTML report)."""
-    return svg_text(learning_curves_figure(rows, title), name)
-
-
-def plot_learning_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """:func:`learning_curves_figure` as a PNG at ``path`` (a comparison's
-    ``learning_curves.png``)."""
-    learning_curves_figure(rows, title).savefig(path, dpi=100)
-    return Path(path)
-
-
-def trust_signal_svg(metrics: list[dict[str, Any]], name: str = "trust-signal") -> str:
+def trust_signal_figure(metrics: list[dict[str, Any]]) -> Any:
     """The probe's figures per generation, from metrics rows: the candidates' P(reliable)
     (median, quartile band, 10-90% dotted); the AUROC of generation g-1's signal on the frames
     picked, the random audit sample and every candidate, and of probe g on the test set (0.5:
@@ -266,11 +274,10 @@ def trust_signal_svg(metrics: list[dict[str, Any]], name: str = "trust-signal") 
         ax.legend(fontsize=7)
     _integer_x(ax1, ax2, ax3)
     fig.tight_layout()
-    return svg_text(fig, name)
+    return fig
 
 
-def audit_auroc_svg(audits: dict[int, dict[str, dict[str, Any]]], name: str = "audit-auroc"
-                    ) -> str:
+def audit_auroc_figure(audits: dict[int, dict[str, dict[str, Any]]]) -> Any:
     """AUROC with its bootstrap 95% interval (shaded) of every audited signal per generation,
     on the held-out test set and on the frames just labeled. ``audits``: {generation: {"test" |
     "new": the JSON that :func:`alprobe.audit.write_audit` writes}}."""
@@ -302,10 +309,10 @@ def audit_auroc_svg(audits: dict[int, dict[str, dict[str, Any]]], name: str = "a
     axes[0].set_ylabel("AUROC")
     _integer_x(*axes)
     fig.tight_layout()
-    return svg_text(fig, name)
+    return fig
 
 
-def stops_svg(counts: dict[int, dict[str, int]], name: str = "walker-stops") -> str:
+def stops_figure(counts: dict[int, dict[str, int]]) -> Any:
     """Walkers per generation, stacked by why they stopped (:data:`STOP_KINDS`)."""
     from matplotlib.figure import Figure
 
@@ -326,10 +333,10 @@ def stops_svg(counts: dict[int, dict[str, int]], name: str = "walker-stops") -> 
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _integer_x(ax)
     fig.tight_layout()
-    return svg_text(fig, name)
+    return fig
 
 
-def costs_svg(metrics: list[dict[str, Any]], name: str = "costs") -> str:
+def costs_figure(metrics: list[dict[str, Any]]) -> Any:
     """Per generation: the driver's wall time per stage (s, stacked; the rest of the
     generation's wall time as "other") and the tasks' CPU time per account (s, stacked)."""
     from matplotlib.figure import Figure
@@ -360,10 +367,10 @@ def costs_svg(metrics: list[dict[str, Any]], name: str = "costs") -> str:
     axes[1].set_title("CPU time per account (tasks + driver)", fontsize=9)
     _integer_x(*axes)
     fig.tight_layout()
-    return svg_text(fig, name)
+    return fig
 
 
-def arm_costs_svg(costs: list[dict[str, Any]], name: str = "arm-costs") -> str:
+def arm_costs_figure(costs: list[dict[str, Any]]) -> Any:
     """Wall and CPU seconds per run of a comparison (and per generation-0 folder), stacked by
     stage. ``costs``: rows of :func:`alprobe.report.cost_rows`."""
     from matplotlib.figure import Figure
@@ -387,4 +394,4 @@ def arm_costs_svg(costs: list[dict[str, Any]], name: str = "arm-costs") -> str:
     axes[0].invert_yaxis()
     axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    return svg_text(fig, name)
+    return fig

@@ -270,7 +270,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the synthetic campaign folder")
     args = ap.parse_args()
 
-    from alprobe.html_report import write_report
+    from alprobe.report import write_report
 
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -36,8 +36,10 @@ for layer, names in enumerate([
      "stages.metrics", "stages.initial", "stages.stability", "stages.plan"],
     # 7 schedules
     ["campaign", "streaming"],
-    # 8 outputs and entry points
-    ["comparison", "report", "html_report", "export", "reference", "cli", ""],
+    # 8 outputs and entry points (the report package below the comparison that writes with it)
+    ["report.blocks", "report.fmt", "report.gather", "report.html", "report.status",
+     "report.campaign", "report.summary", "report.comparison", "report", "comparison",
+     "export", "reference", "cli", ""],
 ]):
     for n in names:
         LAYERS[f"alprobe.{n}" if n else "alprobe"] = layer

@@ -136,7 +136,7 @@ def _curve(arm, replica, rule, maes, labels0=20, step=10):
 def test_paired_statistics_on_curves_with_a_known_answer():
     """Arm a is 10% more accurate than r at every label count in each of 4 replicas, with
     replica-to-replica variation larger than the gap: the paired intervals resolve it."""
-    from alprobe.report import paired_tables
+    from alprobe.paired import paired_tables
 
     curves = []
     for rep, scale in enumerate((1.0, 1.3, 0.8, 1.15)):
@@ -144,16 +144,16 @@ def test_paired_statistics_on_curves_with_a_known_answer():
         curves += _curve("r", rep, "random", base)
         curves += _curve("a", rep, "probe", [base[0]] + [0.9 * m for m in base[1:]])
     t = paired_tables(curves, target=60)
-    d = t["at_labels"][("r", "a")][2]
+    d = t.at_labels[("r", "a")][2]
     assert d.n == 4 and d.resolved and d.mean > 0  # r - a > 0: a is more accurate
     assert d.mean == pytest.approx(np.mean([5 * s for s in (1.0, 1.3, 0.8, 1.15)]))
-    au = t["aulc"][("r", "a")]
+    au = t.aulc[("r", "a")]
     assert au.resolved and au.mean > 0
-    assert t["aulc_range"] == (20, 40)
+    assert t.aulc_range == (20, 40)
     # labels to 60 meV/A: replica 0 of r crosses between 30 (70) and 40 (50) labels
     from alprobe.paired import labels_to_target
 
-    assert t["to_target_values"]["r"][0] == pytest.approx(labels_to_target(
+    assert t.to_target_values["r"][0] == pytest.approx(labels_to_target(
         [20, 30, 40], [100, 70, 50], 60))
 
 
@@ -183,15 +183,16 @@ def test_summary_says_what_the_intervals_resolve():
 
 def test_summary_says_how_precise_the_test_set_is():
     """Half-widths of 5% everywhere pass; one point at 8% is named as the worst."""
-    from alprobe.report import comparison_summary, test_precision
+    from alprobe.paired import test_precision
+    from alprobe.report import comparison_summary
 
     curves = _curve("a", 0, "probe", [100, 80]) + _curve("r", 0, "random", [100, 70])
     text = comparison_summary("t", curves, [], budget=1, generations=1)
     assert "±5.0% at worst" in text and "every point is within ±5%" in text
     curves[-1]["force_mae_lo_meV_A"], curves[-1]["force_mae_hi_meV_A"] = 70 * 0.92, 70 * 1.08
     p = test_precision(curves)
-    assert p["max"] == pytest.approx(0.08) and p["worst_run"] == "r-r0"
-    assert p["mean"] == pytest.approx((3 * 0.05 + 0.08) / 4)
+    assert p.max == pytest.approx(0.08) and p.worst_run == "r-r0"
+    assert p.mean == pytest.approx((3 * 0.05 + 0.08) / 4)
     text = comparison_summary("t", curves, [], budget=1, generations=1)
     assert "±8.0% at worst (r-r0, generation 1): wider than ±5% there" in text
 
@@ -234,8 +235,15 @@ def _gen0(directory: Path) -> list[tuple]:
 def test_outputs_exist_and_cover_every_arm(compared):
     directory, result, lines, _ = compared
     for name in ("learning_curves.csv", "learning_curves.png", "costs.csv", "summary.md",
-                 "comparison.yaml"):
+                 "comparison.yaml", "comparison.json"):
         assert (directory / name).stat().st_size > 0, name
+    # the plan the report reads: every run with its arm and rule, from the validated file
+    from alprobe.report.gather import read_plan
+
+    plan = read_plan(directory)
+    assert {r: (i.arm, i.rule) for r, i in plan.runs.items()} == {
+        arm: (arm, ARMS[arm]["select"]["rule"]) for arm in ARMS}
+    assert plan.shared == ["shared"] and plan.budget == TINY_CAMPAIGN["select"]["budget"]
     rows = list(csv.DictReader(open(directory / "learning_curves.csv")))
     gens = TINY_CAMPAIGN["generations"]
     assert sorted((r["arm"], int(r["generation"])) for r in rows) == sorted(
@@ -376,7 +384,8 @@ def test_summary_reports_training_frames_tails_stress_and_the_oracles_share():
     log terms close to it), per-frame tails and a stress set: the summary says how many frames
     each backbone trained on, tabulates the tails, pairs every yardstick and gives the share
     of the oracle's gain with an interval."""
-    from alprobe.report import comparison_summary, oracle_recovery
+    from alprobe.paired import oracle_recovery
+    from alprobe.report import comparison_summary
 
     curves = []
     for rep, scale in enumerate((1.0, 1.2, 0.9, 1.1, 0.95)):
@@ -391,12 +400,12 @@ def test_summary_reports_training_frames_tails_stress_and_the_oracles_share():
                          stress_force_rmse_p95_meV_A=6 * m, stress_force_rmse_max_meV_A=9 * m)
             curves += rows
     rec = oracle_recovery(curves)
-    assert rec["control"] == "random" and rec["ceiling"] == "oracle"
-    f, lo, hi, n = rec["arms"]["probe"]
+    assert rec.control == "random" and rec.ceiling == "oracle"
+    f, lo, hi, n = rec.arms["probe"]
     expected = np.log10(0.9) / np.log10(0.8)  # AULC gains in mean log10 MAE
     assert n == 5 and 0.4 < f < 0.6 and lo <= f <= hi
     # the stress MAE is twice the test MAE everywhere: the same share of log gains
-    assert oracle_recovery(curves, "stress_force_mae_meV_A")["arms"]["probe"][0] == \
+    assert oracle_recovery(curves, "stress_force_mae_meV_A").arms["probe"].fraction == \
         pytest.approx(f)
     assert f == pytest.approx(expected, rel=0.25)
     text = comparison_summary("t", curves, [], budget=10, generations=2)
@@ -412,7 +421,8 @@ def test_summary_measures_the_data_tax_and_the_share_of_probes_loss_it_explains(
     """random_hold (random paying the hold-out) 6% worse than random, PROBE (which pays it)
     12% worse, replica by replica: the tax is resolved and explains about half of PROBE's loss
     (in log terms); an untaxed PROBE arm is not mistaken for a control."""
-    from alprobe.report import comparison_summary, data_tax
+    from alprobe.paired import data_tax
+    from alprobe.report import comparison_summary
 
     curves = []
     for rep, scale in enumerate((1.0, 1.2, 0.9, 1.1, 0.95)):
@@ -426,9 +436,9 @@ def test_summary_measures_the_data_tax_and_the_share_of_probes_loss_it_explains(
                 r["train_frames"] = int(tf * r["labels"])
             curves += rows
     (rec,) = data_tax(curves)
-    assert rec["arm"] == "random_hold" and rec["base"] == "random" and rec["probe"] == "probe"
-    assert rec["tax"].resolved and rec["tax"].mean > 0 and rec["loss"].resolved
-    f, lo, hi, n = rec["share"]
+    assert rec.arm == "random_hold" and rec.base == "random" and rec.probe == "probe"
+    assert rec.tax.resolved and rec.tax.mean > 0 and rec.loss.resolved
+    f, lo, hi, n = rec.share
     expected = np.mean([np.log10(1.06 + 0.01 * r) for r in range(5)]) / np.log10(1.12)
     assert n == 5 and f == pytest.approx(expected, rel=0.2) and lo <= f <= hi < 1
     text = comparison_summary("t", curves, [], budget=10, generations=2)

@@ -1,7 +1,9 @@
-"""The HTML report (``alprobe report``): the page of a real finished campaign, opened in a real
-headless Chromium (every figure drawn, every image decoded, no console error, a screenshot that
-is not blank); a comparison page built from real run ledgers; the caps that keep a large
-campaign's page small; the markdown subset of summary.md; the one-line errors."""
+"""The report package (``alprobe report``, ``alprobe status``, a comparison's summary.md): the
+page of a real finished campaign, opened in a real headless Chromium (every figure drawn, every
+image decoded, no console error, a screenshot that is not blank); a comparison page built from
+real run ledgers, whose summary holds the numbers of summary.md because both are rendered from
+the same blocks; the caps that keep a large campaign's page small; the block renderers (text,
+markdown, HTML); the one-line errors."""
 
 from __future__ import annotations
 
@@ -14,16 +16,28 @@ import numpy as np
 import pytest
 import yaml
 
-from alprobe.html_report import (
-    MAX_IMPORTANCE,
-    MAX_REASONS,
+from alprobe.ledger import Ledger
+from alprobe.report import (
+    ComparisonPlan,
     ReportError,
-    learning_section,
-    markdown_html,
+    RunInfo,
     read_campaign,
+    write_comparison_outputs,
     write_report,
 )
-from alprobe.ledger import Ledger
+from alprobe.report.blocks import (
+    Bullets,
+    Gap,
+    Heading,
+    Paragraph,
+    Table,
+    plain,
+    to_html,
+    to_markdown,
+    to_text,
+)
+from alprobe.report.campaign import MAX_REASONS, learning_section
+from alprobe.report.gather import MAX_IMPORTANCE
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -143,19 +157,18 @@ def test_campaign_report_renders_in_chromium(campaign, browser, tmp_path):
     assert colours > 20 and ink > 0.01, (colours, ink)
 
 
-def _comparison_folder(campaign: Path, root: Path) -> Path:
-    """A comparison folder made of real run ledgers: the tiny campaign as generation 0 and as
-    two replicas of two arms, the random arm's test errors raised by 30%, and the summary
-    written by alprobe.report from them (as compare writes it)."""
-    from alprobe.report import comparison_summary, cost_rows, learning_curve_rows
+RUNS = {"probe-r0": ("probe", 0), "random-r0": ("random", 0), "probe-r1": ("probe", 1),
+        "random-r1": ("random", 1)}
 
+
+def _comparison_folder(campaign: Path, root: Path, plan: bool = True) -> Path:
+    """A comparison folder made of real run ledgers: the tiny campaign as generation 0 and as
+    two replicas of two arms, the random arm's test errors raised by 30%, and (``plan``) the
+    plan and outputs written by alprobe.report from them (as compare writes them)."""
     d = root / "cmp"
-    runs = {"probe-r0": ("probe", 0), "random-r0": ("random", 0), "probe-r1": ("probe", 1),
-            "random-r1": ("random", 1)}
     ignore = shutil.ignore_patterns("report.html", "audits")
     shutil.copytree(campaign, d / "shared", ignore=ignore)
-    metrics = {}
-    for run, (arm, rep) in runs.items():
+    for run, (arm, rep) in RUNS.items():
         shutil.copytree(campaign, d / "arms" / run,
                         ignore=ignore if run != "probe-r0" else shutil.ignore_patterns("x"))
         L = Ledger(d / "arms" / run)
@@ -163,15 +176,15 @@ def _comparison_folder(campaign: Path, root: Path) -> Path:
             f = (1.3 if arm == "random" else 1.0) * (1 + 0.05 * rep)
             L.add_metrics({**m, "rule": arm, **{k: m[k] * f for k in (
                 "force_mae_eV_A", "force_mae_lo_eV_A", "force_mae_hi_eV_A")}})
-        metrics[run] = L.metrics()
     spec = {"name": "cmp", "replicas": 2, "shared": yaml.safe_load(
         (campaign / "campaign.yaml").read_text()),
         "arms": {"probe": {}, "random": {"select": {"rule": "random"}}}}
     (d / "comparison.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    curves = learning_curve_rows(metrics, {r: (a, k, a) for r, (a, k) in runs.items()})
-    costs = cost_rows(metrics, {"shared": Ledger(d / "shared", readonly=True).metrics()})
-    (d / "summary.md").write_text(comparison_summary("cmp", curves, costs, budget=5,
-                                                     generations=2))
+    if plan:
+        p = ComparisonPlan("cmp", 5, 2, {r: RunInfo(a, k, a) for r, (a, k) in RUNS.items()},
+                           ["shared"])
+        p.write(d)
+        write_comparison_outputs(d, p)
     return d
 
 
@@ -188,10 +201,55 @@ def test_comparison_report(campaign, browser, tmp_path):
     assert "<h3>Comparison cmp</h3>" in text and "<strong>" in text
     for run in ("probe-r0", "random-r0", "probe-r1", "random-r1"):
         assert f'id="run-{run}"' in text and f'id="run-{run}-learning"' in text
+        assert f'<a href="#run-{run}">{run}</a>' in text
     got = _open(browser, page)
     _check_rendered(got, {"learning-curves", "arm-costs", "run-probe-r0-trust-signal",
                            "run-random-r1-learning-curves", "shared-walker-stops"})
     assert got["sections"][:3] == ["overview", "learning", "summary"]
+
+
+def _paired_cells(summary_md: str) -> list[str]:
+    """The cells of summary.md's paired-differences table ("+x [lo, hi] **resolved**")."""
+    table = summary_md.split("## Paired differences", 1)[1].split("\n\n")[2]
+    rows = [r.strip("|").split("|") for r in table.splitlines()[2:]]
+    return [c.strip() for r in rows for c in r[2:]]
+
+
+def test_comparison_page_and_summary_say_the_same_numbers(campaign, tmp_path):
+    """summary.md and the page's summary section are one set of blocks rendered twice: every
+    paired difference of summary.md is on the page, in the same words; the page is built from
+    the ledgers, not from summary.md (a stale or edited summary.md does not reach it)."""
+    d = _comparison_folder(campaign, tmp_path)
+    md = (d / "summary.md").read_text()
+    cells = _paired_cells(md)
+    assert cells and all(re.fullmatch(r"[-+]\d+\.\d \[[-+]\d+\.\d, [-+]\d+\.\d\]"
+                                      r"( \*\*resolved\*\*)?", c) for c in cells), cells
+    verdicts = [line[2:] for line in md.splitlines() if line.startswith("- probe vs random")]
+    assert verdicts
+    (d / "summary.md").write_text(md.replace("Paired differences", "STALE"))
+    text = write_report(d).read_text()
+    assert "STALE" not in text
+    section = text.split('<section id="summary">', 1)[1].split("</section>", 1)[0]
+    for c in cells:
+        assert f"<td>{c.replace('**resolved**', '<strong>resolved</strong>')}</td>" in section, c
+    for v in verdicts:
+        assert f"<li>{v}</li>" in section, v
+    # the random arm's errors are 30% above probe's: the first pair (probe − random) is
+    # negative at every generation, on the page as in the file
+    assert all(c.startswith("-") for c in cells)
+
+
+def test_a_comparison_folder_without_its_plan(campaign, tmp_path):
+    """A folder written before comparisons kept comparison.json: runs, arms and replicas come
+    from the run folders' names, each run's rule from its metrics."""
+    from alprobe.report.gather import read_plan
+
+    d = _comparison_folder(campaign, tmp_path, plan=False)
+    plan = read_plan(d)
+    assert plan.runs == {r: RunInfo(a, k, a) for r, (a, k) in RUNS.items()}
+    assert plan.shared == ["shared"] and plan.name == "cmp"
+    text = write_report(d).read_text()
+    assert "probe vs random" in text and 'id="run-random-r1-labels"' in text
 
 
 def test_large_campaign_page_is_capped(tmp_path):
@@ -224,21 +282,45 @@ def test_learning_section_needs_its_figure(campaign):
     """The pure builder: the curve is drawn from the metrics rows, with one point per
     generation and the 95% band; without rows there is no figure."""
     data = read_campaign(campaign, images=False)
-    html = learning_section(data)
+    html = to_html(learning_section(data).blocks)
     assert 'data-figure="learning-curves"' in html and "test energy MAE (meV/atom)" in html
     data.metrics = []
-    assert "data-figure" not in learning_section(data)
+    assert "data-figure" not in to_html(learning_section(data).blocks)
 
 
-def test_markdown_subset():
-    md = ("# Comparison x\n\nSome **bold** and `code`.\n\n| a | b |\n|---|---|\n| 1 | **2** |\n\n"
-          "- one\n  continued\n- two\n")
-    html = markdown_html(md)
-    assert "<h3>Comparison x</h3>" in html
-    assert "<strong>bold</strong>" in html and "<code>code</code>" in html
-    assert re.search(r"<th[^>]*>a</th>.*<td[^>]*><strong>2</strong></td>", html, re.DOTALL)
-    assert "<li>one continued</li><li>two</li>" in html
-    assert "<script>" not in markdown_html("<script>alert(1)</script>")
+def test_a_table_in_text_markdown_and_html():
+    t = Table(["arm", "F MAE", "note"], [["probe", "12.5", "**resolved**"],
+                                         ["random_hold", "7", plain("a <b> & `c` | d")],
+                                         Gap("… 3 rows left out …")], align="lrl")
+    text = to_text([t]).splitlines()
+    assert text == ["arm          F MAE  note",
+                    "probe         12.5  resolved",
+                    "random_hold      7  a <b> & `c` | d",
+                    "… 3 rows left out …"]
+    md = to_markdown([t]).splitlines()
+    assert md[:4] == ["| arm | F MAE | note |", "|---|---|---|",
+                      "| probe | 12.5 | **resolved** |",
+                      "| random_hold | 7 | a <b> & \\`c\\` \\| d |"]
+    html = to_html([t])
+    assert re.search(r'<th class="l">arm</th><th>F MAE</th><th class="l">note</th>', html)
+    assert '<td class="l">probe</td><td>12.5</td><td class="l"><strong>resolved</strong></td>' \
+        in html
+    assert "a &lt;b&gt; &amp; `c` | d" in html and "<b>" not in html
+    assert '<tr class="gap"><td colspan="3">… 3 rows left out …</td></tr>' in html
+
+
+def test_blocks_render_alike_in_every_format():
+    blocks = [Heading("Comparison x", 1), Paragraph("Some **bold** and `code`."),
+              Bullets(["one", ("two:", ["two a"])]), Paragraph("<script>alert(1)</script>")]
+    md = to_markdown(blocks)
+    assert md == ("# Comparison x\n\nSome **bold** and `code`.\n\n- one\n- two:\n  - two a"
+                  "\n\n<script>alert(1)</script>\n")
+    assert to_text(blocks).startswith("Comparison x\n\nSome bold and code.\n\n- one\n")
+    html = to_html(blocks)
+    assert "<h1>Comparison x</h1>" in html
+    assert "<p>Some <strong>bold</strong> and <code>code</code>.</p>" in html
+    assert "<li>two:<ul><li>two a</li></ul></li>" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
 
 
 def test_not_a_campaign_folder(tmp_path, capsys):
