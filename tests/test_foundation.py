@@ -174,3 +174,14 @@ def test_pool_campaign_from_foundation(foundation, water_pool, tmp_path):
         assert row["replay_foundation_force_mae_eV_A"] > 0
         assert np.isfinite(row["replay_force_mae_growth"])
     assert open_ledger(d).count(status="labeled") > 0
+    # alprobe status and the report show the forgetting
+    from alprobe.report import status_table, write_report
+
+    text = status_table(d)
+    assert "replay F MAE meV/Å" in text and "forgetting (backbone.foundation)" in text
+    row = [ln for ln in text.splitlines() if "forgetting" in ln]
+    assert row
+    page = write_report(d).read_text()
+    assert "replay F MAE meV/Å" in page
+    growth = f"{100 * result.metrics[-1]['replay_force_mae_growth']:+.1f}"
+    assert growth in text and growth in page

@@ -30,7 +30,8 @@ from .blocks import (
     Table,
     plain,
 )
-from .fmt import ACCURACY_COLUMNS, SIGNAL_COLUMNS, cap_rows, columns_table, dur, num
+from .fmt import (ACCURACY_COLUMNS, SIGNAL_COLUMNS, cap_rows, columns_table, dur, num,
+                  replay_table)
 from .gather import BAD, CampaignData, gen_of, learning_curve_rows
 
 __all__ = ["CAMPAIGN_SECTIONS", "campaign_sections", "curve_rows", "state", "walker_stops"]
@@ -120,12 +121,14 @@ def learning_section(data: CampaignData, prefix: str = "") -> Section:
 
     if not data.metrics:
         return Section(f"{prefix}learning", "Learning curve", [note("No generation finished yet.")])
+    forgetting = replay_table(data.metrics, cap=True)
     return Section(f"{prefix}learning", "Learning curve", [
         svg_figure(learning_curves_figure(curve_rows(data)), f"{prefix}learning-curves",
                    "Errors of backbone g on the fixed held-out test set against the DFT labels "
                    "it trained on. Shaded: 95% bootstrap interval of the force MAE over test "
                    "frames."),
         columns_table(data.metrics, ACCURACY_COLUMNS, cap=True),
+        *([forgetting] if forgetting is not None else []),
         note("labels: DFT labels in the training pool (test set excluded); new / failed: this "
              "generation's; hit rate: fraction of the rule's new labels whose true error "
              "exceeded generation 0's threshold (abs: select.hit_threshold_force_rmse_eV_A); "

@@ -9,7 +9,7 @@ from typing import Any
 from ..paired import PairedDifference
 from .blocks import Gap, Table
 
-__all__ = ["ACCURACY_COLUMNS", "MAX_ROWS", "SIGNAL_COLUMNS", "cap_rows", "ci", "columns_table",
+__all__ = ["ACCURACY_COLUMNS", "MAX_ROWS", "REPLAY_COLUMNS", "SIGNAL_COLUMNS", "replay_table", "cap_rows", "ci", "columns_table",
            "dur", "finite_mean", "num"]
 
 #: Per-generation tables show at most this many rows (the first few and the last ones).
@@ -49,6 +49,27 @@ SIGNAL_COLUMNS = [
     ("rho cands", "trust_spearman_candidates", "{:.2f}"),
     ("AUROC test", "probe_auroc_test", "{:.2f}"),
 ]
+
+
+#: Forgetting of a campaign from backbone.foundation: errors on the held-back replay frames
+#: of the fine-tuned model's pretraining head and of the foundation itself.
+REPLAY_COLUMNS = [
+    ("gen", "generation", "{:d}"),
+    ("replay F MAE meV/Å", "replay_force_mae_eV_A", "{:.1f}", 1000.0),
+    ("foundation meV/Å", "replay_foundation_force_mae_eV_A", "{:.1f}", 1000.0),
+    ("growth %", "replay_force_mae_growth", "{:+.1f}", 100.0),
+    ("replay E MAE meV/atom", "replay_energy_mae_eV_per_atom", "{:.2f}", 1000.0),
+]
+
+REPLAY_CAPTION = ("forgetting (backbone.foundation): force MAE on the held-back replay frames, "
+                  "the fine-tuned model's pretraining head against the foundation's own:")
+
+
+def replay_table(rows: list[dict[str, Any]], cap: bool = False) -> Table | None:
+    """The forgetting table of a campaign from a foundation, or None for any other."""
+    if not any("replay_force_mae_eV_A" in r for r in rows):
+        return None
+    return columns_table(rows, REPLAY_COLUMNS, cap=cap, caption=REPLAY_CAPTION)
 
 
 def num(v: Any, fmt: str = "{:.2f}", scale: float = 1.0) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .blocks import Block, Paragraph, plain
-from .fmt import ACCURACY_COLUMNS, SIGNAL_COLUMNS, cell, columns_table
+from .fmt import ACCURACY_COLUMNS, SIGNAL_COLUMNS, cell, columns_table, replay_table
 from .gather import STATUSES, CampaignData
 
 __all__ = ["status_blocks"]
@@ -29,6 +29,9 @@ def status_blocks(data: CampaignData) -> list[Block]:
         out.append(columns_table(rows, SIGNAL_COLUMNS, caption=(
             "trust signal (AUROC at the median error of each set; rho: Spearman of trust and "
             "error, negative is good):")))
+        forgetting = replay_table(rows)
+        if forgetting is not None:
+            out.append(forgetting)
     status = {s: data.status[s] for s in STATUSES}
     lines = [(f"frames: {status}; held-out test frames: {data.splits['test']}; "
               f"stress frames: {data.stress}")]
