@@ -111,13 +111,13 @@ def _mace_frames(frames: Sequence[Atoms]) -> list[Atoms]:
 @dataclass(frozen=True)
 class Replay:
     """Multihead replay of a fine-tune: mace-torch trains a second head (``pt_head``) on
-    ``samples`` frames of ``train_file`` (extxyz with REF_energy eV / REF_forces eV/A; with
+    every frame of ``train_file`` (extxyz with REF_energy eV / REF_forces eV/A; with
     ``pseudolabel`` the foundation's own predictions replace its labels), so the shared body
-    keeps what it knew. ``holdout`` frames (never replayed, alprobe's reference keys) measure
-    forgetting after the fine-tune."""
+    keeps what it knew. (mace-torch's num_samples_pt subsamples only its Materials Project
+    replay data, so the caller writes the subset it wants.) ``holdout`` frames (never
+    replayed, alprobe's reference keys) measure forgetting after the fine-tune."""
 
     train_file: str
-    samples: int
     pseudolabel: bool = False
     holdout: tuple[Atoms, ...] = ()
 
@@ -161,8 +161,7 @@ def _trainer_args(work: Path, settings: Any, epochs: int, n_valid: int, seed: in
         # mace's multihead default (lr 1e-4, EMA decay 0.99999) would leave a short fine-tune
         # at the foundation's weights: keep the campaign's learning rate and EMA setting.
         args += ["--foundation_model", str(foundation), "--multiheads_finetuning", "True",
-                 "--pt_train_file", replay.train_file, "--num_samples_pt", str(replay.samples),
-                 "--pseudolabel_replay", str(replay.pseudolabel), "--E0s", "estimated",
+                 "--pt_train_file", replay.train_file, "--pseudolabel_replay", str(replay.pseudolabel), "--E0s", "estimated",
                  "--force_mh_ft_lr", "True"]
     if foundation is not None:
         lr = getattr(settings, "finetune_lr", None)

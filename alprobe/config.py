@@ -319,9 +319,9 @@ class BackboneConfig(_Section):
                                    "energies (eV)")
     replay_forces_key: str = Field("ref_forces", description="arrays key of the replay set's "
                                    "forces (eV/A)")
-    replay_samples: int = Field(200, gt=0, le=MAX_LABELS, description="replay frames per "
-                                "fine-tune (mace-torch's num_samples_pt; fewer frames are "
-                                "padded by repeats)")
+    replay_samples: int = Field(200, gt=0, le=MAX_LABELS, description="frames replayed in "
+                                "every fine-tune: a seeded subset of the replay set (after the "
+                                "held-back share), the same for the whole campaign")
     replay_holdout: float = Field(0.1, gt=0, lt=1, description="share of the replay set held "
                                   "back: never replayed, the forgetting yardstick")
     replay_labels: Literal["file", "foundation"] = Field(

@@ -13,6 +13,14 @@ single-frame call relative to one backbone energy + forces pass (paired A B timi
 
     python scripts/bench_probe_variants.py [--pools P1 P2] [--sizes 32x0e 64x0e+64x1o ...]
         [--seeds 3] [--epochs 60] [--workers 2] [--out runs/bench_probe_variants.json]
+    python scripts/bench_probe_variants.py --sizes --epochs 30 \
+        --foundations small=campaigns/data/foundation/foundation_small.model \
+                      medium=campaigns/data/foundation/foundation_medium.model
+
+With ``--foundations``, each pretrained model's backbones (and the committee members, its
+fine-tuned copies with other seeds) are multihead replay fine-tunes on the cold frames
+(replay: ``--replay``, ``--replay-samples`` frames per fine-tune), exactly as a campaign with
+backbone.foundation trains them.
 
 Backbone trainings run ``--workers`` at a time (one thread each); results are cached in
 ``--work`` so a rerun only redoes what is missing.
@@ -56,10 +64,38 @@ def _train(job: dict[str, Any]) -> str:
     if Path(job["out"]).is_file():
         return job["out"]
     train, valid = read(job["train"], index=":"), read(job["valid"], index=":")
+    if job.get("foundation"):  # a multihead replay fine-tune of a pretrained model
+        from alprobe.backbone import Replay
+
+        settings = BackboneConfig(foundation=job["foundation"], replay_file=job["replay"],
+                                  finetune_epochs=job["epochs"])
+        train_backbone(train, valid, job["out"], settings, seed=job["seed"],
+                       foundation=job["foundation"], epochs=job["epochs"],
+                       replay=Replay(job["replay"]))
+        return job["out"]
     settings = BackboneConfig(channels=job["channels"], max_L=job["max_L"],
                               epochs=job["epochs"])
     train_backbone(train, valid, job["out"], settings, seed=job["seed"])
     return job["out"]
+
+
+def _foundations(specs: list[str], replay: str, samples: int, work: Path) -> dict[str, str]:
+    """NAME=FILE pairs of pretrained models; writes ``samples`` random frames of the replay set
+    in mace-torch's keys."""
+    from alprobe.frames import read_labeled, write_extxyz
+    from alprobe.stages.train import _mace_keys
+
+    out = {}
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        if not path or not Path(path).is_file():
+            raise SystemExit(f"--foundations: {spec!r} is not NAME=FILE of an existing file")
+        out[f"pretrained {name}"] = path
+    if out:
+        frames = read_labeled(replay)
+        pick = np.random.default_rng(0).permutation(len(frames))[:samples]
+        write_extxyz(work / "replay.extxyz", [_mace_keys(frames[i]) for i in sorted(pick)])
+    return out
 
 
 def _split(path: Path) -> tuple[list, list, list]:
@@ -102,7 +138,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pools", nargs="+", default=["campaigns/data/ethanol_pool.extxyz",
                                                    "campaigns/data/acetamide_pool.extxyz"])
-    ap.add_argument("--sizes", nargs="+", default=list(SIZES))
+    ap.add_argument("--sizes", nargs="*", default=list(SIZES))
+    ap.add_argument("--foundations", nargs="*", default=[], metavar="NAME=FILE",
+                    help="pretrained MACE models: their backbones are multihead replay "
+                    "fine-tunes (--epochs) on the cold frames, the committee fine-tuned copies")
+    ap.add_argument("--replay", default="campaigns/data/foundation/pretrain.extxyz",
+                    help="the foundations' replay set (labeled extxyz, ref_energy/ref_forces)")
+    ap.add_argument("--replay-samples", type=int, default=100)
     ap.add_argument("--seeds", type=int, default=3, help="backbone seeds (PROBE on each)")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--members", type=int, default=5, help="PROBE heads averaged")
@@ -130,6 +172,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     data, jobs = {}, []
     n_models = max(args.seeds, args.committee)
+    pretrained = _foundations(args.foundations, args.replay, args.replay_samples, work)
+    sizes = list(args.sizes) + list(pretrained)
     for pool in args.pools:
         name = Path(pool).stem.removesuffix("_pool")
         cold, middle, hot = _split(Path(pool))
@@ -141,12 +185,14 @@ def main() -> None:
         write(files["train"], [cold[i] for i in order[n_val:]], format="extxyz")
         write(files["valid"], [cold[i] for i in order[:n_val]], format="extxyz")
         data[name] = (cold, middle, hot)
-        for size in args.sizes:
-            ch, lmax = SIZES[size]
+        for size in sizes:
+            ch, lmax = SIZES.get(size, (0, 0))
             for s in range(n_models):
                 jobs.append({"channels": ch, "max_L": lmax, "epochs": args.epochs, "seed": s,
                              "train": str(files["train"]), "valid": str(files["valid"]),
-                             "out": str(work / f"{name}_{size}_s{s}.model")})
+                             "foundation": pretrained.get(size),
+                             "replay": str(work / "replay.extxyz"),
+                             "out": str(work / f"{name}_{size.replace(' ', '_')}_s{s}.model")})
     print(f"training {len(jobs)} backbones ({args.workers} at a time) ...", flush=True)
     with ProcessPoolExecutor(args.workers) as ex:
         for job, _ in zip(jobs, ex.map(_train, jobs)):
@@ -155,8 +201,9 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     variants = {k: v for k, v in VARIANTS.items() if not args.variants or k in args.variants}
     for name, (cold, middle, hot) in data.items():
-        for size in args.sizes:
-            paths = [work / f"{name}_{size}_s{s}.model" for s in range(n_models)]
+        for size in sizes:
+            paths = [work / f"{name}_{size.replace(' ', '_')}_s{s}.model"
+                     for s in range(n_models)]
             models = [load_model(p) for p in paths]
             hot_preds = [predict(m, hot) for m in models[:args.committee]]
             per_signal: dict[str, list[dict[str, float]]] = {}
@@ -225,6 +272,10 @@ def main() -> None:
                              "cost": costs.get(sig, 1.0 if sig in ("energy only", "random")
                                                else float("nan")),
                              "seeds": vals})
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps({"rows": rows, "partial": True,
+                                                 "wall_s": time.time() - t_start},
+                                                indent=1, default=float))
     print(f"\nbackbone on the coldest temperature, probe on the middle ones, test on the hottest;"
           f" {args.seeds} backbone seeds; AUROC mean ± seed sd [95% CI of seed 0]; cost: per "
           "single-frame call, relative to one backbone energy+forces pass")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from ..dataset import bootstrap_resample, group_folds, group_split
+from ..dataset import bootstrap_resample, group_folds, group_split, random_subset
 from ..executor import Job
 from ..files import atomic_write
 from ..frames import bare_copy, bare_with_ref, set_prediction
@@ -91,9 +91,10 @@ def train_models(ctx: Context, gen: int, specs: Sequence[Spec], reseed: int = 0,
 
 def replay_set(ctx: Context) -> Any:
     """The campaign's replay set for backbone.foundation, split once into the frames mace-torch
-    replays (``replay/replay_train.extxyz``, its keys) and the held-back share that measures
-    forgetting (``replay/replay_holdout.extxyz``); the split is seeded, whole groups (info
-    ``traj_id`` or ``group``) stay together, and later calls reuse the files."""
+    replays (``replay/replay_train.extxyz``, in its keys: a random subset of at most
+    backbone.replay_samples frames, the same for every fine-tune) and the held-back share that
+    measures forgetting (``replay/replay_holdout.extxyz``); the split is seeded, whole groups
+    (info ``traj_id`` or ``group``) stay together, and later calls reuse the files."""
     from ..backbone import Replay
     from ..frames import read_labeled, write_extxyz
 
@@ -105,15 +106,16 @@ def replay_set(ctx: Context) -> Any:
                               bb.replay_forces_key, keep_info=True)
         groups = [str(a.info.get("traj_id", a.info.get("group", i)))
                   for i, a in enumerate(frames)]
-        held_mask = group_split(groups, bb.replay_holdout, ctx.rng(0, "replay"))
+        rng = ctx.rng(0, "replay")
+        held_mask = group_split(groups, bb.replay_holdout, rng)
         keep = [a for a, h in zip(frames, held_mask) if not h]
         held = [a for a, h in zip(frames, held_mask) if h]
+        keep = [keep[i] for i in sorted(random_subset(len(keep), bb.replay_samples, rng))]
         folder.mkdir(exist_ok=True)
         write_extxyz(train_file, [_mace_keys(a) for a in keep])
         write_extxyz(hold_file, [bare_with_ref(a) for a in held])
     holdout = read_labeled(hold_file)
-    return Replay(str(train_file), bb.replay_samples, bb.replay_labels == "foundation",
-                  tuple(holdout))
+    return Replay(str(train_file), bb.replay_labels == "foundation", tuple(holdout))
 
 
 def _mace_keys(a: Atoms) -> Atoms:
