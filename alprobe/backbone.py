@@ -10,6 +10,7 @@ named.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -201,6 +202,10 @@ def train_backbone(
     write_extxyz(work / "train.xyz", _mace_frames(train))
     write_extxyz(work / "valid.xyz", _mace_frames(valid))
     epochs = int(epochs or settings.epochs)
+    # the trainer runs in ``work``: paths relative to the caller's directory must not break
+    foundation = None if foundation is None else Path(foundation).resolve()
+    if replay is not None:
+        replay = dataclasses.replace(replay, train_file=str(Path(replay.train_file).resolve()))
     args = _trainer_args(work, settings, epochs, len(valid), seed, train, foundation, replay)
     log_path = out_path.with_suffix(".log")
     # The trainer dies with its worker (no orphan writes) and at the time limit.
