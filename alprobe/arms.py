@@ -188,7 +188,8 @@ def committee_keys(frames: Sequence[Any], results: dict[tuple[int, int], dict[st
     for (k, s), r in results.items():
         energies[k, s:s + len(r["energy"])] = r["energy"]
         forces[k][s:s + len(r["forces"])] = r["forces"]
-    return [{"sigma_f": max_force_deviation([forces[k][i] for k in range(m)]),
+    return [{"sigma_f": (max_force_deviation([forces[k][i] for k in range(m)])
+                         if all(forces[k][i] is not None for k in range(m)) else float("nan")),
              "sigma_e": energy_std_per_atom(energies[:, i], len(a))}
             for i, a in enumerate(frames)]
 
@@ -270,19 +271,32 @@ class EnsembleArm(Arm):
         chunk of 2000 frames (member 0, the backbone that drove the walkers, already predicted
         each frame); tags (member, chunk start)."""
         from .executor import Job
-        from .tasks import predict_task
+        from .tasks import committee_task, predict_task
 
+        paths = ctx.committee_paths(gen)
+        if self.cfg.committee.kind == "heads":  # every head from one body pass per chunk
+            return [Job(committee_task, (paths, [bare_copy(a) for a in frames[s:s + _CHUNK]],
+                                         ctx.cfg.backbone.device,
+                                         self.cfg.committee.signal == "force"),
+                        kind="md", account="deviation", key=f"{key}-heads-c{s}", tag=(0, s))
+                    for s in range(0, len(frames), _CHUNK)]
         return [Job(predict_task, (path, [bare_copy(a) for a in frames[s:s + _CHUNK]],
                                    ctx.cfg.backbone.device), kind="md", account="deviation",
                     key=f"{key}-m{k}-c{s}", tag=(k, s))
-                for k, path in enumerate(ctx.committee_paths(gen)) if k > 0
+                for k, path in enumerate(paths) if k > 0
                 for s in range(0, len(frames), _CHUNK)]
 
     def score_keys(self, ctx: Any, frames: Sequence[Any], results: dict[Any, Any]
                    ) -> list[dict[str, Any]]:
-        """sigma_f (DP-GEN's eps_F, eV/A) and sigma_e (energy std per atom, eV) of each frame
-        from its own prediction (member 0) and the members' ``results`` by (member, chunk)."""
-        return committee_keys(frames, results)
+        """sigma_f (DP-GEN's eps_F, eV/A; NaN for a head committee on the energy signal,
+        which computes no member forces) and sigma_e (energy std per atom, eV) of each frame
+        from its own prediction (member 0) and the members' ``results`` by (member, chunk)
+        (a head committee's by (0, chunk), every member at once)."""
+        flat = {}
+        for (k, s), r in results.items():
+            for j, m in enumerate(r["members"]) if k == 0 else [(k - 1, r)]:
+                flat[(j + 1, s)] = m
+        return committee_keys(frames, flat)
 
     def score_record(self, ctx: Any, gen: int, jobs: Sequence[Any],
                      keys: Sequence[dict[str, Any]]) -> dict[str, Any]:

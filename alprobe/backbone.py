@@ -58,12 +58,15 @@ __all__ = [
     "Replay",
     "campaign_head",
     "check_replay_on",
+    "committee_predict",
     "fit_e0s",
+    "head_start_model",
     "load_model",
     "model_heads",
     "model_info",
     "predict",
     "replay_errors",
+    "shares_body",
     "train_backbone",
 ]
 
@@ -169,7 +172,8 @@ def _trainer_args(work: Path, settings: Any, epochs: int, n_valid: int, seed: in
         if lr:
             args[args.index("--lr") + 1] = str(lr)
         if getattr(settings, "freeze", 0):
-            args += ["--freeze", str(settings.freeze)]
+            # keep every element of the start model, so the frozen body stays the same body
+            args += ["--freeze", str(settings.freeze), "--foundation_model_elements", "True"]
     return args
 
 
@@ -479,3 +483,123 @@ class MaceCalculator(Calculator):
         (p,) = predict(self.model, [self.atoms], batch_size=1, device=self.device)
         self.results = {"energy": p.energy, "free_energy": p.energy, "forces": p.forces,
                         "node_features": p.features, "node_features_all": p.features_all}
+
+
+# ---- head committees: readout heads on one shared, frozen body --------------------------------
+
+#: The body of a MACE model: what ``--freeze 6`` keeps fixed (embedding, interactions, products).
+_BODY = ("node_embedding", "radial_embedding", "spherical_harmonics", "interactions",
+         "products")
+
+
+def head_start_model(backbone: str | Path, out_path: str | Path, seed: int) -> str:
+    """The start file of one head-committee member: ``backbone`` reduced to its campaign head
+    (mace-torch's ``remove_pt_head`` for a multihead replay model), readout weights drawn
+    afresh from N(0, 1) with ``seed`` (e3nn's own initialisation), body untouched. A
+    readout-only fine-tune (``freeze`` 6) from it trains a new head on the same body."""
+    model = torch.load(backbone, map_location="cpu", weights_only=False)
+    heads = model_heads(model)
+    if len(heads) > 1:
+        from mace.tools.scripts_utils import remove_pt_head
+
+        model = remove_pt_head(model, campaign_head(model))
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for p in model.readouts.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_path) as tmp:
+        torch.save(model, tmp)
+    return str(out_path)
+
+
+def shares_body(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """True if two MACE models have the same body weights (and elements, cutoff), so their
+    heads can read one forward pass."""
+    if (list(a.atomic_numbers) != list(b.atomic_numbers) or float(a.r_max) != float(b.r_max)
+            or hasattr(a, "pair_repulsion") or hasattr(b, "pair_repulsion")
+            or hasattr(a, "joint_embedding") or hasattr(b, "joint_embedding")):
+        return False
+    for name in _BODY:
+        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        if sa.keys() != sb.keys() or any(not torch.equal(sa[k], sb[k]) for k in sa):
+            return False
+    return True
+
+
+def committee_predict(models: Sequence[torch.nn.Module], frames: Sequence[Atoms],
+                      batch_size: int = 16, device: str = "cpu", forces: bool = True
+                      ) -> list[list[tuple[float, np.ndarray | None]]]:
+    """(energy eV, forces eV/A or None) of every member on every frame, [member][frame].
+
+    Members that share the first member's body (:func:`shares_body`, a head committee) read
+    one body pass: each adds only its readouts and, with ``forces``, one backward pass through
+    the body; other members run a pass of their own."""
+    shared = [k for k, m in enumerate(models) if k == 0 or shares_body(models[0], m)]
+    out: list[list[Any]] = [[] for _ in models]
+    for k, m in enumerate(models):
+        if k not in shared:
+            out[k] = [(p.energy, p.forces if forces else None) for p in
+                      predict(m, frames, batch_size, device)]
+    if not frames:
+        return out
+    body = models[0]
+    dtype = next(body.parameters()).dtype
+    for batch in _batches(body, frames, batch_size):
+        batch = batch.to(device)
+        d = batch.to_dict()
+        for key, v in d.items():
+            if torch.is_tensor(v) and v.is_floating_point():
+                d[key] = v.to(dtype)
+        energies = _shared_body_energies([models[k] for k in shared], d)
+        pos = d["positions"]
+        ptr = batch.ptr.cpu().numpy()
+        for j, (k, e) in enumerate(zip(shared, energies)):
+            f = None
+            if forces:
+                (g,) = torch.autograd.grad(e.sum(), pos, retain_graph=j < len(shared) - 1)
+                f = (-g).detach().cpu().numpy().astype(np.float64)
+            ev = e.detach().cpu().numpy()
+            for gi in range(len(ptr) - 1):
+                out[k].append((float(ev[gi]), None if f is None else f[ptr[gi]:ptr[gi + 1]]))
+    return out
+
+
+def _shared_body_energies(models: Sequence[torch.nn.Module], data: dict[str, Any]
+                          ) -> list[torch.Tensor]:
+    """Total energies (n_graphs,) of each model's campaign head from one pass of the first
+    model's body (mace-torch's ScaleShiftMACE forward, split at the readouts)."""
+    from mace.modules.utils import prepare_graph
+    from mace.tools.scatter import scatter_sum
+
+    body = models[0]
+    ctx = prepare_graph(data)
+    n_graphs = ctx.num_graphs
+    arange = ctx.num_atoms_arange.to(torch.int64)
+    node_feats = body.node_embedding(data["node_attrs"])
+    edge_attrs = body.spherical_harmonics(ctx.vectors)
+    edge_feats, cutoff = body.radial_embedding(ctx.lengths, data["node_attrs"],
+                                               data["edge_index"], body.atomic_numbers)
+    feats: list[torch.Tensor] = []
+    for i, (interaction, product) in enumerate(zip(body.interactions, body.products)):
+        node_feats, sc = interaction(node_attrs=data["node_attrs"], node_feats=node_feats,
+                                     edge_attrs=edge_attrs, edge_feats=edge_feats,
+                                     edge_index=data["edge_index"], cutoff=cutoff,
+                                     first_layer=(i == 0), lammps_class=None,
+                                     lammps_natoms=(0, 0))
+        node_feats = product(node_feats=node_feats, sc=sc, node_attrs=data["node_attrs"])
+        feats.append(node_feats)
+    energies = []
+    for m in models:
+        head = model_heads(m).index(campaign_head(m))
+        node_heads = torch.full_like(data["batch"], head, dtype=torch.int64)
+        e0 = scatter_sum(m.atomic_energies_fn(data["node_attrs"])[arange, node_heads],
+                         index=data["batch"], dim=0, dim_size=n_graphs)
+        node_es = [r(feats[-1 if len(m.readouts) == 1 else i], node_heads)[arange, node_heads]
+                   for i, r in enumerate(m.readouts)]
+        inter = m.scale_shift(torch.sum(torch.stack(node_es, dim=0), dim=0), node_heads)
+        energies.append(e0 + scatter_sum(inter, data["batch"], dim=-1, dim_size=n_graphs))
+    return energies

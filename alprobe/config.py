@@ -611,6 +611,11 @@ class CommitteeConfig(_Section):
 
     members: int = Field(4, ge=2, le=MAX_MEMBERS, description="committee size M, the "
                          "backbone included (2..64)")
+    kind: Literal["models", "heads"] = Field(
+        "models", description="models: M backbones trained alike with other seeds; heads: "
+        "members 1..M-1 are readout heads trained on the backbone's frozen body (readout-only "
+        "fine-tunes of it, readouts drawn afresh per seed), so one body pass scores them all "
+        "(signal energy: about one backbone pass; force: one backward pass per member)")
     bootstrap: bool = Field(False, description="members 1..M-1 train on bootstrap resamples")
     signal: Literal["force", "energy"] = Field("force", description="force: DP-GEN's max atomic "
         "force deviation eps_F (eV/A); energy: the energy std per atom (eV/atom)")

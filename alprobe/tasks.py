@@ -119,17 +119,38 @@ def walker_task(start: Atoms, model_path: str, probe_path: str | None, settings:
 
 
 def train_task(train: list[Atoms], valid: list[Atoms], out_path: str, settings: Any, seed: int,
-               foundation: str | None, epochs: int | None, replay: Any = None
-               ) -> dict[str, Any]:
+               foundation: str | None, epochs: int | None, replay: Any = None,
+               head_of: str | None = None) -> dict[str, Any]:
     """Train or fine-tune the backbone with mace-torch (``replay``: a backbone.Replay, for a
-    multihead replay fine-tune); returns train_backbone's summary."""
-    from .backbone import train_backbone
+    multihead replay fine-tune; ``head_of``: a head-committee member, a readout-only fine-tune
+    of that backbone with fresh readouts); returns train_backbone's summary."""
+    from .backbone import head_start_model, train_backbone
 
     t0, c0 = time.time(), cpu_seconds()
+    if head_of is not None:
+        foundation = head_start_model(head_of, str(out_path) + ".start", seed)
+        settings = settings.model_copy(update={"freeze": 6})
     info = train_backbone(train, valid, out_path, settings, seed=seed, foundation=foundation,
                           epochs=epochs, replay=replay)
+    if head_of is not None:
+        Path(foundation).unlink(missing_ok=True)
     return {**info, "t0": t0, "t1": time.time(),
             "cpu_s": cpu_seconds() - c0 + info.pop("cpu_s", 0.0)}
+
+
+def committee_task(paths: list[str], frames: list[Atoms], device: str = "cpu",
+                   forces: bool = True) -> dict[str, Any]:
+    """Members 1..M-1 of a committee (``paths[0]`` is the backbone) on frames, members that
+    share the backbone's body from one body pass (a head committee): {"members": [{"energy":
+    (n,), "forces": n x (N, 3) or None}, ...]}."""
+    from .backbone import committee_predict, load_model
+
+    t0, c0 = time.time(), cpu_seconds()
+    models = [load_model(p, device) for p in paths]  # (the cache keeps one; each stays valid)
+    res = committee_predict(models, frames, device=device, forces=forces)
+    return {"members": [{"energy": [e for e, _ in r], "forces": [f for _, f in r]}
+                        for r in res[1:]],
+            "t0": t0, "t1": time.time(), "cpu_s": cpu_seconds() - c0}
 
 
 def predict_task(model_path: str, frames: list[Atoms], device: str = "cpu") -> dict[str, Any]:

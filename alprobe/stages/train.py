@@ -20,7 +20,8 @@ from ..records import stage_key
 from .base import Commit, Stage
 from .context import Context
 
-__all__ = ["Committee", "Spec", "Train", "crossfit_specs", "noise_floor", "replay_set",
+__all__ = ["Committee", "Spec", "Train", "crossfit_specs", "head_specs", "noise_floor",
+           "replay_set",
            "start_point", "train_models"]
 
 
@@ -36,6 +37,7 @@ class Spec:
     frames: Sequence[Atoms]
     member: int = 0
     fold: int = 0  # k + 1 for fold model k of probe.crossfit (0: not a fold model)
+    head_of: str | None = None  # a head-committee member: readouts on this backbone's body
 
 
 def train_models(ctx: Context, gen: int, specs: Sequence[Spec], reseed: int = 0,
@@ -64,11 +66,13 @@ def train_models(ctx: Context, gen: int, specs: Sequence[Spec], reseed: int = 0,
         train = [bare_with_ref(frames[i]) for i in idx[n_val:]]
         out = (folder or ctx.model_dir(gen)) / f"{spec.name}.model"
         ctx.say(f"  gen {gen} training {spec.name} on {len(train)} + {n_val} validation frames"
-                + (" (fine-tune)" if spec.foundation else " (from scratch)"))
-        replay = replay_set(ctx) if spec.foundation and ctx.cfg.backbone.foundation else None
+                + (" (readout head on the backbone's frozen body)" if spec.head_of
+                   else " (fine-tune)" if spec.foundation else " (from scratch)"))
+        replay = (replay_set(ctx) if spec.foundation and ctx.cfg.backbone.foundation
+                  and not spec.head_of else None)
         jobs.append(Job(train_task, (train, valid, str(out), ctx.cfg.backbone,
                                      ctx.seed(gen, "train", *extra), spec.foundation,
-                                     spec.epochs, replay),
+                                     spec.epochs, replay, spec.head_of),
                         kind="train", key=f"train-{spec.name}-g{gen}"
                         + (f"-s{reseed}" if reseed else ""),
                         tag=(spec.name, spec.foundation, frames, str(out))))
@@ -203,24 +207,41 @@ class Train(Stage):
         if ctx.arm.rotates():  # earlier generations' held-out shares join now
             frames += [a for a in L.frames(status="labeled", split="calib")
                        if int(a.info.get("generation", 0)) < gen]
-        prev = ctx.committee_paths(gen - 1) if ctx.arm.committee_size() > 1 else [prev_model]
+        heads = _head_committee(ctx)
+        prev = (ctx.committee_paths(gen - 1) if ctx.arm.committee_size() > 1 and not heads
+                else [prev_model])
         names = ["backbone", *(f"member{k}" for k in range(1, len(prev)))]
         specs = [Spec(name, *start_point(ctx, prev[k]), frames, k)
                  for k, name in enumerate(names)]
         folds, held = (crossfit_specs(ctx, gen, frames, prev_model) if ctx.arm.trains_probe()
                        else ([], []))
         infos = train_models(ctx, gen, specs + folds)
+        if heads:  # the heads train on the new backbone's body, so after it
+            infos[1:1] = train_models(ctx, gen, head_specs(ctx, infos[0]["path"], frames))
+        n = max(1, ctx.arm.committee_size())  # backbone and members lead ``infos``
         wall = time.perf_counter() - t0
-        also = ({stage_key(gen, "committee"): {"members": [i["path"] for i in infos[1:len(specs)]],
+        also = ({stage_key(gen, "committee"): {"members": [i["path"] for i in infos[1:n]],
                                              "wall_s": wall}}
                 if ctx.arm.committee_size() > 1 else {})
         if folds:  # probe.crossfit: the fold models and the frames each never saw
-            fold_infos = infos[len(specs):]
+            fold_infos = infos[n:]
             also[stage_key(gen, "crossfit")] = {
                 "members": [i["path"] for i in fold_infos], "held_out": held,
                 "train_s": [i["wall_s"] for i in fold_infos],
                 "backbone_train_s": infos[0]["wall_s"]}
         return Commit({**infos[0], "wall_s": wall, "labels": labels}, also=also)
+
+
+def _head_committee(ctx: Context) -> bool:
+    """The arm's committee is readout heads on the backbone's body (committee.kind heads)."""
+    return ctx.arm.committee_size() > 1 and ctx.cfg.committee.kind == "heads"
+
+
+def head_specs(ctx: Context, backbone: str, frames: Sequence[Atoms]) -> list[Spec]:
+    """Members 1..M-1 of a head committee: readout-only fine-tunes (finetune_epochs) of
+    ``backbone`` with readouts drawn afresh per member seed, on ``frames``."""
+    return [Spec(f"member{k}", None, ctx.cfg.backbone.finetune_epochs, frames, k,
+                 head_of=backbone) for k in range(1, ctx.arm.committee_size())]
 
 
 class Committee(Stage):
@@ -248,10 +269,15 @@ class Committee(Stage):
         frames = [a for a in L.frames(status="labeled") if a.info["fid"] in ids]
         if not frames:  # a user model used as is: members fine-tune it on the gen-0 data
             frames = L.frames(status="labeled", split="train")
-        user = str(cfg.resolve(cfg.backbone.start_file)) if cfg.backbone.start_file else None
-        epochs = cfg.backbone.finetune_epochs if user else None
-        infos = train_models(ctx, g, [Spec(f"member{k}", user, epochs, frames, k)
-                                      for k in range(1, ctx.arm.committee_size())])
+        if _head_committee(ctx):
+            specs = head_specs(ctx, L.stage_info(stage_key(g, "train"))["path"], frames)
+        else:
+            user = (str(cfg.resolve(cfg.backbone.start_file)) if cfg.backbone.start_file
+                    else None)
+            epochs = cfg.backbone.finetune_epochs if user else None
+            specs = [Spec(f"member{k}", user, epochs, frames, k)
+                     for k in range(1, ctx.arm.committee_size())]
+        infos = train_models(ctx, g, specs)
         return Commit({"members": [i["path"] for i in infos],
                        "wall_s": time.perf_counter() - t0})
 
