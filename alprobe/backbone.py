@@ -531,18 +531,20 @@ def shares_body(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def committee_predict(models: Sequence[torch.nn.Module], frames: Sequence[Atoms],
-                      batch_size: int = 16, device: str = "cpu", forces: bool = True
+                      batch_size: int = 16, device: str = "cpu", forces: bool | str = True
                       ) -> list[list[tuple[float, np.ndarray | None]]]:
     """(energy eV, forces eV/A or None) of every member on every frame, [member][frame].
 
     Members that share the first member's body (:func:`shares_body`, a head committee) read
-    one body pass: each adds only its readouts and, with ``forces``, one backward pass through
-    the body; other members run a pass of their own."""
+    one body pass: each adds only its readouts and, for the members whose forces are wanted
+    (``forces``: True every member's, False none, "first" the first member's only, as an MD
+    step needs), one backward pass through the body; other members run a pass of their
+    own."""
     shared = [k for k, m in enumerate(models) if k == 0 or shares_body(models[0], m)]
     out: list[list[Any]] = [[] for _ in models]
     for k, m in enumerate(models):
         if k not in shared:
-            out[k] = [(p.energy, p.forces if forces else None) for p in
+            out[k] = [(p.energy, p.forces if forces is True else None) for p in
                       predict(m, frames, batch_size, device)]
     if not frames:
         return out
@@ -557,10 +559,11 @@ def committee_predict(models: Sequence[torch.nn.Module], frames: Sequence[Atoms]
         energies = _shared_body_energies([models[k] for k in shared], d)
         pos = d["positions"]
         ptr = batch.ptr.cpu().numpy()
-        for j, (k, e) in enumerate(zip(shared, energies)):
+        wanted = [k for k in shared if forces is True or (forces == "first" and k == 0)]
+        for k, e in zip(shared, energies):
             f = None
-            if forces:
-                (g,) = torch.autograd.grad(e.sum(), pos, retain_graph=j < len(shared) - 1)
+            if k in wanted:
+                (g,) = torch.autograd.grad(e.sum(), pos, retain_graph=k != wanted[-1])
                 f = (-g).detach().cpu().numpy().astype(np.float64)
             ev = e.detach().cpu().numpy()
             for gi in range(len(ptr) - 1):

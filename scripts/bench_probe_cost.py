@@ -7,8 +7,10 @@ one: backbone alone and backbone + probe are timed alternately (A B A B ...), an
 reports the median of the per-pair ratios; the probe's own forward on precomputed features is
 timed the same way against the backbone. Models: two MACE sizes (trained for one epoch on a
 few HF/STO-3G ethanol labels: the timing does not depend on the weights). Probe variants:
-several heads in one batched pass, widths, attention on/off, the atom-level target. Prints a
-table and writes JSON.
+several heads in one batched pass, widths, attention on/off, the atom-level target. Beside
+them: a committee of separate models, and a head committee (members 1..M-1 readout heads on the
+backbone's body, ``committee.kind: heads``) scored from one body pass, with the members'
+energies only or with every member's forces. Prints a table and writes JSON.
 
     python scripts/bench_probe_cost.py [--pairs 200] [--members 4]
 """
@@ -51,7 +53,8 @@ def main() -> None:
     import torch
     from ase.build import molecule
 
-    from alprobe.backbone import load_model, predict, train_backbone
+    from alprobe.backbone import (committee_predict, head_start_model, load_model, predict,
+                                  train_backbone)
     from alprobe.config import BackboneConfig, ProbeConfig
     from alprobe.frames import set_reference
     from alprobe.dft import DFTLevel, label_atoms
@@ -122,6 +125,23 @@ def main() -> None:
                          "params_per_head": 0, "backbone_ms": float("nan"),
                          "backbone_probe_ms": 1000 * tc, "paired_ratio": cratio,
                          "probe_only_ms": float("nan"), "probe_over_backbone": cratio - 1})
+            # a head committee: members 1..M-1 are fresh readouts on the backbone's body
+            heads = [models[0]] + [
+                torch.load(head_start_model(paths[0], Path(tmp) / f"{model_name}_h{m}.model",
+                                            m), weights_only=False).eval()
+                for m in range(1, args.members)]
+            for what, forces in [("energies (+ the backbone's forces)", "first"),
+                                 ("energies and forces", True)]:
+                _, th, hratio = _paired(lambda: predict(models[0], one, batch_size=1),
+                                        lambda f=forces: committee_predict(heads, one, 1,
+                                                                           forces=f),
+                                        args.pairs // 2)
+                rows.append({"model": model_name,
+                             "variant": f"head committee of {args.members}: {what}",
+                             "params_per_head": 0, "backbone_ms": float("nan"),
+                             "backbone_probe_ms": 1000 * th, "paired_ratio": hratio,
+                             "probe_only_ms": float("nan"), "probe_over_backbone": hratio - 1})
+                print(f"  {model_name:12s} head committee, {what}: {hratio:.3f}x", flush=True)
     print(f"\nOne ethanol frame per call, as an MD walker scores it; 1 CPU thread; median of "
           f"{args.pairs} paired (A B A B) timings")
     print("| backbone | variant | params/head | backbone ms | backbone+probe ms | "

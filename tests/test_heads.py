@@ -48,6 +48,9 @@ def test_head_member_shares_the_body_and_one_pass_matches_separate_passes(
     energy_only = committee_predict([a, b], frames, forces=False)
     assert [e for e, _ in energy_only[1]] == pytest.approx([e for e, _ in one[1]])
     assert all(f is None for _, f in energy_only[1])
+    first = committee_predict([a, b], frames, forces="first")  # what an MD step needs
+    np.testing.assert_allclose(first[0][0][1], one[0][0][1], atol=1e-12)
+    assert first[1][0][1] is None and first[1][0][0] == pytest.approx(one[1][0][0])
     # a model with another body is predicted on its own, not through the shared pass
     other = load_model(tiny_model)
     c = torch.load(head_member, weights_only=False)
