@@ -34,11 +34,15 @@ def sources() -> list[tuple[str, dict[str, Any]]]:
     """The repository's campaign and comparison files (relative paths made absolute, since the
     mutated copies live elsewhere) and the test suite's tiny campaign."""
     out = []
-    for path in [CAMPAIGNS / "quickstart.yaml", *sorted(CAMPAIGNS.glob("compare_*.yaml"))]:
+    for path in [CAMPAIGNS / "quickstart.yaml", *sorted(CAMPAIGNS.glob("compare_*.yaml")),
+                 *sorted(CAMPAIGNS.glob("foundation_*.yaml"))]:
         data = yaml.safe_load(path.read_text())
-        pool = data.get("pool")
-        if isinstance(pool, dict) and "file" in pool:
-            pool["file"] = str((path.parent / pool["file"]).resolve())
+        for section in (data, data.get("shared") or {}):
+            for key, names in (("pool", ("file",)), ("backbone", ("foundation", "replay_file"))):
+                sub = section.get(key)
+                for n in names:
+                    if isinstance(sub, dict) and isinstance(sub.get(n), str):
+                        sub[n] = str((path.parent / sub[n]).resolve())
         out.append((path.name, data))
     out.append(("TINY_CAMPAIGN", copy.deepcopy(TINY_CAMPAIGN)))
     return out
