@@ -536,11 +536,13 @@ def committee_predict(models: Sequence[torch.nn.Module], frames: Sequence[Atoms]
     """(energy eV, forces eV/A or None) of every member on every frame, [member][frame].
 
     Members that share the first member's body (:func:`shares_body`, a head committee) read
-    one body pass: each adds only its readouts and, for the members whose forces are wanted
-    (``forces``: True every member's, False none, "first" the first member's only, as an MD
-    step needs), one backward pass through the body; other members run a pass of their
-    own."""
-    shared = [k for k, m in enumerate(models) if k == 0 or shares_body(models[0], m)]
+    one body pass, and all their readouts run as a few fused matrix products
+    (:class:`FusedReadouts`); each member whose forces are wanted (``forces``: True every
+    member's, False none, "first" the first member's only, as an MD step needs) adds one
+    backward pass through the body. Other members run a pass of their own. Which members
+    share, and their fused readouts, are worked out once per set of model objects (the
+    weights are taken as fixed from then on)."""
+    shared, fused = _committee_plan(models)
     out: list[list[Any]] = [[] for _ in models]
     for k, m in enumerate(models):
         if k not in shared:
@@ -550,38 +552,58 @@ def committee_predict(models: Sequence[torch.nn.Module], frames: Sequence[Atoms]
         return out
     body = models[0]
     dtype = next(body.parameters()).dtype
+    wanted = [j for j, k in enumerate(shared) if forces is True or (forces == "first" and k == 0)]
     for batch in _batches(body, frames, batch_size):
         batch = batch.to(device)
         d = batch.to_dict()
         for key, v in d.items():
             if torch.is_tensor(v) and v.is_floating_point():
                 d[key] = v.to(dtype)
-        energies = _shared_body_energies([models[k] for k in shared], d)
+        energies = fused(_body_features(body, d), d)  # (n_graphs, n_shared)
         pos = d["positions"]
         ptr = batch.ptr.cpu().numpy()
-        wanted = [k for k in shared if forces is True or (forces == "first" and k == 0)]
-        for k, e in zip(shared, energies):
-            f = None
-            if k in wanted:
-                (g,) = torch.autograd.grad(e.sum(), pos, retain_graph=k != wanted[-1])
-                f = (-g).detach().cpu().numpy().astype(np.float64)
-            ev = e.detach().cpu().numpy()
+        grads = {}
+        for j in wanted:
+            (g,) = torch.autograd.grad(energies[:, j].sum(), pos, retain_graph=j != wanted[-1])
+            grads[j] = (-g).detach().cpu().numpy().astype(np.float64)
+        ev = energies.detach().cpu().numpy()
+        for j, k in enumerate(shared):
+            f = grads.get(j)
             for gi in range(len(ptr) - 1):
-                out[k].append((float(ev[gi]), None if f is None else f[ptr[gi]:ptr[gi + 1]]))
+                out[k].append((float(ev[gi, j]),
+                               None if f is None else f[ptr[gi]:ptr[gi + 1]]))
     return out
 
 
-def _shared_body_energies(models: Sequence[torch.nn.Module], data: dict[str, Any]
-                          ) -> list[torch.Tensor]:
-    """Total energies (n_graphs,) of each model's campaign head from one pass of the first
-    model's body (mace-torch's ScaleShiftMACE forward, split at the readouts)."""
-    from mace.modules.utils import prepare_graph
-    from mace.tools.scatter import scatter_sum
+_PLANS: dict[tuple[int, ...], tuple[list[Any], tuple[list[int], FusedReadouts]]] = {}
 
-    body = models[0]
+
+def _committee_plan(models: Sequence[torch.nn.Module]) -> tuple[list[int], FusedReadouts]:
+    """(indices of the members that read the first member's body, their fused readouts),
+    cached per set of model objects."""
+    import weakref
+
+    key = tuple(id(m) for m in models)
+    hit = _PLANS.get(key)
+    if hit is not None and all(r() is m for r, m in zip(hit[0], models)):
+        return hit[1]
+    shared = [k for k, m in enumerate(models) if k == 0 or shares_body(models[0], m)]
+    fused = FusedReadouts.build([models[k] for k in shared])
+    if fused is None:  # a readout of a kind not fused: every member runs its own pass
+        shared = [0]
+        fused = FusedReadouts.build([models[0]], exact=False)
+    if len(_PLANS) > 64:
+        _PLANS.clear()
+    _PLANS[key] = ([weakref.ref(m) for m in models], (shared, fused))
+    return shared, fused
+
+
+def _body_features(body: torch.nn.Module, data: dict[str, Any]) -> list[torch.Tensor]:
+    """Node features after each interaction of a MACE body (mace-torch's ScaleShiftMACE
+    forward up to its readouts), plus the graph context under key -1 of the data dict."""
+    from mace.modules.utils import prepare_graph
+
     ctx = prepare_graph(data)
-    n_graphs = ctx.num_graphs
-    arange = ctx.num_atoms_arange.to(torch.int64)
     node_feats = body.node_embedding(data["node_attrs"])
     edge_attrs = body.spherical_harmonics(ctx.vectors)
     edge_feats, cutoff = body.radial_embedding(ctx.lengths, data["node_attrs"],
@@ -595,14 +617,128 @@ def _shared_body_energies(models: Sequence[torch.nn.Module], data: dict[str, Any
                                      lammps_natoms=(0, 0))
         node_feats = product(node_feats=node_feats, sc=sc, node_attrs=data["node_attrs"])
         feats.append(node_feats)
-    energies = []
-    for m in models:
-        head = model_heads(m).index(campaign_head(m))
-        node_heads = torch.full_like(data["batch"], head, dtype=torch.int64)
-        e0 = scatter_sum(m.atomic_energies_fn(data["node_attrs"])[arange, node_heads],
-                         index=data["batch"], dim=0, dim_size=n_graphs)
-        node_es = [r(feats[-1 if len(m.readouts) == 1 else i], node_heads)[arange, node_heads]
-                   for i, r in enumerate(m.readouts)]
-        inter = m.scale_shift(torch.sum(torch.stack(node_es, dim=0), dim=0), node_heads)
-        energies.append(e0 + scatter_sum(inter, data["batch"], dim=-1, dim_size=n_graphs))
-    return energies
+    data["num_graphs"] = ctx.num_graphs
+    return feats
+
+
+class FusedReadouts:
+    """The campaign-head energy readouts of M models on one shared body, as matrices: per
+    body layer j, a linear part ``x_j @ L_j`` (d_j, M) and a hidden layer
+    ``act(x_j @ W1_j + b1_j) @ W2_j`` with W2 block-diagonal (one block per member), then
+    each member's scale, shift and atomic reference energies E0 (n_elements, M), eV.
+
+    The matrices are read off mace-torch's readout modules by feeding them unit vectors, so
+    they are exact for its ``LinearReadoutBlock`` and ``NonLinearReadoutBlock`` (whose hidden
+    units are masked to the head, as mace-torch's ``mask_head`` does)."""
+
+    def __init__(self) -> None:
+        self.layers: dict[int, dict[str, Any]] = {}
+        self.e0 = self.scale = self.shift = None
+
+    @classmethod
+    def build(cls, models: Sequence[torch.nn.Module], exact: bool = True
+              ) -> FusedReadouts | None:
+        """None if a readout is of a kind this does not know (``exact``), else the fusion."""
+        from mace.modules.blocks import LinearReadoutBlock, NonLinearReadoutBlock
+
+        self = cls()
+        body = models[0]
+        dtype = next(body.parameters()).dtype
+        n_layers = len(body.interactions)
+        n_el = len(body.atomic_numbers)
+        e0, scale, shift = [], [], []
+        parts: dict[int, list[tuple[int, str, Any]]] = {}
+        with torch.no_grad():
+            for k, m in enumerate(models):
+                heads = model_heads(m)
+                h = heads.index(campaign_head(m))
+                e0.append(m.atomic_energies_fn(torch.eye(n_el, dtype=dtype))[:, h])
+                scale.append(torch.atleast_1d(m.scale_shift.scale)[h])
+                shift.append(torch.atleast_1d(m.scale_shift.shift)[h])
+                for i, r in enumerate(m.readouts):
+                    j = n_layers - 1 if len(m.readouts) == 1 else i
+                    if isinstance(r, LinearReadoutBlock):
+                        parts.setdefault(j, []).append((k, "lin", _affine(r.linear, dtype)[h]))
+                    elif isinstance(r, NonLinearReadoutBlock) and _scalar_act(r) is not None:
+                        w1, b1 = _affine(r.linear_1, dtype, full=True)
+                        w2, b2 = _affine(r.linear_2, dtype, full=True)
+                        n_heads = getattr(r, "num_heads", 1)
+                        width = w1.shape[1] // n_heads if n_heads > 1 else w1.shape[1]
+                        cols = slice(h * width, (h + 1) * width) if n_heads > 1 else slice(None)
+                        parts.setdefault(j, []).append(
+                            (k, "mlp", (w1[:, cols], b1[cols], w2[cols, h], b2[h],
+                                        _scalar_act(r))))
+                    elif exact:
+                        return None
+        n = len(models)
+        self.e0 = torch.stack(e0, dim=1)  # (n_elements, M)
+        self.scale, self.shift = torch.stack(scale), torch.stack(shift)  # (M,)
+        for j, items in parts.items():
+            layer: dict[str, Any] = {"bias": torch.zeros(n, dtype=dtype)}
+            lin = [(k, v) for k, kind, v in items if kind == "lin"]
+            if lin:
+                d = lin[0][1][0].shape[0]
+                lw = torch.zeros(d, n, dtype=dtype)
+                for k, (w, b) in lin:
+                    lw[:, k] += w
+                    layer["bias"][k] += b
+                layer["lin"] = lw
+            mlp = [(k, v) for k, kind, v in items if kind == "mlp"]
+            if mlp:
+                w1 = torch.cat([v[0] for _, v in mlp], dim=1)
+                b1 = torch.cat([v[1] for _, v in mlp])
+                w2 = torch.zeros(w1.shape[1], n, dtype=dtype)
+                acts, start = [], 0
+                for k, (a, _, b2w, b2, act) in mlp:
+                    w2[start:start + a.shape[1], k] = b2w
+                    layer["bias"][k] += b2
+                    acts.append((start, start + a.shape[1], act))
+                    start += a.shape[1]
+                layer["mlp"] = (w1, b1, w2, acts)
+            self.layers[j] = layer
+        return self
+
+    def __call__(self, feats: list[torch.Tensor], data: dict[str, Any]) -> torch.Tensor:
+        """Total energies (n_graphs, M), eV, of every member from the body's features."""
+        from mace.tools.scatter import scatter_sum
+
+        node_e = 0.0
+        for j, layer in self.layers.items():
+            x = feats[j]
+            e = layer["bias"]
+            if "lin" in layer:
+                e = e + x[:, :layer["lin"].shape[0]] @ layer["lin"]
+            if "mlp" in layer:
+                w1, b1, w2, acts = layer["mlp"]
+                hidden = x[:, :w1.shape[0]] @ w1 + b1
+                if len(acts) == 1 or all(a is acts[0][2] for _, _, a in acts):
+                    hidden = acts[0][2](hidden)
+                else:
+                    hidden = torch.cat([a(hidden[:, s:t]) for s, t, a in acts], dim=1)
+                e = e + hidden @ w2
+            node_e = node_e + e
+        inter = self.scale * node_e + self.shift  # (n_atoms, M)
+        atom_e0 = data["node_attrs"] @ self.e0
+        n_graphs = int(data["num_graphs"])
+        return scatter_sum(atom_e0 + inter, index=data["batch"], dim=0, dim_size=n_graphs)
+
+
+def _affine(linear: torch.nn.Module, dtype: Any, full: bool = False
+            ) -> Any:
+    """(W (d_in, d_out), b (d_out,)) of an e3nn Linear whose outputs are scalars, read off by
+    feeding it unit vectors; without ``full``, a list over outputs of (W[:, o], b[o])."""
+    d_in = linear.irreps_in.dim
+    b = linear(torch.zeros(1, d_in, dtype=dtype))[0]
+    w = linear(torch.eye(d_in, dtype=dtype)) - b
+    if full:
+        return w, b
+    return [(w[:, o], b[o]) for o in range(w.shape[1])]
+
+
+def _scalar_act(readout: torch.nn.Module) -> Any:
+    """The elementwise activation of a readout whose hidden units are all scalars, else None."""
+    act = getattr(readout, "non_linearity", None)
+    irreps = getattr(act, "irreps_in", None)
+    if irreps is None or len(act.acts) != 1 or any(ir.l != 0 or ir.p != 1 for _, ir in irreps):
+        return None
+    return act.acts[0]

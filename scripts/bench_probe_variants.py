@@ -10,6 +10,11 @@ frames: AUROC (unreliable = force RMSE above the median of the probe's training 
 Spearman rho (trust vs error) and E-AURC (error as loss), with bootstrap 95% intervals per seed,
 then the mean and spread over backbone seeds. The cost column is each signal's time per
 single-frame call relative to one backbone energy + forces pass (paired A B timing, median).
+A head committee per backbone seed (``committee.kind: heads``: the backbone and committee-1
+readout-only fine-tunes of it with fresh readouts, ``--head-epochs``) is audited beside the
+full committee, by its force deviation and its energy spread; its cost is one
+``committee_predict`` call (energies of every head, the backbone's forces) per frame. A last
+table gives every signal minus the full committee, paired over backbone seeds.
 
     python scripts/bench_probe_variants.py [--pools P1 P2] [--sizes 32x0e 64x0e+64x1o ...]
         [--seeds 3] [--epochs 60] [--workers 2] [--out runs/bench_probe_variants.json]
@@ -64,6 +69,18 @@ def _train(job: dict[str, Any]) -> str:
     if Path(job["out"]).is_file():
         return job["out"]
     train, valid = read(job["train"], index=":"), read(job["valid"], index=":")
+    if job.get("head_of"):  # a head-committee member: fresh readouts on the backbone's body
+        from alprobe.tasks import train_task
+
+        if job.get("foundation"):
+            settings = BackboneConfig(foundation=job["foundation"], replay_file=job["replay"],
+                                      finetune_epochs=job["epochs"])
+        else:
+            settings = BackboneConfig(channels=job["channels"], max_L=job["max_L"],
+                                      finetune_epochs=job["epochs"])
+        train_task(train, valid, job["out"], settings, job["seed"], None, job["epochs"],
+                   None, job["head_of"])
+        return job["out"]
     if job.get("foundation"):  # a multihead replay fine-tune of a pretrained model
         from alprobe.backbone import Replay
 
@@ -134,6 +151,56 @@ def _cost(model: Any, frame: Any, fn: Any, pairs: int = 60) -> float:
     return float(np.median(ratios))
 
 
+def _ratio(a: Any, b: Any, pairs: int = 60) -> float:
+    """Median over paired timings (A B A B ...) of time(b) / time(a)."""
+    for _ in range(3):
+        a(), b()
+    ratios = []
+    for _ in range(pairs):
+        t0 = time.perf_counter()
+        a()
+        t1 = time.perf_counter()
+        b()
+        ratios.append((time.perf_counter() - t1) / (t1 - t0))
+    return float(np.median(ratios))
+
+
+def _paired_table(rows: list[dict[str, Any]], variants: dict[str, Any], committee: int,
+                  no_heads: bool) -> list[dict[str, Any]]:
+    """Signal minus the full committee's AUROC, paired over backbone seeds (the same test
+    frames and errors), with a 95% t-interval; printed as a table, returned as rows."""
+    from scipy import stats
+
+    ref = f"committee-{committee} eps_F"
+    others = list(variants) + ([] if no_heads else [f"head committee-{committee} eps_F",
+                                                    f"head committee-{committee} sigma_E"])
+    by = {(r["pool"], r["backbone"], r["signal"]): r for r in rows}
+    out = []
+    print(f"\nPaired over backbone seeds: signal minus {ref} (AUROC), 95% t-interval")
+    print(f"| pool | backbone | signal: AUROC | {ref} AUROC | difference [95% interval] | "
+          "resolved |")
+    print("|---|---|---|---|---|---|")
+    for pool, backbone in dict.fromkeys((r["pool"], r["backbone"]) for r in rows):
+        base = by.get((pool, backbone, ref))
+        for sig in others:
+            r = by.get((pool, backbone, sig))
+            if base is None or r is None:
+                continue
+            d = np.array([a["auroc"] - b["auroc"] for a, b in zip(r["seeds"], base["seeds"])])
+            half = (float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+                    if len(d) > 1 else float("nan"))
+            lo, hi = float(d.mean()) - half, float(d.mean()) + half
+            resolved = bool(lo > 0 or hi < 0)
+            out.append({"pool": pool, "backbone": backbone, "signal": sig,
+                        "auroc": r["auroc_mean"], "committee_auroc": base["auroc_mean"],
+                        "diff": float(d.mean()), "lo": lo, "hi": hi, "resolved": resolved,
+                        "seeds": len(d)})
+            print(f"| {pool} | {backbone} | {sig}: {r['auroc_mean']:.3f} | "
+                  f"{base['auroc_mean']:.3f} | {d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] | "
+                  f"{'yes' if resolved else 'no'} |")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pools", nargs="+", default=["campaigns/data/ethanol_pool.extxyz",
@@ -149,6 +216,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--members", type=int, default=5, help="PROBE heads averaged")
     ap.add_argument("--committee", type=int, default=4)
+    ap.add_argument("--head-epochs", type=int, default=20,
+                    help="epochs of each head-committee member (readouts only, body frozen)")
+    ap.add_argument("--no-heads", action="store_true",
+                    help="leave out the head committee (committee-1 heads per backbone seed)")
     ap.add_argument("--variants", nargs="*", help="PROBE variants to run (default: all)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--n-boot", type=int, default=500)
@@ -159,7 +230,7 @@ def main() -> None:
     import torch
     from ase.io import write
 
-    from alprobe.backbone import load_model, predict
+    from alprobe.backbone import committee_predict, load_model, predict
     from alprobe.baselines import energy_confidence, knn_confidence
     from alprobe.committee import max_force_deviation
     from alprobe.config import ProbeConfig
@@ -193,10 +264,16 @@ def main() -> None:
                              "foundation": pretrained.get(size),
                              "replay": str(work / "replay.extxyz"),
                              "out": str(work / f"{name}_{size.replace(' ', '_')}_s{s}.model")})
-    print(f"training {len(jobs)} backbones ({args.workers} at a time) ...", flush=True)
-    with ProcessPoolExecutor(args.workers) as ex:
-        for job, _ in zip(jobs, ex.map(_train, jobs)):
-            print(f"  {Path(job['out']).name} [{time.time() - t_start:.0f} s]", flush=True)
+    head_jobs = [] if args.no_heads else [
+        {**job, "epochs": args.head_epochs, "seed": 100 + k, "head_of": job["out"],
+         "out": job["out"].removesuffix(".model") + f"_h{k}.model"}
+        for job in jobs if int(job["out"].rsplit("_s", 1)[1].split(".")[0]) < args.seeds
+        for k in range(1, args.committee)]
+    for what, batch in (("backbones", jobs), ("head-committee members", head_jobs)):
+        print(f"training {len(batch)} {what} ({args.workers} at a time) ...", flush=True)
+        with ProcessPoolExecutor(args.workers) as ex:
+            for job, _ in zip(batch, ex.map(_train, batch)):
+                print(f"  {Path(job['out']).name} [{time.time() - t_start:.0f} s]", flush=True)
 
     rows: list[dict[str, Any]] = []
     variants = {k: v for k, v in VARIANTS.items() if not args.variants or k in args.variants}
@@ -239,6 +316,24 @@ def main() -> None:
                     costs[f"committee-{args.committee} eps_F"] = _cost(
                         model, hot[0], lambda p: [predict(m, [hot[0]], batch_size=1)
                                                   for m in committee[1:]])
+                if not args.no_heads:
+                    heads = [model] + [load_model(str(paths[s]).removesuffix(".model")
+                                                  + f"_h{k}.model")
+                                       for k in range(1, args.committee)]
+                    res = committee_predict(heads, hot)
+                    signals[f"head committee-{args.committee} eps_F"] = -np.array([
+                        max_force_deviation([r[i][1] for r in res]) for i in range(len(hot))])
+                    signals[f"head committee-{args.committee} sigma_E"] = -np.array([
+                        np.std([r[i][0] for r in res]) / len(hot[i]) for i in range(len(hot))])
+                    if s == 0:
+                        one = [hot[0]]
+                        c = _ratio(lambda m=model, f=one: predict(m, f, batch_size=1),
+                                   lambda h=heads, f=one: committee_predict(h, f, 1,
+                                                                            forces="first"))
+                        costs[f"head committee-{args.committee} sigma_E"] = c
+                        costs[f"head committee-{args.committee} eps_F"] = _ratio(
+                            lambda m=model, f=one: predict(m, f, batch_size=1),
+                            lambda h=heads, f=one: committee_predict(h, f, 1, forces=True))
                 feats_tr = [p.features for p in tr] + [p.features for p in mid]
                 signals["latent kNN (mean)"] = knn_confidence(feats_tr, [p.features for p in test],
                                                               reduce="mean")
@@ -286,8 +381,10 @@ def main() -> None:
         print(f"| {r['pool']} | {r['backbone']} | {r['signal']} | {r['auroc_mean']:.3f} ± "
               f"{r['auroc_seed_sd']:.3f} [{lo:.2f}, {hi:.2f}] | {r['spearman_mean']:+.2f} | "
               f"{r['e_aurc_mean']:.4f} | {r['cost']:.3f}x |")
+    paired = _paired_table(rows, variants, args.committee, args.no_heads)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"rows": rows, "wall_s": time.time() - t_start},
+    Path(args.out).write_text(json.dumps({"rows": rows, "paired": paired,
+                                          "wall_s": time.time() - t_start},
                                          indent=1, default=float))
     print(f"wrote {args.out} [{time.time() - t_start:.0f} s]")
 

@@ -78,6 +78,13 @@ def test_replay_finetune_keeps_both_heads_and_measures_forgetting(foundation, wa
                                         predict(ft, water_frames[12:14], head="Default")]
     assert abs(mine[0].energy - pt[0].energy) > 1e-3
     np.testing.assert_allclose(mine[0].features, pt[0].features)  # one shared body
+    # the fused readouts (hidden units masked to the campaign head) match mace's own forward
+    from alprobe.backbone import committee_predict
+
+    (fused,) = committee_predict([ft], water_frames[12:14])
+    for (e, f), p in zip(fused, mine):
+        assert e == pytest.approx(p.energy, rel=1e-6, abs=1e-5)
+        np.testing.assert_allclose(f, p.forces, rtol=1e-4, atol=1e-5)
     rep = info["replay"]
     assert rep["frames"] == 6
     assert rep["force_mae_eV_A"] > 0 and rep["foundation_force_mae_eV_A"] > 0
