@@ -167,6 +167,10 @@ def _trainer_args(work: Path, settings: Any, epochs: int, n_valid: int, seed: in
         args += ["--foundation_model", str(foundation), "--multiheads_finetuning", "True",
                  "--pt_train_file", replay.train_file, "--pseudolabel_replay", str(replay.pseudolabel), "--E0s", "estimated",
                  "--force_mh_ft_lr", "True"]
+        weight = float(getattr(settings, "replay_weight", 1.0))
+        if weight != 1.0:  # mace's --weight_pt_head weighs only its own MP replay data
+            args[args.index("--pt_train_file") + 1] = _weighted_copy(
+                replay.train_file, work / "replay_weighted.extxyz", weight)
     if foundation is not None:
         lr = getattr(settings, "finetune_lr", None)
         if lr:
@@ -175,6 +179,20 @@ def _trainer_args(work: Path, settings: Any, epochs: int, n_valid: int, seed: in
             # keep every element of the start model, so the frozen body stays the same body
             args += ["--freeze", str(settings.freeze), "--foundation_model_elements", "True"]
     return args
+
+
+def _weighted_copy(src: str, dst: Path, weight: float) -> str:
+    """``src`` (extxyz) rewritten to ``dst`` with every frame's energy and force loss weights
+    (mace-torch's info ``config_energy_weight`` and ``config_forces_weight``, which its
+    fine-tuning loss reads; it ignores ``config_weight``) set to ``weight``; the new path."""
+    from ase.io import read, write
+
+    frames = read(src, ":", format="extxyz")
+    for a in frames:
+        a.info["config_energy_weight"] = a.info["config_forces_weight"] = weight
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    write(dst, frames, format="extxyz")
+    return str(dst)
 
 
 def train_backbone(

@@ -324,6 +324,10 @@ class BackboneConfig(_Section):
                                 "held-back share), the same for the whole campaign")
     replay_holdout: float = Field(0.1, gt=0, lt=1, description="share of the replay set held "
                                   "back: never replayed, the forgetting yardstick")
+    replay_weight: float = Field(1.0, gt=0, le=1000.0, description="weight of the replay "
+                                 "frames' loss against the campaign's (their config_weight in "
+                                 "the file mace-torch replays): larger keeps the body closer "
+                                 "to what the foundation knew")
     replay_labels: Literal["file", "foundation"] = Field(
         "file", description="replay targets: the file's labels, or the foundation's own "
         "predictions on its structures (mace-torch's pseudolabel_replay)")

@@ -164,7 +164,7 @@ def test_pool_campaign_from_foundation(foundation, water_pool, tmp_path):
     cfg = _pool_campaign(water_pool, generations=1)
     cfg["backbone"] = {**cfg["backbone"], "foundation": foundation[0],
                        "replay_file": foundation[1], "replay_samples": 12,
-                       "replay_holdout": 0.25}
+                       "replay_holdout": 0.25, "replay_weight": 4.0}
     d = tmp_path / "fnd"
     result = run(parse_campaign(cfg), d, log=None)
     st = read_stages(d)
@@ -193,3 +193,36 @@ def test_pool_campaign_from_foundation(foundation, water_pool, tmp_path):
     assert "replay F MAE meV/Å" in page
     growth = f"{100 * result.metrics[-1]['replay_force_mae_growth']:+.1f}"
     assert growth in text and growth in page
+
+
+def test_replay_weight_reaches_mace_through_per_property_loss_weights(tmp_path):
+    """mace-torch's fine-tuning loss reads config_energy_weight / config_forces_weight (its
+    --weight_pt_head applies only to its MP data): replay_weight writes them into a copy."""
+    from ase import Atoms
+    from ase.io import read, write
+
+    from alprobe.backbone import Replay, _trainer_args
+    from alprobe.config import BackboneConfig
+
+    src = tmp_path / "replay.extxyz"
+    a = Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    a.info["REF_energy"] = -2000.0
+    a.arrays["REF_forces"] = np.zeros((3, 3))
+    write(src, [a, a], format="extxyz")
+
+    def pt_file(weight):
+        s = BackboneConfig(foundation="f.model", replay_file="r.extxyz", replay_weight=weight)
+        args = _trainer_args(tmp_path / f"w{weight}", s, 2, 2, 0, [], "f.model",
+                             Replay(str(src)))
+        return args[args.index("--pt_train_file") + 1]
+
+    assert pt_file(1.0) == str(src)
+    weighted = read(pt_file(10.0), ":")
+    assert len(weighted) == 2
+    for b in weighted:
+        assert b.info["config_energy_weight"] == b.info["config_forces_weight"] == 10.0
+        assert b.info["REF_energy"] == -2000.0
+    with pytest.raises(ConfigError, match="replay_weight"):
+        cfg = copy.deepcopy(TINY_CAMPAIGN)
+        cfg["backbone"] = {**cfg.get("backbone", {}), "replay_weight": 0}
+        parse_campaign(cfg)
