@@ -142,6 +142,19 @@ def main() -> None:
                              "backbone_probe_ms": 1000 * th, "paired_ratio": hratio,
                              "probe_only_ms": float("nan"), "probe_over_backbone": hratio - 1})
                 print(f"  {model_name:12s} head committee, {what}: {hratio:.3f}x", flush=True)
+            # the heads' marginal cost: the same call with the backbone alone as its member
+            # (the fused readout path, no embeddings copied out, unlike predict)
+            _, th, hratio = _paired(
+                lambda h=heads[:1]: committee_predict(h, one, 1, forces="first"),
+                lambda h=heads: committee_predict(h, one, 1, forces="first"), args.pairs // 2)
+            rows.append({"model": model_name,
+                         "variant": f"head committee of {args.members} over the backbone alone "
+                         "through the same call (energies + the backbone's forces)",
+                         "params_per_head": 0, "backbone_ms": float("nan"),
+                         "backbone_probe_ms": 1000 * th, "paired_ratio": hratio,
+                         "probe_only_ms": float("nan"), "probe_over_backbone": hratio - 1})
+            print(f"  {model_name:12s} head committee over one member, same call: "
+                  f"{hratio:.3f}x", flush=True)
     print(f"\nOne ethanol frame per call, as an MD walker scores it; 1 CPU thread; median of "
           f"{args.pairs} paired (A B A B) timings")
     print("| backbone | variant | params/head | backbone ms | backbone+probe ms | "
