@@ -151,6 +151,11 @@ def _cost(model: Any, frame: Any, fn: Any, pairs: int = 60) -> float:
     return float(np.median(ratios))
 
 
+def _heads_for(size: str, chosen: list[str] | None) -> bool:
+    """Whether backbone ``size`` ("32x0e", "pretrained small", ...) gets a head committee."""
+    return not chosen or size in chosen or size.removeprefix("pretrained ") in chosen
+
+
 def _ratio(a: Any, b: Any, pairs: int = 60) -> float:
     """Median over paired timings (A B A B ...) of time(b) / time(a)."""
     for _ in range(3):
@@ -220,6 +225,9 @@ def main() -> None:
                     help="epochs of each head-committee member (readouts only, body frozen)")
     ap.add_argument("--no-heads", action="store_true",
                     help="leave out the head committee (committee-1 heads per backbone seed)")
+    ap.add_argument("--head-backbones", nargs="*",
+                    help="backbones (sizes or 'pretrained NAME') that get a head committee "
+                    "(default: all)")
     ap.add_argument("--variants", nargs="*", help="PROBE variants to run (default: all)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--n-boot", type=int, default=500)
@@ -261,14 +269,14 @@ def main() -> None:
             for s in range(n_models):
                 jobs.append({"channels": ch, "max_L": lmax, "epochs": args.epochs, "seed": s,
                              "train": str(files["train"]), "valid": str(files["valid"]),
-                             "foundation": pretrained.get(size),
+                             "foundation": pretrained.get(size), "size": size,
                              "replay": str(work / "replay.extxyz"),
                              "out": str(work / f"{name}_{size.replace(' ', '_')}_s{s}.model")})
     head_jobs = [] if args.no_heads else [
         {**job, "epochs": args.head_epochs, "seed": 100 + k, "head_of": job["out"],
          "out": job["out"].removesuffix(".model") + f"_h{k}.model"}
         for job in jobs if int(job["out"].rsplit("_s", 1)[1].split(".")[0]) < args.seeds
-        for k in range(1, args.committee)]
+        and _heads_for(job["size"], args.head_backbones) for k in range(1, args.committee)]
     for what, batch in (("backbones", jobs), ("head-committee members", head_jobs)):
         print(f"training {len(batch)} {what} ({args.workers} at a time) ...", flush=True)
         with ProcessPoolExecutor(args.workers) as ex:
@@ -316,7 +324,7 @@ def main() -> None:
                     costs[f"committee-{args.committee} eps_F"] = _cost(
                         model, hot[0], lambda p: [predict(m, [hot[0]], batch_size=1)
                                                   for m in committee[1:]])
-                if not args.no_heads:
+                if not args.no_heads and _heads_for(size, args.head_backbones):
                     heads = [model] + [load_model(str(paths[s]).removesuffix(".model")
                                                   + f"_h{k}.model")
                                        for k in range(1, args.committee)]
@@ -347,12 +355,17 @@ def main() -> None:
                     for i in range(len(hot))])
                 signals["random"] = rng.random(len(hot))
                 for sig, conf in signals.items():
-                    lo, hi = bootstrap_ci(lambda c, e: auroc(c, e, tau), conf, e_test,
+                    lo, hi = bootstrap_ci(lambda c, e, t=tau: auroc(c, e, t), conf, e_test,
                                           n_boot=args.n_boot, rng=np.random.default_rng(s))
+                    s_lo, s_hi = bootstrap_ci(spearman, conf, e_test, n_boot=args.n_boot,
+                                              rng=np.random.default_rng(s))
+                    a_lo, a_hi = bootstrap_ci(e_aurc, conf, e_test, n_boot=args.n_boot,
+                                              rng=np.random.default_rng(s))
                     per_signal.setdefault(sig, []).append({
                         "auroc": auroc(conf, e_test, tau), "auroc_lo": lo, "auroc_hi": hi,
-                        "spearman": spearman(conf, e_test), "e_aurc": e_aurc(conf, e_test),
-                        "unreliable": float(np.mean(e_test > tau))})
+                        "spearman": spearman(conf, e_test), "spearman_lo": s_lo,
+                        "spearman_hi": s_hi, "e_aurc": e_aurc(conf, e_test), "e_aurc_lo": a_lo,
+                        "e_aurc_hi": a_hi, "unreliable": float(np.mean(e_test > tau))})
                 print(f"  {name} {size} seed {s}: test force RMSE median "
                       f"{1000 * np.median(e_test):.0f} meV/Å, tau {1000 * tau:.0f} meV/Å "
                       f"[{time.time() - t_start:.0f} s]", flush=True)
@@ -372,15 +385,18 @@ def main() -> None:
                                                  "wall_s": time.time() - t_start},
                                                 indent=1, default=float))
     print(f"\nbackbone on the coldest temperature, probe on the middle ones, test on the hottest;"
-          f" {args.seeds} backbone seeds; AUROC mean ± seed sd [95% CI of seed 0]; cost: per "
-          "single-frame call, relative to one backbone energy+forces pass")
+          f" {args.seeds} backbone seeds; mean over seeds (AUROC ± seed sd) [bootstrap 95% CI "
+          "of seed 0]; cost: per single-frame call, relative to one backbone energy+forces "
+          "pass")
     print("| pool | backbone | signal | AUROC | Spearman | E-AURC | cost |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         lo, hi = r["auroc_ci_seed0"]
+        s0 = r["seeds"][0]
         print(f"| {r['pool']} | {r['backbone']} | {r['signal']} | {r['auroc_mean']:.3f} ± "
-              f"{r['auroc_seed_sd']:.3f} [{lo:.2f}, {hi:.2f}] | {r['spearman_mean']:+.2f} | "
-              f"{r['e_aurc_mean']:.4f} | {r['cost']:.3f}x |")
+              f"{r['auroc_seed_sd']:.3f} [{lo:.2f}, {hi:.2f}] | {r['spearman_mean']:+.2f} "
+              f"[{s0['spearman_lo']:+.2f}, {s0['spearman_hi']:+.2f}] | {r['e_aurc_mean']:.4f} "
+              f"[{s0['e_aurc_lo']:.4f}, {s0['e_aurc_hi']:.4f}] | {r['cost']:.3f}x |")
     paired = _paired_table(rows, variants, args.committee, args.no_heads)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"rows": rows, "paired": paired,
