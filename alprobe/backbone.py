@@ -662,6 +662,7 @@ class FusedReadouts:
         self = cls()
         body = models[0]
         dtype = next(body.parameters()).dtype
+        dev = next(body.parameters()).device
         n_layers = len(body.interactions)
         n_el = len(body.atomic_numbers)
         e0, scale, shift = [], [], []
@@ -670,16 +671,17 @@ class FusedReadouts:
             for k, m in enumerate(models):
                 heads = model_heads(m)
                 h = heads.index(campaign_head(m))
-                e0.append(m.atomic_energies_fn(torch.eye(n_el, dtype=dtype))[:, h])
+                e0.append(m.atomic_energies_fn(torch.eye(n_el, dtype=dtype, device=dev))[:, h])
                 scale.append(torch.atleast_1d(m.scale_shift.scale)[h])
                 shift.append(torch.atleast_1d(m.scale_shift.shift)[h])
                 for i, r in enumerate(m.readouts):
                     j = n_layers - 1 if len(m.readouts) == 1 else i
                     if isinstance(r, LinearReadoutBlock):
-                        parts.setdefault(j, []).append((k, "lin", _affine(r.linear, dtype)[h]))
+                        parts.setdefault(j, []).append((k, "lin", _affine(r.linear, dtype,
+                                                                          dev)[h]))
                     elif isinstance(r, NonLinearReadoutBlock) and _scalar_act(r) is not None:
-                        w1, b1 = _affine(r.linear_1, dtype, full=True)
-                        w2, b2 = _affine(r.linear_2, dtype, full=True)
+                        w1, b1 = _affine(r.linear_1, dtype, dev, full=True)
+                        w2, b2 = _affine(r.linear_2, dtype, dev, full=True)
                         n_heads = getattr(r, "num_heads", 1)
                         width = w1.shape[1] // n_heads if n_heads > 1 else w1.shape[1]
                         cols = slice(h * width, (h + 1) * width) if n_heads > 1 else slice(None)
@@ -692,11 +694,11 @@ class FusedReadouts:
         self.e0 = torch.stack(e0, dim=1)  # (n_elements, M)
         self.scale, self.shift = torch.stack(scale), torch.stack(shift)  # (M,)
         for j, items in parts.items():
-            layer: dict[str, Any] = {"bias": torch.zeros(n, dtype=dtype)}
+            layer: dict[str, Any] = {"bias": torch.zeros(n, dtype=dtype, device=dev)}
             lin = [(k, v) for k, kind, v in items if kind == "lin"]
             if lin:
                 d = lin[0][1][0].shape[0]
-                lw = torch.zeros(d, n, dtype=dtype)
+                lw = torch.zeros(d, n, dtype=dtype, device=dev)
                 for k, (w, b) in lin:
                     lw[:, k] += w
                     layer["bias"][k] += b
@@ -705,7 +707,7 @@ class FusedReadouts:
             if mlp:
                 w1 = torch.cat([v[0] for _, v in mlp], dim=1)
                 b1 = torch.cat([v[1] for _, v in mlp])
-                w2 = torch.zeros(w1.shape[1], n, dtype=dtype)
+                w2 = torch.zeros(w1.shape[1], n, dtype=dtype, device=dev)
                 acts, start = [], 0
                 for k, (a, _, b2w, b2, act) in mlp:
                     w2[start:start + a.shape[1], k] = b2w
@@ -741,13 +743,12 @@ class FusedReadouts:
         return scatter_sum(atom_e0 + inter, index=data["batch"], dim=0, dim_size=n_graphs)
 
 
-def _affine(linear: torch.nn.Module, dtype: Any, full: bool = False
-            ) -> Any:
+def _affine(linear: torch.nn.Module, dtype: Any, device: Any, full: bool = False) -> Any:
     """(W (d_in, d_out), b (d_out,)) of an e3nn Linear whose outputs are scalars, read off by
     feeding it unit vectors; without ``full``, a list over outputs of (W[:, o], b[o])."""
     d_in = linear.irreps_in.dim
-    b = linear(torch.zeros(1, d_in, dtype=dtype))[0]
-    w = linear(torch.eye(d_in, dtype=dtype)) - b
+    b = linear(torch.zeros(1, d_in, dtype=dtype, device=device))[0]
+    w = linear(torch.eye(d_in, dtype=dtype, device=device)) - b
     if full:
         return w, b
     return [(w[:, o], b[o]) for o in range(w.shape[1])]
