@@ -38,7 +38,7 @@ MOLECULES = ["CH4", "H2O", "NH3", "CH3OH", "H3CNH2", "HCOOH", "CH3CHO", "HCOOCH3
              "CH3CN", "CH3OCH3", "CH3NO2"]
 EXCLUDED = {"ethanol", "CH3CH2OH", "acetamide", "CH3CONH2", "acetic acid", "CH3COOH"}
 #: name -> (channels, max_L, epochs): the sizes pretrained by default.
-SIZES = {"small": (32, 0, 120), "medium": (64, 1, 80), "large": (96, 1, 60)}
+SIZES = {"small": (32, 0, 120), "medium": (64, 1, 60), "large": (96, 1, 50)}
 
 
 def _pool_script() -> Any:
@@ -83,13 +83,17 @@ def make_data(args: argparse.Namespace, out: Path, t0: float) -> tuple[list[Any]
     label_level = _level(args.level, True)
     md_level = _level("hf/sto-3g", False)
     jobs = []
-    for m in args.molecules:
+    for mi, m in enumerate(args.molecules):
         for ti, T in enumerate(args.temperatures):
-            jobs.append({"molecule": m, "T": T, "seed": [args.seed, len(jobs), ti],
-                         "traj_id": f"{m}-T{T:g}", "md_level": md_level, "torsion": None,
-                         "timestep_fs": 0.5, "friction_per_fs": 0.02,
-                         "equilibrate": args.equilibrate, "frames": args.frames,
-                         "stride": args.stride})
+            for r in range(args.trajectories):
+                # trajectory 0 keeps the id and seed it had before --trajectories existed
+                base = mi * len(args.temperatures) + ti
+                seed = [args.seed, base, ti] if r == 0 else [args.seed, base, ti, r]
+                tid = f"{m}-T{T:g}" if r == 0 else f"{m}-T{T:g}-{r}"
+                jobs.append({"molecule": m, "T": T, "seed": seed, "traj_id": tid,
+                             "md_level": md_level, "torsion": None, "timestep_fs": 0.5,
+                             "friction_per_fs": 0.02, "equilibrate": args.equilibrate,
+                             "frames": args.frames, "stride": args.stride})
     labeled = mp._make(jobs, label_level, parts, args.workers, t0)
     frames, failed = [], 0
     for j in jobs:
@@ -166,6 +170,7 @@ def main() -> None:
     ap.add_argument("--out", default="campaigns/data/foundation")
     ap.add_argument("--molecules", nargs="+", default=MOLECULES)
     ap.add_argument("--temperatures", type=float, nargs="+", default=[300, 700, 1100])
+    ap.add_argument("--trajectories", type=int, default=2, help="per molecule and temperature")
     ap.add_argument("--frames", type=int, default=8, help="per trajectory")
     ap.add_argument("--stride", type=int, default=10, help="MD steps between kept frames")
     ap.add_argument("--equilibrate", type=int, default=30)
@@ -177,6 +182,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse-data", action="store_true",
+                    help="train on OUT/pretrain.extxyz as it is (no data step)")
     ap.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 2))
     args = ap.parse_args()
     bad = sorted(set(args.molecules) & EXCLUDED)
@@ -188,22 +195,48 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    frames, counts = make_data(args, out, t0)
     versions = {p: version(p) for p in ("pyscf", "ase", "mace-torch", "torch", "alprobe")}
     command = "python scripts/make_foundation.py " + " ".join(sys.argv[1:])
+    if args.reuse_data:
+        from ase.io import read
+
+        if not (out / "pretrain.extxyz").exists():
+            ap.error(f"--reuse-data: {out / 'pretrain.extxyz'} does not exist")
+        frames = list(read(out / "pretrain.extxyz", ":", format="extxyz"))
+        print(f"data: {len(frames)} frames read from {out / 'pretrain.extxyz'}", flush=True)
+    else:
+        frames = _data_step(args, out, t0, versions, command)
+    _pretrain_all(frames, args, out, versions, command)
+
+
+def _data_step(args: argparse.Namespace, out: Path, t0: float, versions: dict, command: str
+               ) -> list[Any]:
+    """Make (or resume) the data set and write its provenance; the frames."""
+    clock = out / "parts" / "data_wall_s.json"
+    before = json.loads(clock.read_text()) if clock.exists() else 0.0
+    frames, counts = make_data(args, out, t0)
+    wall = before + time.time() - t0
+    clock.write_text(json.dumps(wall))
     (out / "pretrain.json").write_text(json.dumps({
         "molecules": args.molecules, **counts, "temperatures_K": args.temperatures,
-        "frames_per_trajectory": args.frames, "stride_steps": args.stride,
+        "trajectories_per_temperature": args.trajectories, "frames_per_trajectory": args.frames, "stride_steps": args.stride,
         "equilibrate_steps": args.equilibrate, "rattle_A": args.rattle_A,
         "md": {"level": "hf/sto-3g", "timestep_fs": 0.5, "friction_per_fs": 0.02,
                "thermostat": "ASE Langevin"},
         "labels": {"level": args.level, "code": "PySCF via alprobe.dft.label_atoms",
                    "units": "eV, eV/A"},
         "keys": {"energy": "ref_energy", "forces": "ref_forces", "group": "traj_id"},
-        "seed": args.seed, "wall_s": time.time() - t0, "versions": versions,
-        "command": command}, indent=1))
+        "seed": args.seed, "wall_s": wall,
+        "wall_note": "seconds of work over every run that made the parts (a resumed run adds "
+                     "its own)", "versions": versions, "command": command}, indent=1))
     print(f"data: {counts['frames']} frames ({counts['failed_labels']} failed labels) "
           f"[{time.time() - t0:.0f} s]", flush=True)
+    return frames
+
+
+def _pretrain_all(frames: list[Any], args: argparse.Namespace, out: Path, versions: dict,
+                  command: str) -> None:
+    """Pretrain every size in ``args.sizes`` not already written; print a table."""
     print(f"{'size':<8}{'irreps':<16}{'epochs':>7}{'wall s':>9}{'valid F MAE meV/A':>19}")
     for size in args.sizes:
         prov_path = out / f"foundation_{size}.json"
