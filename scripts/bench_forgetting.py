@@ -32,13 +32,15 @@ import numpy as np
 
 #: name -> BackboneConfig overrides of a fine-tune
 SETTINGS = {
-    "lr 1e-2": {"finetune_lr": 1e-2},
+    "lr 1e-2": {"finetune_lr": 1e-2},  # (the campaign default: backbone.lr)
     "lr 1e-3": {"finetune_lr": 1e-3},
     "lr 1e-3, replay weight 10": {"finetune_lr": 1e-3, "replay_weight": 10.0},
     "lr 1e-2, replay weight 10": {"finetune_lr": 1e-2, "replay_weight": 10.0},
     "lr 1e-3, freeze 1 (embedding)": {"finetune_lr": 1e-3, "freeze": 1},
     "lr 1e-2, freeze 5 (products + readouts train)": {"finetune_lr": 1e-2, "freeze": 5},
     "lr 1e-2, freeze 6 (readouts only)": {"finetune_lr": 1e-2, "freeze": 6},
+    "lr 1e-3, pseudolabel replay": {"finetune_lr": 1e-3, "replay_labels": "foundation"},
+    "lr 1e-3, 600 replay frames": {"finetune_lr": 1e-3, "replay_samples": 600},
 }
 
 
@@ -62,7 +64,7 @@ def main() -> None:
 
     from alprobe.backbone import Replay, load_model, predict, train_backbone
     from alprobe.config import BackboneConfig
-    from alprobe.dataset import group_split, random_subset
+    from alprobe.dataset import group_split
     from alprobe.frames import REF_FORCES, bare_with_ref, read_labeled, write_extxyz
     from alprobe.stages.train import _mace_keys
 
@@ -93,21 +95,24 @@ def main() -> None:
         held = group_split(groups, args.holdout, rng)
         keep = [a for a, h in zip(replay_all, held) if not h]
         holdout = tuple(bare_with_ref(a) for a, h in zip(replay_all, held) if h)
-        keep = [keep[i] for i in sorted(random_subset(len(keep), args.replay_samples, rng))]
-        replay_file = work / f"replay_s{seed}.extxyz"
-        write_extxyz(replay_file, [_mace_keys(a) for a in keep])
+        order = rng.permutation(len(keep))  # replay subsets: the first n of one order
         pick = rng.permutation(len(rest))[:args.labels]
         n_val = max(2, len(pick) // 10)
         valid, train = [rest[i] for i in pick[:n_val]], [rest[i] for i in pick[n_val:]]
         for name in names:
             settings = BackboneConfig(foundation=args.foundation, replay_file=args.replay,
                                       finetune_epochs=args.epochs, batch_size=args.batch_size,
-                                      **SETTINGS[name])
+                                      **{"replay_samples": args.replay_samples,
+                                         **SETTINGS[name]})
+            n_rep = settings.replay_samples
+            replay_file = work / f"replay_s{seed}_n{n_rep}.extxyz"
+            write_extxyz(replay_file, [_mace_keys(keep[i]) for i in sorted(order[:n_rep])])
             out = work / f"{name.replace(' ', '_').replace(',', '')}_s{seed}.model"
             t0 = time.time()
             info = train_backbone(train, valid, out, settings, seed=seed,
                                   foundation=args.foundation, epochs=args.epochs,
-                                  replay=Replay(str(replay_file), False, holdout))
+                                  replay=Replay(str(replay_file),
+                                                settings.replay_labels == "foundation", holdout))
             rep = info["replay"]
             row = {"setting": name, "seed": seed, "labels": len(train) + len(valid),
                    "test_force_mae_meV_A": fmae(predict(load_model(out), test), test),
