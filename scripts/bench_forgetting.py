@@ -41,6 +41,9 @@ SETTINGS = {
     "lr 1e-2, freeze 6 (readouts only)": {"finetune_lr": 1e-2, "freeze": 6},
     "lr 1e-3, pseudolabel replay": {"finetune_lr": 1e-3, "replay_labels": "foundation"},
     "lr 1e-3, 600 replay frames": {"finetune_lr": 1e-3, "replay_samples": 600},
+    "lr 1e-2, 600 replay frames": {"finetune_lr": 1e-2, "replay_samples": 600},
+    "lr 1e-2, freeze 5, 600 replay frames": {"finetune_lr": 1e-2, "freeze": 5,
+                                             "replay_samples": 600},
 }
 
 
