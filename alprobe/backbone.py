@@ -577,7 +577,8 @@ def committee_predict(models: Sequence[torch.nn.Module], frames: Sequence[Atoms]
         for key, v in d.items():
             if torch.is_tensor(v) and v.is_floating_point():
                 d[key] = v.to(dtype)
-        energies = fused(_body_features(body, d), d)  # (n_graphs, n_shared)
+        feats, n_graphs = _body_features(body, d)
+        energies = fused(feats, d, n_graphs)  # (n_graphs, n_shared)
         pos = d["positions"]
         ptr = batch.ptr.cpu().numpy()
         grads = {}
@@ -616,9 +617,10 @@ def _committee_plan(models: Sequence[torch.nn.Module]) -> tuple[list[int], Fused
     return shared, fused
 
 
-def _body_features(body: torch.nn.Module, data: dict[str, Any]) -> list[torch.Tensor]:
-    """Node features after each interaction of a MACE body (mace-torch's ScaleShiftMACE
-    forward up to its readouts), plus the graph context under key -1 of the data dict."""
+def _body_features(body: torch.nn.Module, data: dict[str, Any]
+                   ) -> tuple[list[torch.Tensor], int]:
+    """(node features after each interaction of a MACE body, number of graphs): mace-torch's
+    ScaleShiftMACE forward up to its readouts."""
     from mace.modules.utils import prepare_graph
 
     ctx = prepare_graph(data)
@@ -635,8 +637,7 @@ def _body_features(body: torch.nn.Module, data: dict[str, Any]) -> list[torch.Te
                                      lammps_natoms=(0, 0))
         node_feats = product(node_feats=node_feats, sc=sc, node_attrs=data["node_attrs"])
         feats.append(node_feats)
-    data["num_graphs"] = ctx.num_graphs
-    return feats
+    return feats, int(ctx.num_graphs)
 
 
 class FusedReadouts:
@@ -718,7 +719,8 @@ class FusedReadouts:
             self.layers[j] = layer
         return self
 
-    def __call__(self, feats: list[torch.Tensor], data: dict[str, Any]) -> torch.Tensor:
+    def __call__(self, feats: list[torch.Tensor], data: dict[str, Any], n_graphs: int
+                 ) -> torch.Tensor:
         """Total energies (n_graphs, M), eV, of every member from the body's features."""
         from mace.tools.scatter import scatter_sum
 
@@ -739,7 +741,6 @@ class FusedReadouts:
             node_e = node_e + e
         inter = self.scale * node_e + self.shift  # (n_atoms, M)
         atom_e0 = data["node_attrs"] @ self.e0
-        n_graphs = int(data["num_graphs"])
         return scatter_sum(atom_e0 + inter, index=data["batch"], dim=0, dim_size=n_graphs)
 
 

@@ -139,16 +139,7 @@ def _cost(model: Any, frame: Any, fn: Any, pairs: int = 60) -> float:
         (p,) = predict(model, [frame], batch_size=1)
         return fn(p)
 
-    for _ in range(3):
-        a(), b()
-    ratios = []
-    for _ in range(pairs):
-        t0 = time.perf_counter()
-        a()
-        t1 = time.perf_counter()
-        b()
-        ratios.append((time.perf_counter() - t1) / (t1 - t0))
-    return float(np.median(ratios))
+    return _ratio(a, b, pairs)
 
 
 def _heads_for(size: str, chosen: list[str] | None) -> bool:
